@@ -1,0 +1,159 @@
+import { z } from 'zod';
+
+/**
+ * Settings of the protocol, validated once at the door. Every refusal names the settings
+ * that conflict and says what to change, the way client-go's leader election does.
+ *
+ * Symbols used in comments and in the README's failover bound:
+ *   P  periodMs          one heartbeat (counter increment) per P on the node's own clock
+ *   K  staleTicks        a peer is stale when the cluster benchmark advanced K ticks past it
+ *   f  driftBound        every clock runs between 1/f and f times real speed
+ *   d  requestTimeoutMs  the longest heartbeat round trip that still counts
+ *   c  handlerStopMs     how long task code may take to notice that its lease is gone
+ *   F  fenceMs           the self-fencing window, measured from the *send* time of the last
+ *                        successful heartbeat on the node's own monotonic clock
+ */
+export class ConfigError extends Error {
+  override name = 'ConfigError';
+}
+
+export const takeoverModes = ['balanced', 'detector'] as const;
+export type TakeoverMode = (typeof takeoverModes)[number];
+
+const nodeIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
+export const nodeIdSchema = z
+  .string()
+  .regex(nodeIdPattern, 'node id must be 1-100 characters of letters, digits, ".", "_", ":" or "-", starting with a letter or digit');
+
+const positiveMs = (name: string) => z.number({ error: `${name} must be a number` }).finite().positive(`${name} must be > 0`);
+
+export const optionsSchema = z
+  .object({
+    nodeId: nodeIdSchema.optional(),
+    periodMs: positiveMs('periodMs').default(1000),
+    staleTicks: z.number().int('staleTicks must be a whole number').min(2, 'staleTicks must be at least 2').default(4),
+    driftBound: z.number().finite().min(1, 'driftBound must be >= 1 (1.05 means clocks may run 5% fast or slow)').default(1.05),
+    requestTimeoutMs: positiveMs('requestTimeoutMs').optional(),
+    handlerStopMs: z.number().finite().min(0, 'handlerStopMs must be >= 0').optional(),
+    fenceMs: positiveMs('fenceMs').optional(),
+    capacity: z.number().int('capacity must be a whole number').min(0, 'capacity must be >= 0').default(1000),
+    watchPeers: z.number().int('watchPeers must be a whole number').min(1, 'watchPeers must be at least 1').default(3),
+    takeover: z.enum(takeoverModes, { error: `takeover must be one of: ${takeoverModes.join(', ')}` }).default('balanced'),
+    resyncTicks: z.number().int().min(1, 'resyncTicks must be at least 1').default(30),
+    maxMovesPerTick: z.number().int().min(0, 'maxMovesPerTick must be >= 0').default(20),
+    maxAttempts: z.number().int().min(1, 'maxAttempts must be at least 1').default(5),
+    retryBaseMs: positiveMs('retryBaseMs').default(500),
+    retryMaxMs: positiveMs('retryMaxMs').default(30_000),
+  })
+  .strict();
+
+export type KeeperOptions = z.input<typeof optionsSchema>;
+
+export interface KeeperConfig {
+  nodeId?: string;
+  periodMs: number;
+  staleTicks: number;
+  driftBound: number;
+  requestTimeoutMs: number;
+  handlerStopMs: number;
+  fenceMs: number;
+  capacity: number;
+  watchPeers: number;
+  takeover: TakeoverMode;
+  resyncTicks: number;
+  maxMovesPerTick: number;
+  maxAttempts: number;
+  retryBaseMs: number;
+  retryMaxMs: number;
+}
+
+/** Real time after the send of a node's last heartbeat before any peer may declare it dead. */
+export function earliestDeclarationMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound'>): number {
+  // K benchmark ticks past the first sighting need K-1 full periods of the fastest clock.
+  return ((c.staleTicks - 1) * c.periodMs) / c.driftBound;
+}
+
+/** Real time after the send of its last heartbeat by which a node has stopped all its work. */
+export function latestSelfStopMs(c: Pick<KeeperConfig, 'fenceMs' | 'driftBound' | 'handlerStopMs'>): number {
+  // F is measured on the node's own clock, which may run as slow as 1/f.
+  return c.fenceMs * c.driftBound + c.handlerStopMs;
+}
+
+/** The fence window must outlast one period plus one slow round trip measured on a fast clock. */
+function minFenceMs(c: Pick<KeeperConfig, 'periodMs' | 'requestTimeoutMs' | 'driftBound'>): number {
+  return c.periodMs + c.requestTimeoutMs * c.driftBound;
+}
+
+function maxFenceMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'handlerStopMs'>): number {
+  return (earliestDeclarationMs(c) - c.handlerStopMs) / c.driftBound;
+}
+
+/** Smallest staleTicks for which some fence window is both safe and tolerant of one slow heartbeat. */
+export function minimumStaleTicks(c: Pick<KeeperConfig, 'periodMs' | 'requestTimeoutMs' | 'driftBound' | 'handlerStopMs'>): number {
+  for (let k = 2; k < 10_000; k++) {
+    if (maxFenceMs({ ...c, staleTicks: k }) > minFenceMs(c)) return k;
+  }
+  return Number.POSITIVE_INFINITY;
+}
+
+/**
+ * Upper bound on the real time from a crash until every task of the crashed node runs
+ * elsewhere (given the drift bound), in milliseconds:
+ *   d            the last heartbeat may take up to d to land;
+ *   P*f          an observer sees that value at its next read, at most one slow period later;
+ *   (K+1)*P*f    the benchmark needs K ticks of the slowest clocks, plus one period of phase;
+ *   P*f          the new owner notices the handover at its next tick (balanced takeover).
+ * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
+ */
+export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>): number {
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound;
+}
+
+function formatIssue(error: z.ZodError): string {
+  const issue = error.issues[0];
+  if (!issue) return 'invalid settings';
+  if (issue.code === 'unrecognized_keys') return `unknown setting ${issue.keys.map((k) => `"${k}"`).join(', ')}`;
+  const path = issue.path.join('.');
+  return issue.message.startsWith(path) || !path ? issue.message : `${path}: ${issue.message}`;
+}
+
+const round = (ms: number) => Math.round(ms * 10) / 10;
+
+/** Validates options, fills in defaults and derives the fence window. Throws ConfigError. */
+export function resolveConfig(options: KeeperOptions = {}): KeeperConfig {
+  const parsed = optionsSchema.safeParse(options);
+  if (!parsed.success) throw new ConfigError(formatIssue(parsed.error));
+  const o = parsed.data;
+  const requestTimeoutMs = o.requestTimeoutMs ?? Math.min(o.periodMs * 0.2, 2000);
+  const handlerStopMs = o.handlerStopMs ?? o.periodMs * 0.1;
+  const base = { ...o, requestTimeoutMs, handlerStopMs };
+
+  if (requestTimeoutMs >= o.periodMs) {
+    throw new ConfigError(
+      `requestTimeoutMs (${requestTimeoutMs}) must be shorter than periodMs (${o.periodMs}): a hung heartbeat must give up before the next one is due`,
+    );
+  }
+  const lo = minFenceMs(base);
+  const hi = maxFenceMs(base);
+  if (o.fenceMs === undefined && !(hi > lo)) {
+    throw new ConfigError(
+      `staleTicks ${o.staleTicks} is too small for driftBound ${o.driftBound} at periodMs ${o.periodMs}: ` +
+        `no self-fencing window is both safe and longer than one period plus a slow heartbeat; use staleTicks >= ${minimumStaleTicks(base)}`,
+    );
+  }
+  const fenceMs = o.fenceMs ?? round((lo + hi) / 2);
+  if (!(fenceMs > lo)) {
+    throw new ConfigError(
+      `fenceMs (${fenceMs}) must exceed periodMs + requestTimeoutMs x driftBound (${round(lo)}): otherwise one slow heartbeat would stop every task`,
+    );
+  }
+  const config: KeeperConfig = { ...base, fenceMs };
+  if (!(latestSelfStopMs(config) < earliestDeclarationMs(config))) {
+    throw new ConfigError(
+      `fenceMs (${fenceMs}) is unsafe: a node may stop its tasks only ${round(latestSelfStopMs(config))} ms after its last heartbeat ` +
+        `(fenceMs x driftBound + handlerStopMs), but peers may declare it dead after ${round(earliestDeclarationMs(config))} ms ` +
+        `((staleTicks - 1) x periodMs / driftBound); lower fenceMs below ${round(hi)} or raise staleTicks`,
+    );
+  }
+  return config;
+}

@@ -1,0 +1,614 @@
+import {
+  BatchGetCommand,
+  DeleteCommand,
+  GetCommand,
+  PutCommand,
+  QueryCommand,
+  ScanCommand,
+  UpdateCommand,
+  type DynamoDBDocumentClient,
+} from '@aws-sdk/lib-dynamodb';
+import { unmarshall } from '@aws-sdk/util-dynamodb';
+import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
+import {
+  AmbiguousWriteError,
+  StoreUnavailableError,
+  type ClusterItem,
+  type HeartbeatInput,
+  type HeartbeatResult,
+  type MemberEntry,
+  type NodeItem,
+  type NodeState,
+  type Page,
+  type Store,
+  type TaskItem,
+  type TaskOwnership,
+  type TaskPatch,
+} from './store.js';
+
+type Raw = Record<string, unknown>;
+
+export interface RetryPolicy {
+  /** Attempts per call, the first included. */
+  attempts: number;
+  /** Full-jitter exponential backoff: wait a random time below min(capMs, baseMs * 2^n). */
+  baseMs: number;
+  capMs: number;
+}
+
+export interface DynamoStoreOptions {
+  client: DynamoDBDocumentClient;
+  table: string;
+  warn?: Warn;
+  retry?: Partial<RetryPolicy>;
+  /** Per-request deadline, enforced with an abort signal on top of the HTTP handler's timeouts. */
+  requestTimeoutMs?: number;
+}
+
+/** The table does not exist (or cannot be used): a configuration problem, not an outage. */
+export class TableMissingError extends Error {
+  override name = 'TableMissingError';
+}
+
+export class InvalidCursorError extends Error {
+  override name = 'InvalidCursorError';
+}
+
+type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal';
+
+const throttles = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'LimitExceededException']);
+/** Network errors raised before a request could reach the server: retrying them cannot apply a write twice. */
+const undelivered = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
+
+function classify(error: unknown): Failure {
+  const e = error as { name?: string; code?: string; $fault?: string; $metadata?: { httpStatusCode?: number } };
+  if (e.name === 'ConditionalCheckFailedException') return 'condition';
+  if (e.name && throttles.has(e.name)) return 'throttled';
+  if (e.name === 'ResourceNotFoundException' || e.name === 'ValidationException' || e.name === 'AccessDeniedException') return 'fatal';
+  const code = e.code ?? (error as { cause?: { code?: string } }).cause?.code;
+  if (code && undelivered.has(code)) return 'unavailable';
+  const status = e.$metadata?.httpStatusCode;
+  if (status !== undefined && status >= 400 && status < 500 && e.$fault === 'client') return 'fatal';
+  // Timeouts, resets, 5xx and anything unrecognised: the write may or may not have landed.
+  return 'ambiguous';
+}
+
+function describe(error: unknown): string {
+  const e = error as { name?: string; message?: string; code?: string };
+  return [e.name, e.code, e.message].filter(Boolean).join(': ');
+}
+
+/**
+ * The Store over DynamoDB through lib-dynamodb. Every state change is a conditional write.
+ *
+ * Retries and ambiguity: a throttled request was not applied and is simply retried with
+ * jittered backoff. A timeout or 5xx may have been applied; retrying a compare-and-set after
+ * one can then fail its condition *because the first attempt won* (the bug the Kinesis Client
+ * Library fixed in its lease taker). So every conditional write carries a predicate that
+ * recognises its own effect in the item returned with the failed condition
+ * (ReturnValuesOnConditionCheckFailure), and counts that as success. When attempts run out
+ * after an ambiguous failure, the caller gets AmbiguousWriteError and re-reads.
+ */
+export class DynamoStore implements Store {
+  private readonly client: DynamoDBDocumentClient;
+  private readonly table: string;
+  private readonly warn: Warn;
+  private readonly retry: RetryPolicy;
+  private readonly requestTimeoutMs: number;
+
+  constructor(options: DynamoStoreOptions) {
+    this.client = options.client;
+    this.table = options.table;
+    this.warn = options.warn ?? (() => {});
+    this.retry = { attempts: 3, baseMs: 20, capMs: 400, ...options.retry };
+    this.requestTimeoutMs = options.requestTimeoutMs ?? 2000;
+  }
+
+  // ---------------------------------------------------------------- plumbing
+
+  // lib-dynamodb's command classes do not unify under one `send` overload; the results are
+  // typed at each call site instead.
+  private async send<T = { Attributes?: Raw }>(command: object): Promise<T> {
+    // The abort signal is a second line behind the HTTP handler's own timeouts.
+    return (await this.client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs + 100) })) as T;
+  }
+
+  private backoff(attempt: number): Promise<void> {
+    const ceiling = Math.min(this.retry.capMs, this.retry.baseMs * 2 ** (attempt - 1));
+    return new Promise((resolve) => setTimeout(resolve, Math.random() * ceiling));
+  }
+
+  private unavailable(what: string, error: unknown): Error {
+    if (classify(error) === 'fatal') {
+      const name = (error as { name?: string }).name;
+      if (name === 'ResourceNotFoundException') return new TableMissingError(`table "${this.table}" does not exist; create it with \`keeper init --table ${this.table}\``);
+      return new Error(`${what} failed: ${describe(error)}`);
+    }
+    return new StoreUnavailableError(`${what} failed: ${describe(error)}`);
+  }
+
+  /** A read, retried on any transient failure. */
+  private async read<T>(what: string, op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (error) {
+        const kind = classify(error);
+        if (kind === 'fatal' || attempt >= this.retry.attempts) throw this.unavailable(what, error);
+        await this.backoff(attempt);
+      }
+    }
+  }
+
+  /**
+   * A conditional write. Resolves with the item after the write, or with `{ lost, current }`
+   * when the condition failed; `isMine` recognises the write's own effect after an ambiguous
+   * attempt.
+   */
+  private async write(
+    what: string,
+    op: () => Promise<{ Attributes?: Raw }>,
+    isMine: (current: Raw) => boolean,
+  ): Promise<{ won: true; item: Raw | undefined } | { won: false; current: Raw | undefined }> {
+    let ambiguous = false;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const out = await op();
+        return { won: true, item: out.Attributes };
+      } catch (error) {
+        const kind = classify(error);
+        if (kind === 'condition') {
+          const rawItem = (error as { Item?: Record<string, AttributeValue> }).Item;
+          const current = rawItem ? (unmarshall(rawItem) as Raw) : undefined;
+          if (ambiguous && current && isMine(current)) return { won: true, item: current };
+          return { won: false, current };
+        }
+        if (kind === 'ambiguous') ambiguous = true;
+        if (kind === 'fatal' || attempt >= this.retry.attempts) {
+          if (ambiguous && kind !== 'fatal') throw new AmbiguousWriteError(`${what}: outcome unknown after ${attempt} attempts (${describe(error)})`);
+          throw this.unavailable(what, error);
+        }
+        await this.backoff(attempt);
+      }
+    }
+  }
+
+  // ---------------------------------------------------------------- nodes
+
+  async getNode(id: string): Promise<NodeItem | undefined> {
+    const out = await this.read('get node', () =>
+      this.send<{ Item?: Raw }>(new GetCommand({ TableName: this.table, Key: keys.node(id), ConsistentRead: true })),
+    );
+    return out.Item ? parseNode(out.Item, this.warn) : undefined;
+  }
+
+  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean> {
+    const item = { ...keys.node(node.id), member: keys.memberPartition, ...node };
+    const condition =
+      expected === undefined
+        ? // No item, or one whose identity is unreadable (see MemoryStore's hasIdentity).
+          {
+            ConditionExpression: 'attribute_not_exists(pk) OR NOT attribute_type(#inc, :N) OR NOT (#state IN (:alive, :dead, :left))',
+            ExpressionAttributeNames: { '#inc': 'inc', '#state': 'state' },
+            ExpressionAttributeValues: { ':N': 'N', ':alive': 'alive', ':dead': 'dead', ':left': 'left' },
+          }
+        : {
+            ConditionExpression: '#inc = :inc AND #state = :state',
+            ExpressionAttributeNames: { '#inc': 'inc', '#state': 'state' },
+            ExpressionAttributeValues: { ':inc': expected.inc, ':state': expected.state },
+          };
+    const out = await this.write(
+      'join',
+      () => this.send(new PutCommand({ TableName: this.table, Item: item, ...condition, ReturnValuesOnConditionCheckFailure: 'ALL_OLD' })),
+      (current) => current['inc'] === node.inc && current['state'] === 'alive' && current['joinedAt'] === node.joinedAt,
+    );
+    return out.won;
+  }
+
+  async heartbeat(input: HeartbeatInput): Promise<HeartbeatResult> {
+    const out = await this.write(
+      'heartbeat',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(input.id),
+            // SET, not ADD: a heartbeat retried after a lost reply must not count twice.
+            UpdateExpression: 'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch',
+            ConditionExpression: '#inc = :inc AND #state = :alive',
+            ExpressionAttributeNames: {
+              '#counter': 'counter',
+              '#taskCount': 'taskCount',
+              '#capacity': 'capacity',
+              '#inc': 'inc',
+              '#state': 'state',
+              '#types': 'types',
+              '#watch': 'watch',
+            },
+            ExpressionAttributeValues: {
+              ':counter': input.counter,
+              ':taskCount': input.taskCount,
+              ':capacity': input.capacity,
+              ':types': input.types,
+              ':watch': input.watch,
+              ':inc': input.inc,
+              ':alive': 'alive',
+            },
+            // The returned item carries the inbox at no read cost.
+            ReturnValues: 'ALL_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false, // idempotent: a retry after an ambiguous attempt simply succeeds again
+    );
+    if (out.won) return { ok: true, node: out.item ? parseNode(out.item, this.warn) : undefined };
+    return { ok: false, current: out.current ? parseNode(out.current, this.warn) : undefined };
+  }
+
+  async readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }> {
+    const wanted = [...new Set(ids)].map((id) => keys.node(id));
+    wanted.push(keys.cluster);
+    const found: Raw[] = [];
+    for (let i = 0; i < wanted.length; i += 100) {
+      let pending: Record<string, unknown>[] = wanted.slice(i, i + 100);
+      for (let round = 1; pending.length > 0; round++) {
+        const out = await this.read('read nodes', () =>
+          this.send<{ Responses?: Record<string, Raw[]>; UnprocessedKeys?: Record<string, { Keys?: Record<string, unknown>[] }> }>(
+            new BatchGetCommand({ RequestItems: { [this.table]: { Keys: pending, ConsistentRead: true } } }),
+          ),
+        );
+        found.push(...(out.Responses?.[this.table] ?? []));
+        pending = out.UnprocessedKeys?.[this.table]?.Keys ?? [];
+        if (pending.length > 0) {
+          if (round >= this.retry.attempts) throw new StoreUnavailableError(`read nodes: ${pending.length} keys unprocessed after ${round} rounds`);
+          await this.backoff(round);
+        }
+      }
+    }
+    const nodes = new Map<string, NodeItem>();
+    let cluster: ClusterItem = { members: 0, tasks: 0 };
+    for (const raw of found) {
+      if (raw['pk'] === keys.cluster.pk) {
+        cluster = parseCluster(raw);
+        continue;
+      }
+      const node = parseNode(raw, this.warn);
+      if (node) nodes.set(node.id, node);
+    }
+    return { nodes, cluster };
+  }
+
+  async listMembers(): Promise<MemberEntry[]> {
+    const members: MemberEntry[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.read('list members', () =>
+        this.send<{ Items?: Raw[]; LastEvaluatedKey?: Record<string, unknown> }>(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: keys.membersIndex,
+            KeyConditionExpression: '#member = :member',
+            ExpressionAttributeNames: { '#member': 'member' },
+            ExpressionAttributeValues: { ':member': keys.memberPartition },
+            ExclusiveStartKey: start,
+          }),
+        ),
+      );
+      for (const raw of out.Items ?? []) {
+        const { id, state } = raw;
+        if (typeof id === 'string' && (state === 'alive' || state === 'dead' || state === 'left')) members.push({ id, state });
+        else this.warn(`skipping corrupt member entry ${String(raw['pk'])}`);
+      }
+      start = out.LastEvaluatedKey;
+    } while (start);
+    return members;
+  }
+
+  async declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean> {
+    const out = await this.write(
+      'declare dead',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            UpdateExpression: 'SET #state = :dead, deadBy = :by',
+            ConditionExpression: '#inc = :inc AND #counter = :counter AND #state = :alive',
+            ExpressionAttributeNames: { '#state': 'state', '#inc': 'inc', '#counter': 'counter' },
+            ExpressionAttributeValues: { ':dead': 'dead', ':by': by, ':inc': observed.inc, ':counter': observed.counter, ':alive': 'alive' },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['state'] === 'dead' && current['deadBy'] === by && current['inc'] === observed.inc && current['counter'] === observed.counter,
+    );
+    return out.won;
+  }
+
+  async markLeft(id: string, inc: number): Promise<boolean> {
+    const out = await this.write(
+      'leave',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            UpdateExpression: 'SET #state = :left',
+            ConditionExpression: '#inc = :inc AND #state = :alive',
+            ExpressionAttributeNames: { '#state': 'state', '#inc': 'inc' },
+            ExpressionAttributeValues: { ':left': 'left', ':inc': inc, ':alive': 'alive' },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['state'] === 'left' && current['inc'] === inc,
+    );
+    return out.won;
+  }
+
+  async removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean> {
+    const out = await this.write(
+      'remove node',
+      () =>
+        this.send(
+          new DeleteCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            ConditionExpression: '#inc = :inc AND #state = :state',
+            ExpressionAttributeNames: { '#inc': 'inc', '#state': 'state' },
+            ExpressionAttributeValues: { ':inc': expected.inc, ':state': expected.state },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false,
+    );
+    // After an ambiguous attempt a failed condition with no item means our delete landed.
+    return out.won || out.current === undefined;
+  }
+
+  async notify(id: string): Promise<void> {
+    await this.write(
+      'notify',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            UpdateExpression: 'ADD inbox :one',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: { ':one': 1 },
+          }),
+        ),
+      () => true,
+    );
+  }
+
+  async bumpCluster(field: keyof ClusterItem): Promise<void> {
+    await this.write(
+      'bump cluster',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.cluster,
+            UpdateExpression: 'ADD #field :one',
+            ExpressionAttributeNames: { '#field': field },
+            ExpressionAttributeValues: { ':one': 1 },
+          }),
+        ),
+      () => true,
+    );
+  }
+
+  // ---------------------------------------------------------------- tasks
+
+  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+    const item = {
+      ...keys.task(task.id),
+      id: task.id,
+      type: task.type,
+      payload: task.payload,
+      owner: keys.freeOwner,
+      ownerInc: 0,
+      token: 0,
+      state: 'ready',
+      attempts: 0,
+      createdAt,
+    };
+    const out = await this.write(
+      'create task',
+      () =>
+        this.send(
+          new PutCommand({
+            TableName: this.table,
+            Item: item,
+            ConditionExpression: 'attribute_not_exists(pk)',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['createdAt'] === createdAt && current['type'] === task.type,
+    );
+    return out.won ? 'created' : 'exists';
+  }
+
+  async getTask(id: string): Promise<TaskItem | undefined> {
+    const out = await this.read('get task', () =>
+      this.send<{ Item?: Raw }>(new GetCommand({ TableName: this.table, Key: keys.task(id), ConsistentRead: true })),
+    );
+    return out.Item ? parseTask(out.Item, this.warn) : undefined;
+  }
+
+  private ownershipCondition(expected: TaskOwnership) {
+    return {
+      ConditionExpression: '#owner = :fromOwner AND ownerInc = :fromInc AND #token = :fromToken AND #state = :ready',
+      names: { '#owner': 'owner', '#token': 'token', '#state': 'state' },
+      values: { ':fromOwner': expected.owner ?? keys.freeOwner, ':fromInc': expected.ownerInc, ':fromToken': expected.token, ':ready': 'ready' },
+    };
+  }
+
+  async deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined> {
+    const condition = expected ? this.ownershipCondition(expected) : undefined;
+    const out = await this.write(
+      'delete task',
+      () =>
+        this.send(
+          new DeleteCommand({
+            TableName: this.table,
+            Key: keys.task(id),
+            ConditionExpression: condition ? `attribute_exists(pk) AND ${condition.ConditionExpression}` : 'attribute_exists(pk)',
+            ExpressionAttributeNames: condition?.names,
+            ExpressionAttributeValues: condition?.values,
+            ReturnValues: 'ALL_OLD',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false,
+    );
+    if (!out.won || !out.item) return undefined;
+    return parseTask(out.item, this.warn) ?? (out.item as unknown as TaskItem);
+  }
+
+  async listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>> {
+    let start: Record<string, unknown> | undefined;
+    if (cursor !== undefined) {
+      try {
+        start = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Record<string, unknown>;
+        if (typeof start !== 'object' || start === null || typeof start['pk'] !== 'string') throw new Error('shape');
+      } catch {
+        throw new InvalidCursorError('cursor is not one this API returned');
+      }
+    }
+    const items: TaskItem[] = [];
+    do {
+      // Limit counts items evaluated before the filter, so a page never overshoots.
+      const out = await this.read('list tasks', () =>
+        this.send<{ Items?: Raw[]; LastEvaluatedKey?: Record<string, unknown> }>(
+          new ScanCommand({
+            TableName: this.table,
+            FilterExpression: 'begins_with(pk, :prefix)',
+            ExpressionAttributeValues: { ':prefix': 'task#' },
+            ExclusiveStartKey: start,
+            Limit: limit - items.length,
+            ConsistentRead: true,
+          }),
+        ),
+      );
+      for (const raw of out.Items ?? []) {
+        const task = parseTask(raw, this.warn);
+        if (task) items.push(task);
+      }
+      start = out.LastEvaluatedKey;
+    } while (start && items.length < limit);
+    return start ? { items, cursor: Buffer.from(JSON.stringify(start)).toString('base64url') } : { items };
+  }
+
+  private async byOwner(owner: string, limit?: number): Promise<TaskItem[]> {
+    const tasks: TaskItem[] = [];
+    let start: Record<string, unknown> | undefined;
+    do {
+      const out = await this.read('query tasks by owner', () =>
+        this.send<{ Items?: Raw[]; LastEvaluatedKey?: Record<string, unknown> }>(
+          new QueryCommand({
+            TableName: this.table,
+            IndexName: keys.ownerIndex,
+            KeyConditionExpression: '#owner = :owner',
+            ExpressionAttributeNames: { '#owner': 'owner' },
+            ExpressionAttributeValues: { ':owner': owner },
+            ExclusiveStartKey: start,
+            ...(limit !== undefined ? { Limit: limit - tasks.length } : {}),
+          }),
+        ),
+      );
+      for (const raw of out.Items ?? []) {
+        const task = parseTask(raw, this.warn);
+        if (task) tasks.push(task);
+      }
+      start = out.LastEvaluatedKey;
+    } while (start && (limit === undefined || tasks.length < limit));
+    return tasks;
+  }
+
+  tasksOwnedBy(nodeId: string): Promise<TaskItem[]> {
+    return this.byOwner(nodeId);
+  }
+
+  unownedTasks(limit: number): Promise<TaskItem[]> {
+    return limit > 0 ? this.byOwner(keys.freeOwner, limit) : Promise.resolve([]);
+  }
+
+  async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+    const condition = this.ownershipCondition(from);
+    const toOwner = to.owner ?? keys.freeOwner;
+    const out = await this.write(
+      'move task',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.task(id),
+            UpdateExpression: 'SET #owner = :toOwner, ownerInc = :toInc, #token = :nextToken REMOVE releaseRequested',
+            ConditionExpression: condition.ConditionExpression,
+            ExpressionAttributeNames: condition.names,
+            ExpressionAttributeValues: { ...condition.values, ':toOwner': toOwner, ':toInc': to.ownerInc, ':nextToken': from.token + 1 },
+            ReturnValues: 'ALL_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['owner'] === toOwner && current['ownerInc'] === to.ownerInc && current['token'] === from.token + 1,
+    );
+    return out.won && out.item ? parseTask(out.item, this.warn) : undefined;
+  }
+
+  async updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean> {
+    const condition = this.ownershipCondition(expected);
+    const sets: string[] = [];
+    const names: Record<string, string> = { ...condition.names };
+    const values: Record<string, unknown> = { ...condition.values };
+    for (const [field, value] of Object.entries(patch)) {
+      if (value === undefined) continue;
+      names[`#f_${field}`] = field;
+      values[`:f_${field}`] = value;
+      sets.push(`#f_${field} = :f_${field}`);
+    }
+    const leavesIndex = ownerAttribute(expected.owner, patch.state ?? 'ready') === undefined;
+    if (sets.length === 0) throw new Error('updateTask needs at least one field to set');
+    const expression = `SET ${sets.join(', ')}${leavesIndex ? ' REMOVE #owner' : ''}`;
+    const out = await this.write(
+      'update task',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.task(id),
+            UpdateExpression: expression,
+            ConditionExpression: condition.ConditionExpression,
+            ExpressionAttributeNames: names,
+            ExpressionAttributeValues: values,
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['token'] === expected.token && Object.entries(patch).every(([f, v]) => v === undefined || JSON.stringify(current[f]) === JSON.stringify(v)),
+    );
+    return out.won;
+  }
+
+  async requestRelease(id: string): Promise<TaskItem | undefined> {
+    const out = await this.write(
+      'request release',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.task(id),
+            UpdateExpression: 'SET releaseRequested = :yes',
+            ConditionExpression: 'attribute_exists(pk) AND #state = :ready',
+            ExpressionAttributeNames: { '#state': 'state' },
+            ExpressionAttributeValues: { ':yes': true, ':ready': 'ready' },
+            ReturnValues: 'ALL_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false,
+    );
+    return out.won && out.item ? parseTask(out.item, this.warn) : undefined;
+  }
+}

@@ -1,0 +1,108 @@
+import { z } from 'zod';
+import type { ClusterItem, NodeItem, TaskItem } from './store.js';
+
+/**
+ * The table's key design, written down once.
+ *
+ *   item      pk               sk         other keys
+ *   node      node#<nodeId>    node       member = "cluster"  -> index "members" (member, id)
+ *   task      task#<taskId>    task       owner  = <nodeId> | "#free" -> index "byOwner" (owner, id)
+ *   cluster   cluster          cluster
+ *
+ * - One partition per node: every node rewrites its own item once per period, so
+ *   heartbeats spread over partitions instead of heating one.
+ * - "members" is a sparse, keys-only index (plus state) over node items. Heartbeats change
+ *   neither its keys nor its projected attributes, so they cost no index writes.
+ * - "byOwner" finds the tasks of one owner, and the tasks waiting for one ("#free"), without
+ *   scanning. Done and failed tasks drop the attribute and so leave the index.
+ * - The cluster item holds two change counters that tell peers when to re-read membership
+ *   or look for unowned tasks, so that neither is polled with a query every period.
+ */
+export const keys = {
+  node: (id: string) => ({ pk: `node#${id}`, sk: 'node' }),
+  task: (id: string) => ({ pk: `task#${id}`, sk: 'task' }),
+  cluster: { pk: 'cluster', sk: 'cluster' },
+  memberPartition: 'cluster',
+  freeOwner: '#free',
+  membersIndex: 'members',
+  ownerIndex: 'byOwner',
+} as const;
+
+const count = z.number().int().nonnegative();
+
+export const watchRecordSchema = z.object({ inc: count, counter: count, since: count });
+
+export const nodeItemSchema = z.object({
+  id: z.string().min(1),
+  inc: count,
+  counter: count,
+  state: z.enum(['alive', 'dead', 'left']),
+  inbox: count,
+  taskCount: count,
+  capacity: count,
+  types: z.array(z.string()),
+  watch: z.record(z.string(), watchRecordSchema),
+  deadBy: z.string().optional(),
+  joinedAt: z.string(),
+});
+
+export const taskItemSchema = z.object({
+  id: z.string().min(1),
+  type: z.string().min(1),
+  payload: z.unknown(),
+  owner: z.string().nullable(),
+  ownerInc: count,
+  token: count,
+  state: z.enum(['ready', 'done', 'failed']),
+  attempts: count,
+  result: z.unknown().optional(),
+  error: z.string().optional(),
+  releaseRequested: z.boolean().optional(),
+  createdAt: z.string(),
+});
+
+export const clusterItemSchema = z.object({ members: count.default(0), tasks: count.default(0) });
+
+export type Warn = (message: string) => void;
+
+/** Turns a stored node record into a NodeItem, or warns and returns undefined if it is corrupt. */
+export function parseNode(raw: Record<string, unknown>, warn: Warn): NodeItem | undefined {
+  const parsed = nodeItemSchema.safeParse(raw);
+  if (parsed.success) return parsed.data as NodeItem;
+  warn(`skipping corrupt node item ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
+  return undefined;
+}
+
+/** Turns a stored task record into a TaskItem ("#free" becomes owner null), or warns and returns undefined. */
+export function parseTask(raw: Record<string, unknown>, warn: Warn): TaskItem | undefined {
+  const owner = raw['owner'] === keys.freeOwner || raw['owner'] === undefined ? null : raw['owner'];
+  const parsed = taskItemSchema.safeParse({ ...raw, owner });
+  if (parsed.success) return parsed.data as TaskItem;
+  warn(`skipping corrupt task item ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
+  return undefined;
+}
+
+export function parseCluster(raw: Record<string, unknown> | undefined): ClusterItem {
+  const parsed = clusterItemSchema.safeParse(raw ?? {});
+  return parsed.success ? parsed.data : { members: 0, tasks: 0 };
+}
+
+function describe(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.join('.') || 'item'}: ${i.message}`)
+    .join('; ');
+}
+
+/** The stored owner attribute for a domain owner: unowned ready tasks sit in the index under "#free". */
+export function ownerAttribute(owner: string | null, state: TaskItem['state']): string | undefined {
+  if (state !== 'ready') return undefined;
+  return owner ?? keys.freeOwner;
+}
+
+export const limits = {
+  /** Longest task id; the id is part of the key (DynamoDB allows 2048 bytes for a partition key). */
+  taskIdLength: 256,
+  /** Payload budget, well under DynamoDB's 400 KB item limit so owner changes never fail on size. */
+  payloadBytes: 256 * 1024,
+};

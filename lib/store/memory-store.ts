@@ -1,0 +1,234 @@
+import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
+import type {
+  ClusterItem,
+  HeartbeatInput,
+  HeartbeatResult,
+  MemberEntry,
+  NodeItem,
+  NodeState,
+  Page,
+  Store,
+  TaskItem,
+  TaskOwnership,
+  TaskPatch,
+} from './store.js';
+
+type Raw = Record<string, unknown>;
+
+/** Whether a record has a usable identity (numeric incarnation, known state); see DynamoStore.joinNode. */
+function hasIdentity(raw: Raw | undefined): boolean {
+  return raw !== undefined && typeof raw['inc'] === 'number' && ['alive', 'dead', 'left'].includes(raw['state'] as string);
+}
+
+/**
+ * The Store contract in memory, for the deterministic simulator and fast unit tests. It keeps
+ * raw records, as DynamoDB does, and applies the same conditions and the same parsing, so a
+ * corrupt record behaves the same in both. Its indexes are always up to date, which is the
+ * most favourable case of DynamoDB's eventually consistent ones; the simulator adds delay
+ * and loss on top.
+ */
+export class MemoryStore implements Store {
+  private readonly items = new Map<string, Raw>();
+
+  constructor(private readonly warn: Warn = () => {}) {}
+
+  /** Writes a raw record, bypassing every check: for tests that corrupt the table. */
+  putRaw(key: { pk: string; sk: string }, record: Raw): void {
+    this.items.set(`${key.pk}|${key.sk}`, structuredClone({ ...record, ...key }));
+  }
+
+  private get(key: { pk: string; sk: string }): Raw | undefined {
+    return this.items.get(`${key.pk}|${key.sk}`);
+  }
+
+  private set(key: { pk: string; sk: string }, record: Raw): void {
+    this.items.set(`${key.pk}|${key.sk}`, { ...record, ...key });
+  }
+
+  private node(id: string): NodeItem | undefined {
+    const raw = this.get(keys.node(id));
+    return raw ? parseNode(structuredClone(raw), this.warn) : undefined;
+  }
+
+  private task(id: string): TaskItem | undefined {
+    const raw = this.get(keys.task(id));
+    return raw ? parseTask(structuredClone(raw), this.warn) : undefined;
+  }
+
+  async getNode(id: string): Promise<NodeItem | undefined> {
+    return this.node(id);
+  }
+
+  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean> {
+    const current = this.get(keys.node(node.id));
+    const matches = expected === undefined ? !hasIdentity(current) : current?.['inc'] === expected.inc && current?.['state'] === expected.state;
+    if (!matches) return false;
+    this.set(keys.node(node.id), { ...structuredClone(node), member: keys.memberPartition });
+    return true;
+  }
+
+  async heartbeat(input: HeartbeatInput): Promise<HeartbeatResult> {
+    const current = this.get(keys.node(input.id));
+    if (!current || current['inc'] !== input.inc || current['state'] !== 'alive') {
+      return { ok: false, current: current ? parseNode(structuredClone(current), this.warn) : undefined };
+    }
+    Object.assign(current, structuredClone({
+      counter: input.counter,
+      taskCount: input.taskCount,
+      capacity: input.capacity,
+      types: input.types,
+      watch: input.watch,
+    }));
+    return { ok: true, node: parseNode(structuredClone(current), this.warn) };
+  }
+
+  async readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }> {
+    const nodes = new Map<string, NodeItem>();
+    for (const id of new Set(ids)) {
+      const node = this.node(id);
+      if (node) nodes.set(id, node);
+    }
+    return { nodes, cluster: parseCluster(this.get(keys.cluster)) };
+  }
+
+  async listMembers(): Promise<MemberEntry[]> {
+    const members: MemberEntry[] = [];
+    for (const raw of this.items.values()) {
+      if (raw['member'] !== keys.memberPartition) continue;
+      const { id, state } = raw;
+      if (typeof id === 'string' && (state === 'alive' || state === 'dead' || state === 'left')) members.push({ id, state });
+    }
+    return members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  async declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean> {
+    const current = this.get(keys.node(id));
+    if (!current || current['inc'] !== observed.inc || current['counter'] !== observed.counter || current['state'] !== 'alive') return false;
+    current['state'] = 'dead';
+    current['deadBy'] = by;
+    return true;
+  }
+
+  async markLeft(id: string, inc: number): Promise<boolean> {
+    const current = this.get(keys.node(id));
+    if (!current || current['inc'] !== inc || current['state'] !== 'alive') return false;
+    current['state'] = 'left';
+    return true;
+  }
+
+  async removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean> {
+    const current = this.get(keys.node(id));
+    if (!current || current['inc'] !== expected.inc || current['state'] !== expected.state) return false;
+    this.items.delete(`${keys.node(id).pk}|${keys.node(id).sk}`);
+    return true;
+  }
+
+  async notify(id: string): Promise<void> {
+    const current = this.get(keys.node(id));
+    if (current) current['inbox'] = (typeof current['inbox'] === 'number' ? current['inbox'] : 0) + 1;
+  }
+
+  async bumpCluster(field: keyof ClusterItem): Promise<void> {
+    const cluster = this.get(keys.cluster) ?? {};
+    cluster[field] = (typeof cluster[field] === 'number' ? cluster[field] : 0) + 1;
+    this.set(keys.cluster, cluster);
+  }
+
+  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+    if (this.get(keys.task(task.id))) return 'exists';
+    this.set(keys.task(task.id), {
+      id: task.id,
+      type: task.type,
+      payload: structuredClone(task.payload),
+      owner: keys.freeOwner,
+      ownerInc: 0,
+      token: 0,
+      state: 'ready',
+      attempts: 0,
+      createdAt,
+    });
+    return 'created';
+  }
+
+  async getTask(id: string): Promise<TaskItem | undefined> {
+    return this.task(id);
+  }
+
+  private owns(raw: Raw | undefined, expected: TaskOwnership): raw is Raw {
+    return (
+      raw !== undefined &&
+      raw['owner'] === (expected.owner ?? keys.freeOwner) &&
+      raw['ownerInc'] === expected.ownerInc &&
+      raw['token'] === expected.token &&
+      raw['state'] === 'ready'
+    );
+  }
+
+  async deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined> {
+    const raw = this.get(keys.task(id));
+    if (!raw || (expected && !this.owns(raw, expected))) return undefined;
+    this.items.delete(`${keys.task(id).pk}|${keys.task(id).sk}`);
+    return parseTask(structuredClone(raw), this.warn) ?? (raw as unknown as TaskItem);
+  }
+
+  async listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>> {
+    const all = [...this.items.values()]
+      .filter((raw) => String(raw['pk']).startsWith('task#'))
+      .sort((a, b) => (String(a['pk']) < String(b['pk']) ? -1 : 1));
+    const start = cursor ? all.findIndex((raw) => String(raw['pk']) > cursor) : 0;
+    const slice = start < 0 ? [] : all.slice(start, start + limit);
+    const items = slice.map((raw) => parseTask(structuredClone(raw), this.warn)).filter((t): t is TaskItem => t !== undefined);
+    const last = slice[slice.length - 1];
+    const more = start >= 0 && start + limit < all.length;
+    return more && last ? { items, cursor: String(last['pk']) } : { items };
+  }
+
+  private byOwner(owner: string, limit = Number.POSITIVE_INFINITY): TaskItem[] {
+    const out: TaskItem[] = [];
+    const matching = [...this.items.values()]
+      .filter((raw) => raw['owner'] === owner && String(raw['pk']).startsWith('task#'))
+      .sort((a, b) => (String(a['id']) < String(b['id']) ? -1 : 1));
+    for (const raw of matching) {
+      if (out.length >= limit) break;
+      const task = parseTask(structuredClone(raw), this.warn);
+      if (task) out.push(task);
+    }
+    return out;
+  }
+
+  async tasksOwnedBy(nodeId: string): Promise<TaskItem[]> {
+    return this.byOwner(nodeId);
+  }
+
+  async unownedTasks(limit: number): Promise<TaskItem[]> {
+    return this.byOwner(keys.freeOwner, limit);
+  }
+
+  async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+    const raw = this.get(keys.task(id));
+    if (!this.owns(raw, from)) return undefined;
+    raw['owner'] = to.owner ?? keys.freeOwner;
+    raw['ownerInc'] = to.ownerInc;
+    raw['token'] = from.token + 1;
+    delete raw['releaseRequested'];
+    return parseTask(structuredClone(raw), this.warn);
+  }
+
+  async updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean> {
+    const raw = this.get(keys.task(id));
+    if (!this.owns(raw, expected)) return false;
+    for (const [field, value] of Object.entries(patch)) {
+      if (value !== undefined) raw[field] = structuredClone(value);
+    }
+    const owner = ownerAttribute(expected.owner, patch.state ?? 'ready');
+    if (owner === undefined) delete raw['owner'];
+    return true;
+  }
+
+  async requestRelease(id: string): Promise<TaskItem | undefined> {
+    const raw = this.get(keys.task(id));
+    if (!raw || raw['state'] !== 'ready') return undefined;
+    raw['releaseRequested'] = true;
+    return parseTask(structuredClone(raw), this.warn);
+  }
+}

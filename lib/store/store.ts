@@ -1,0 +1,160 @@
+/**
+ * The narrow interface between the coordination logic and the shared table. Every state
+ * change is a compare-and-set: it names the state it expects and reports whether it won.
+ * Two implementations: DynamoStore (the product) and MemoryStore (the deterministic
+ * simulator); `test/store.conformance.ts` holds both to one contract.
+ */
+
+export type NodeState = 'alive' | 'dead' | 'left';
+export type TaskState = 'ready' | 'done' | 'failed';
+
+/**
+ * What a watcher publishes about a peer with every heartbeat: "I first saw your counter at
+ * `counter` (incarnation `inc`) when my own counter was `since`". A freshly started observer
+ * reads these to judge a peer's staleness without watching it for a full window itself.
+ */
+export interface WatchRecord {
+  inc: number;
+  counter: number;
+  since: number;
+}
+
+export interface NodeItem {
+  id: string;
+  /** Bumped on every (re)join; a node's heartbeat is refused once its incarnation is gone. */
+  inc: number;
+  /** The operability metric of the patent: advanced by one per period by the node itself. */
+  counter: number;
+  state: NodeState;
+  /** Bumped by anyone who changed this node's tasks behind its back (handover, delete, release request). */
+  inbox: number;
+  taskCount: number;
+  capacity: number;
+  /** Task types this node has handlers for; takeover only hands a node tasks it can run. */
+  types: string[];
+  watch: Record<string, WatchRecord>;
+  /** Who declared this node dead (set with state 'dead'). */
+  deadBy?: string;
+  /** Wall-clock time of the join, for people reading `status`; the protocol never reads it. */
+  joinedAt: string;
+}
+
+export interface TaskItem {
+  id: string;
+  type: string;
+  payload: unknown;
+  /** Owning node id, or null when the task waits to be claimed (or is done or failed). */
+  owner: string | null;
+  /** Incarnation of the owner that holds the task; an older incarnation's tasks are orphans. */
+  ownerInc: number;
+  /** Fencing token: incremented on every change of owner, never decreases. */
+  token: number;
+  state: TaskState;
+  attempts: number;
+  result?: unknown;
+  error?: string;
+  /** Set by an operator's force-release: the owner stops the task and puts it back. */
+  releaseRequested?: boolean;
+  createdAt: string;
+}
+
+export interface ClusterItem {
+  /** Bumped on every join, leave and death: peers re-read membership when it changes. */
+  members: number;
+  /** Bumped when tasks become claimable: peers look for unowned tasks when it changes. */
+  tasks: number;
+}
+
+export interface MemberEntry {
+  id: string;
+  state: NodeState;
+}
+
+/** Ownership a task is expected to have before a compare-and-set on it. */
+export interface TaskOwnership {
+  owner: string | null;
+  ownerInc: number;
+  token: number;
+}
+
+export interface HeartbeatInput {
+  id: string;
+  inc: number;
+  counter: number;
+  taskCount: number;
+  capacity: number;
+  types: string[];
+  watch: Record<string, WatchRecord>;
+}
+
+export type HeartbeatResult =
+  /** `node` is undefined if the rest of the item is corrupt; the node still holds its incarnation. */
+  | { ok: true; node: NodeItem | undefined }
+  /** The item no longer belongs to this incarnation, or was declared dead: it must stop and rejoin. */
+  | { ok: false; current: NodeItem | undefined };
+
+export interface TaskPatch {
+  state?: TaskState;
+  attempts?: number;
+  result?: unknown;
+  error?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  cursor?: string;
+}
+
+export interface Store {
+  // --- nodes ---
+  getNode(id: string): Promise<NodeItem | undefined>;
+  /**
+   * Writes a new incarnation of a node. `expected` is the item the caller read (undefined if
+   * there was none, or if its incarnation or state were unreadable); the write fails if the
+   * item changed since, so two processes starting with one id cannot both join.
+   */
+  joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean>;
+  /** The token operation: sets the counter, refused unless the item is this live incarnation. Idempotent. */
+  heartbeat(input: HeartbeatInput): Promise<HeartbeatResult>;
+  /** Strongly consistent read of some nodes plus the cluster item. Corrupt items are left out. */
+  readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }>;
+  /** Every node item's id and state (eventually consistent; from the membership index). */
+  listMembers(): Promise<MemberEntry[]>;
+  /** Compare-and-set on the counter that was observed: only one observer can win. */
+  declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean>;
+  /** Marks this incarnation as gone after a graceful leave. */
+  markLeft(id: string, inc: number): Promise<boolean>;
+  /** Removes the item of a dead or departed incarnation once it owns nothing. */
+  removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean>;
+  /** Tells a node that its tasks changed behind its back (no-op if the node item is gone). */
+  notify(id: string): Promise<void>;
+  bumpCluster(field: keyof ClusterItem): Promise<void>;
+
+  // --- tasks ---
+  /** Creates a task unless one with that id exists. */
+  createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'>;
+  getTask(id: string): Promise<TaskItem | undefined>;
+  /** Deletes a task; with `expected`, only if its ownership is still the same. */
+  deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined>;
+  listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>>;
+  /** Tasks whose owner is `nodeId` (any incarnation), from the owner index. */
+  tasksOwnedBy(nodeId: string): Promise<TaskItem[]>;
+  /** Tasks waiting for an owner, from the owner index. */
+  unownedTasks(limit: number): Promise<TaskItem[]>;
+  /** Compare-and-set of a task's owner; the fencing token goes up by one. */
+  moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined>;
+  /** Records a run's outcome while the caller still owns the task. */
+  updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
+  /** Asks the owner to let go of a task (operator's force-release). */
+  requestRelease(id: string): Promise<TaskItem | undefined>;
+}
+
+/** The state of the world after a write whose outcome is unknown (timeout, 5xx, lost reply). */
+export class AmbiguousWriteError extends Error {
+  override name = 'AmbiguousWriteError';
+}
+
+/** The store could not be reached or answered with an error after retries. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError';
+}

@@ -1,0 +1,263 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keys } from '../lib/store/items.js';
+import { MemoryStore } from '../lib/store/memory-store.js';
+import type { NodeItem, Store } from '../lib/store/store.js';
+import { freshTable, type TestTable } from './support/dynamo.js';
+
+/**
+ * One contract, two stores: the in-memory store used by the simulator must behave exactly
+ * like the DynamoDB store, or the simulator proves nothing.
+ */
+interface Harness {
+  store: Store;
+  warnings: string[];
+  putRaw(key: { pk: string; sk: string }, record: Record<string, unknown>): Promise<void>;
+}
+
+type HarnessFactory = () => Promise<Harness>;
+
+const memoryFactory: HarnessFactory = async () => {
+  const warnings: string[] = [];
+  const store = new MemoryStore((m) => warnings.push(m));
+  return { store, warnings, putRaw: async (key, record) => store.putRaw(key, record) };
+};
+
+let table: TestTable | undefined;
+const dynamoFactory: HarnessFactory = async () => {
+  const warnings: string[] = [];
+  const t = table!;
+  // Each harness gets its own id space inside the file's table: a unique prefix per harness.
+  return { store: t.store({ warn: (m) => warnings.push(m) }), warnings, putRaw: (key, record) => t.putRaw({ ...record, ...key }) };
+};
+
+beforeAll(async () => {
+  table = await freshTable('conformance');
+});
+afterAll(async () => {
+  await table?.drop();
+});
+
+let seq = 0;
+const uid = (name: string) => `${name}-${Date.now().toString(36)}-${seq++}`;
+
+function node(id: string, inc = 1, overrides: Partial<NodeItem> = {}): NodeItem {
+  return { id, inc, counter: 0, state: 'alive', inbox: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: '2026-01-01T00:00:00Z', ...overrides };
+}
+
+describe.each([
+  ['MemoryStore', memoryFactory],
+  ['DynamoStore', dynamoFactory],
+])('%s contract', (_name, factory) => {
+  let h: Harness;
+  beforeAll(async () => {
+    h = await factory();
+  });
+
+  describe('nodes', () => {
+    it('joins a new node once; a second join without the current incarnation fails', async () => {
+      const id = uid('n');
+      expect(await h.store.joinNode(node(id), undefined)).toBe(true);
+      expect(await h.store.joinNode(node(id, 2), undefined)).toBe(false);
+      expect((await h.store.getNode(id))?.inc).toBe(1);
+    });
+
+    it('rejoins as a new incarnation only from the state that was read', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      expect(await h.store.joinNode(node(id, 2), { inc: 1, state: 'dead' })).toBe(false);
+      expect(await h.store.joinNode(node(id, 2, { counter: 7 }), { inc: 1, state: 'alive' })).toBe(true);
+      const got = await h.store.getNode(id);
+      expect(got?.inc).toBe(2);
+      expect(got?.counter).toBe(7);
+    });
+
+    it('heartbeat sets the counter idempotently and returns the item with its inbox', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      await h.store.notify(id);
+      const watch = { peer: { inc: 1, counter: 5, since: 3 } };
+      const input = { id, inc: 1, counter: 1, taskCount: 2, capacity: 10, types: ['demo'], watch };
+      const first = await h.store.heartbeat(input);
+      const again = await h.store.heartbeat(input);
+      expect(first.ok && first.node?.counter).toBe(1);
+      expect(again.ok && again.node?.counter).toBe(1);
+      expect(first.ok && first.node?.inbox).toBe(1);
+      expect(first.ok && first.node?.watch).toEqual(watch);
+    });
+
+    it('refuses the heartbeat of a superseded or declared-dead incarnation and shows the current item', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      const stale = await h.store.heartbeat({ id, inc: 9, counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(stale.ok).toBe(false);
+      expect(await h.store.declareDead(id, { inc: 1, counter: 0 }, 'observer')).toBe(true);
+      const dead = await h.store.heartbeat({ id, inc: 1, counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(dead).toMatchObject({ ok: false, current: { state: 'dead', deadBy: 'observer' } });
+    });
+
+    it('declares a node dead only on the counter that was observed, and only once', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      await h.store.heartbeat({ id, inc: 1, counter: 3, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(await h.store.declareDead(id, { inc: 1, counter: 2 }, 'a')).toBe(false);
+      const race = await Promise.all([h.store.declareDead(id, { inc: 1, counter: 3 }, 'a'), h.store.declareDead(id, { inc: 1, counter: 3 }, 'b')]);
+      expect(race.filter(Boolean)).toHaveLength(1);
+      expect((await h.store.getNode(id))?.deadBy).toBe(race[0] ? 'a' : 'b');
+    });
+
+    it('marks a node left and removes its item only in the expected state', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      expect(await h.store.markLeft(id, 2)).toBe(false);
+      expect(await h.store.markLeft(id, 1)).toBe(true);
+      expect(await h.store.removeNode(id, { inc: 1, state: 'alive' })).toBe(false);
+      expect(await h.store.removeNode(id, { inc: 1, state: 'left' })).toBe(true);
+      expect(await h.store.getNode(id)).toBeUndefined();
+    });
+
+    it('notify never creates a node item', async () => {
+      const id = uid('ghost');
+      await h.store.notify(id);
+      expect(await h.store.getNode(id)).toBeUndefined();
+    });
+
+    it('reads several nodes and the cluster change counters in one call', async () => {
+      const a = uid('n');
+      const b = uid('n');
+      await h.store.joinNode(node(a), undefined);
+      await h.store.joinNode(node(b), undefined);
+      const before = (await h.store.readNodes([])).cluster;
+      await h.store.bumpCluster('members');
+      await h.store.bumpCluster('tasks');
+      await h.store.bumpCluster('tasks');
+      const { nodes, cluster } = await h.store.readNodes([a, b, uid('missing')]);
+      expect([...nodes.keys()].sort()).toEqual([a, b].sort());
+      expect(cluster).toEqual({ members: before.members + 1, tasks: before.tasks + 2 });
+    });
+
+    it('lists members with their state', async () => {
+      const a = uid('m');
+      await h.store.joinNode(node(a), undefined);
+      await h.store.markLeft(a, 1);
+      const members = await h.store.listMembers();
+      expect(members).toContainEqual({ id: a, state: 'left' });
+    });
+
+    it('skips a corrupt node item with a warning and repairs it on the owner\'s next heartbeat', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      await h.putRaw(keys.node(id), { ...node(id), member: keys.memberPartition, counter: 'not-a-number', watch: 'garbage' });
+      const warningsBefore = h.warnings.length;
+      expect((await h.store.readNodes([id])).nodes.has(id)).toBe(false);
+      expect(h.warnings.length).toBeGreaterThan(warningsBefore);
+      const beat = await h.store.heartbeat({ id, inc: 1, counter: 4, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(beat.ok && beat.node?.counter).toBe(4);
+      expect((await h.store.readNodes([id])).nodes.get(id)?.counter).toBe(4);
+    });
+
+    it('lets a new incarnation replace an item whose identity is unreadable', async () => {
+      const id = uid('n');
+      await h.putRaw(keys.node(id), { id, inc: 'x', state: 42, member: keys.memberPartition });
+      expect(await h.store.getNode(id)).toBeUndefined();
+      expect(await h.store.joinNode(node(id, 1), undefined)).toBe(true);
+      expect((await h.store.getNode(id))?.state).toBe('alive');
+    });
+  });
+
+  describe('tasks', () => {
+    it('creates a task once and lists it as unowned', async () => {
+      const id = uid('t');
+      expect(await h.store.createTask({ id, type: 'demo', payload: { n: 1 } }, 'now')).toBe('created');
+      expect(await h.store.createTask({ id, type: 'other', payload: null }, 'later')).toBe('exists');
+      const task = await h.store.getTask(id);
+      expect(task).toMatchObject({ id, type: 'demo', payload: { n: 1 }, owner: null, token: 0, state: 'ready', attempts: 0 });
+      expect((await h.store.unownedTasks(10_000)).map((t) => t.id)).toContain(id);
+    });
+
+    it('moves a task between owners with compare-and-set, raising the fencing token each time', async () => {
+      const id = uid('t');
+      const owner = uid('owner');
+      await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      const claimed = await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner, ownerInc: 3 });
+      expect(claimed).toMatchObject({ owner, ownerInc: 3, token: 1 });
+      expect((await h.store.tasksOwnedBy(owner)).map((t) => t.id)).toEqual([id]);
+      expect((await h.store.unownedTasks(10_000)).map((t) => t.id)).not.toContain(id);
+      // A stale expectation loses.
+      expect(await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'x', ownerInc: 1 })).toBeUndefined();
+      const released = await h.store.moveTask(id, { owner, ownerInc: 3, token: 1 }, { owner: null, ownerInc: 0 });
+      expect(released).toMatchObject({ owner: null, token: 2 });
+      expect(await h.store.tasksOwnedBy(owner)).toEqual([]);
+    });
+
+    it('lets exactly one of two racing claims win', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      const from = { owner: null, ownerInc: 0, token: 0 };
+      const results = await Promise.all([h.store.moveTask(id, from, { owner: 'a', ownerInc: 1 }), h.store.moveTask(id, from, { owner: 'b', ownerInc: 1 })]);
+      expect(results.filter(Boolean)).toHaveLength(1);
+      expect((await h.store.getTask(id))?.token).toBe(1);
+    });
+
+    it('records the outcome of a run only for the current owner; a done task leaves the owner index', async () => {
+      const id = uid('t');
+      const owner = uid('owner');
+      await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner, ownerInc: 1 });
+      const mine = { owner, ownerInc: 1, token: 1 };
+      expect(await h.store.updateTask(id, { ...mine, token: 0 }, { attempts: 1 })).toBe(false);
+      expect(await h.store.updateTask(id, mine, { attempts: 1, error: 'boom' })).toBe(true);
+      expect(await h.store.updateTask(id, mine, { state: 'done', result: { ok: true } })).toBe(true);
+      expect(await h.store.getTask(id)).toMatchObject({ state: 'done', result: { ok: true }, attempts: 1, error: 'boom', owner: null, token: 1 });
+      expect(await h.store.tasksOwnedBy(owner)).toEqual([]);
+      expect(await h.store.moveTask(id, mine, { owner: 'x', ownerInc: 1 })).toBeUndefined();
+    });
+
+    it('marks a release request and clears it when the task moves', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      expect(await h.store.requestRelease(uid('missing'))).toBeUndefined();
+      expect((await h.store.requestRelease(id))?.releaseRequested).toBe(true);
+      const moved = await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 1 });
+      expect(moved?.releaseRequested).toBeUndefined();
+    });
+
+    it('deletes a task, conditionally on its ownership when asked', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      expect(await h.store.deleteTask(id, { owner: 'a', ownerInc: 1, token: 0 })).toBeUndefined();
+      expect((await h.store.deleteTask(id, { owner: null, ownerInc: 0, token: 0 }))?.id).toBe(id);
+      expect(await h.store.getTask(id)).toBeUndefined();
+      expect(await h.store.deleteTask(id)).toBeUndefined();
+    });
+
+    it('pages through all tasks without repeats', async () => {
+      const prefix = uid('page');
+      const ids = Array.from({ length: 23 }, (_, i) => `${prefix}-${String(i).padStart(2, '0')}`);
+      for (const id of ids) await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      const seen: string[] = [];
+      let cursor: string | undefined;
+      let pages = 0;
+      do {
+        const page = await h.store.listTasks(10, cursor);
+        expect(page.items.length).toBeLessThanOrEqual(10);
+        seen.push(...page.items.map((t) => t.id));
+        cursor = page.cursor;
+        pages++;
+      } while (cursor && pages < 100);
+      const mine = seen.filter((id) => id.startsWith(prefix));
+      expect(mine.sort()).toEqual(ids);
+      expect(new Set(seen).size).toBe(seen.length);
+    });
+
+    it('skips a corrupt task item with a warning instead of failing the query', async () => {
+      const owner = uid('owner');
+      const good = uid('t');
+      await h.store.createTask({ id: good, type: 'demo', payload: null }, 'now');
+      await h.store.moveTask(good, { owner: null, ownerInc: 0, token: 0 }, { owner, ownerInc: 1 });
+      await h.putRaw(keys.task('corrupt-' + owner), { id: 'corrupt-' + owner, owner, token: 'seven', state: 'ready' });
+      const warningsBefore = h.warnings.length;
+      expect((await h.store.tasksOwnedBy(owner)).map((t) => t.id)).toEqual([good]);
+      expect(h.warnings.length).toBeGreaterThan(warningsBefore);
+    });
+  });
+});
