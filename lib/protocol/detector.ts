@@ -1,0 +1,158 @@
+import type { NodeItem, WatchRecord } from '../store/store.js';
+
+/**
+ * Failure detection by the cluster's own counters (the patent's benchmark), never by another
+ * machine's clock.
+ *
+ * For every watched peer p the detector remembers the moment it first saw p's current counter
+ * value: its own counter then (`since`) and the counters of the other nodes it reads
+ * (`snapshot`). p's staleness is the *lower median* of how far those witnesses have advanced
+ * since: the benchmark. p is stale once that reaches K ticks (staleTicks).
+ *
+ * Why this is safe: the value was first seen after p sent the heartbeat that wrote it, and a
+ * witness needs K-1 full periods of its own clock for K increments after a sighting. With every
+ * clock within the drift bound that is at least (K-1) * P / f of real time, which the config
+ * check keeps longer than p's own self-fencing window. A median of several witnesses also
+ * outvotes a minority of clocks that run outside the bound. Clock *offsets* never enter.
+ *
+ * - Witnesses that stopped advancing (dead themselves, or cut off) are left out, so several
+ *   neighbours dying together do not shield each other; the observer's own counter always
+ *   counts. Leaving witnesses out only changes which in-bound clock decides.
+ * - An observer's own outage produces no evidence: evidence is counter progress in the table,
+ *   and nobody's counter moves while the table is unreachable.
+ * - A fresh observer need not wait a full window: each node publishes its sightings (its
+ *   WatchRecords) with every heartbeat, and a sighting by witness q of p's *current* value is
+ *   as good as the detector's own, measured on q's counter.
+ */
+export interface Suspect {
+  id: string;
+  inc: number;
+  counter: number;
+  staleness: number;
+}
+
+interface Sighting {
+  inc: number;
+  counter: number;
+  /** The observer's own counter when it first saw this value. */
+  since: number;
+  /** Counters of the other nodes read at that moment. */
+  snapshot: Map<string, number>;
+}
+
+interface Progress {
+  counter: number;
+  /** The observer's own counter when this node's counter was last seen to change. */
+  changedAt: number;
+}
+
+/** Lower median: with an even count, the smaller middle value (the conservative choice). */
+export function lowerMedian(values: number[]): number | undefined {
+  if (values.length === 0) return undefined;
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor((sorted.length - 1) / 2)];
+}
+
+export class Detector {
+  private readonly sightings = new Map<string, Sighting>();
+  private readonly progress = new Map<string, Progress>();
+  private readonly seeded = new Map<string, WatchRecord>();
+  private selfCounter = 0;
+  private latest = new Map<string, NodeItem>();
+
+  /**
+   * @param selfId this node's id
+   * @param staleTicks K
+   * @param stallTicks a witness whose counter has not moved for more than this many of the
+   *   observer's own ticks no longer counts as a witness
+   */
+  constructor(
+    private readonly selfId: string,
+    private readonly staleTicks: number,
+    private readonly stallTicks = 2,
+  ) {}
+
+  /** Restores this node's published sightings after a restart or rejoin (counters continue). */
+  seed(records: Record<string, WatchRecord>): void {
+    for (const [id, record] of Object.entries(records)) this.seeded.set(id, record);
+  }
+
+  /**
+   * Takes one read of the table: this node's counter right after its heartbeat, and the
+   * items of the nodes it read (its watched peers).
+   */
+  observe(selfCounter: number, nodes: Map<string, NodeItem>, watched: readonly string[]): void {
+    this.selfCounter = selfCounter;
+    this.latest = nodes;
+    for (const [id, node] of nodes) {
+      if (id === this.selfId) continue;
+      const seen = this.progress.get(id);
+      if (!seen || seen.counter !== node.counter) this.progress.set(id, { counter: node.counter, changedAt: selfCounter });
+    }
+    const watchedSet = new Set(watched);
+    for (const id of [...this.sightings.keys()]) if (!watchedSet.has(id)) this.sightings.delete(id);
+    for (const id of watched) {
+      const node = nodes.get(id);
+      if (!node || node.state !== 'alive') {
+        // Gone, unreadable or no longer alive: start over. A sighting must never outlive the
+        // item it was taken from, or a re-created item that reaches the same counter value
+        // would inherit its age.
+        this.sightings.delete(id);
+        continue;
+      }
+      const current = this.sightings.get(id);
+      if (current && current.inc === node.inc && current.counter === node.counter) continue;
+      const seeded = this.seeded.get(id);
+      const since = seeded && seeded.inc === node.inc && seeded.counter === node.counter ? Math.min(seeded.since, selfCounter) : selfCounter;
+      const snapshot = new Map<string, number>();
+      for (const [other, item] of nodes) if (other !== id && other !== this.selfId) snapshot.set(other, item.counter);
+      this.sightings.set(id, { inc: node.inc, counter: node.counter, since, snapshot });
+    }
+    this.seeded.clear();
+  }
+
+  /** How many benchmark ticks p's current counter value has stood still, as far as this node can tell. */
+  staleness(id: string): number {
+    const sighting = this.sightings.get(id);
+    if (!sighting) return 0;
+    const deltas: number[] = [];
+    const own = this.selfCounter - sighting.since;
+    if (own > 0) deltas.push(own);
+    for (const [witness, node] of this.latest) {
+      if (witness === id || witness === this.selfId || node.state !== 'alive') continue;
+      const moved = this.progress.get(witness);
+      if (!moved || this.selfCounter - moved.changedAt > this.stallTicks) continue;
+      const bases: number[] = [];
+      const snap = sighting.snapshot.get(witness);
+      if (snap !== undefined) bases.push(snap);
+      const record = node.watch[id];
+      if (record && record.inc === sighting.inc && record.counter === sighting.counter) bases.push(record.since);
+      if (bases.length === 0) continue;
+      const delta = node.counter - Math.min(...bases);
+      if (delta > 0) deltas.push(delta);
+    }
+    return lowerMedian(deltas) ?? 0;
+  }
+
+  /** Watched peers whose staleness reached K, with the exact value to declare dead on. */
+  suspects(): Suspect[] {
+    const out: Suspect[] = [];
+    for (const [id, s] of this.sightings) {
+      const staleness = this.staleness(id);
+      if (staleness >= this.staleTicks) out.push({ id, inc: s.inc, counter: s.counter, staleness });
+    }
+    return out;
+  }
+
+  /** This node's sightings, published with its heartbeat for fresh observers. */
+  records(): Record<string, WatchRecord> {
+    const out: Record<string, WatchRecord> = {};
+    for (const [id, s] of this.sightings) out[id] = { inc: s.inc, counter: s.counter, since: s.since };
+    return out;
+  }
+
+  forget(id: string): void {
+    this.sightings.delete(id);
+    this.progress.delete(id);
+  }
+}

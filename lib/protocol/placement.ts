@@ -1,0 +1,124 @@
+/**
+ * Who watches whom, and who gets which task. Pure functions of ids, so every node computes
+ * the same answers from the same membership without talking to the others.
+ */
+
+/** 53-bit string hash (cyrb53): fast, well spread, stable across processes. */
+export function hash53(text: string, seed = 0): number {
+  let h1 = 0xdeadbeef ^ seed;
+  let h2 = 0x41c6ce57 ^ seed;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    h1 = Math.imul(h1 ^ ch, 2654435761);
+    h2 = Math.imul(h2 ^ ch, 1597334677);
+  }
+  h1 = Math.imul(h1 ^ (h1 >>> 16), 2246822507) ^ Math.imul(h2 ^ (h2 >>> 13), 3266489909);
+  h2 = Math.imul(h2 ^ (h2 >>> 16), 2246822507) ^ Math.imul(h1 ^ (h1 >>> 13), 3266489909);
+  return 4294967296 * (2097151 & h2) + (h1 >>> 0);
+}
+
+/** The ring: live node ids in hash order, so neighbours are not correlated with naming (one host's workers). */
+export function ringOrder(ids: Iterable<string>): string[] {
+  return [...new Set(ids)].sort((a, b) => hash53(a) - hash53(b) || (a < b ? -1 : a > b ? 1 : 0));
+}
+
+/**
+ * The k successors of `self` on the ring: the peers it reads every period. Each node is
+ * watched by its k predecessors, so a node goes undetected only if all k of them die with it;
+ * their own watchers then find them, the ring re-forms, and the survivor next in line finds it.
+ */
+export function watchedPeers(self: string, liveIds: Iterable<string>, k: number): string[] {
+  const ring = ringOrder([...liveIds, self]);
+  const at = ring.indexOf(self);
+  const count = Math.min(k, ring.length - 1);
+  const out: string[] = [];
+  for (let i = 1; i <= count; i++) out.push(ring[(at + i) % ring.length]!);
+  return out;
+}
+
+/** Rendezvous (highest random weight) choice of one id among candidates for a key. */
+export function rendezvous(key: string, candidates: Iterable<string>): string | undefined {
+  let best: string | undefined;
+  let bestScore = -1;
+  for (const id of candidates) {
+    const score = hash53(`${key}|${id}`);
+    if (score > bestScore || (score === bestScore && best !== undefined && id < best)) {
+      best = id;
+      bestScore = score;
+    }
+  }
+  return best;
+}
+
+export interface Candidate {
+  id: string;
+  inc: number;
+  load: number;
+  capacity: number;
+  types: readonly string[];
+}
+
+export interface Placement<T> {
+  /** Target node id -> the tasks it gets. */
+  assigned: Map<string, T[]>;
+  /** Tasks nobody can take (all full, or no node handles the type): they go back to the pool. */
+  unplaced: T[];
+}
+
+/**
+ * Spreads tasks over candidates, least loaded first (relative to capacity), never past a
+ * node's capacity and only to nodes that handle the task's type. Ties go to the rendezvous
+ * favourite, so equal nodes split a batch deterministically.
+ */
+export function placeTasks<T extends { id: string; type: string }>(tasks: readonly T[], candidates: readonly Candidate[]): Placement<T> {
+  const load = new Map(candidates.map((c) => [c.id, c.load]));
+  const assigned = new Map<string, T[]>();
+  const unplaced: T[] = [];
+  for (const task of tasks) {
+    let best: Candidate | undefined;
+    let bestKey = Number.POSITIVE_INFINITY;
+    let bestTie = -1;
+    for (const c of candidates) {
+      const current = load.get(c.id)!;
+      if (current >= c.capacity || !c.types.includes(task.type)) continue;
+      const key = (current + 1) / c.capacity;
+      const tie = hash53(`${task.id}|${c.id}`);
+      if (key < bestKey || (key === bestKey && tie > bestTie)) {
+        best = c;
+        bestKey = key;
+        bestTie = tie;
+      }
+    }
+    if (!best) {
+      unplaced.push(task);
+      continue;
+    }
+    load.set(best.id, load.get(best.id)! + 1);
+    const list = assigned.get(best.id) ?? [];
+    list.push(task);
+    assigned.set(best.id, list);
+  }
+  return { assigned, unplaced };
+}
+
+/**
+ * How many tasks a node should hand to a lighter successor in one period: half the gap,
+ * split among the k predecessors that may push to the same successor at once (so together
+ * they never overshoot), and at most `maxMoves`. A gap too small to split is closed one task
+ * at a time by the immediate predecessor alone. Nothing moves unless the gap is at least 2,
+ * which is what keeps a task from bouncing back and forth.
+ */
+export function rebalanceCount(
+  mine: number,
+  theirs: number,
+  theirSpare: number,
+  pushers: number,
+  maxMoves: number,
+  immediateSuccessor: boolean,
+): number {
+  const gap = mine - theirs;
+  if (gap < 2) return 0;
+  const share = Math.floor(gap / (2 * Math.max(1, pushers)));
+  const count = share > 0 ? share : immediateSuccessor ? 1 : 0;
+  return Math.max(0, Math.min(count, maxMoves, theirSpare));
+}

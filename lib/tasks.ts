@@ -1,0 +1,146 @@
+import { sleep, type Clock } from './clock.js';
+import type { TaskItem } from './store/store.js';
+
+/**
+ * What user code sees of a task. Cancellation (the signal) is the one way work is told to
+ * stop; `isValid()` is the check to make before every side effect, because a timer-driven
+ * abort cannot fire while the process is frozen (GC pause, SIGSTOP, VM migration) and code
+ * that wakes up must be able to tell that its lease ran out in the meantime.
+ */
+export interface TaskContext<P = unknown> {
+  readonly task: { readonly id: string; readonly type: string; readonly payload: P; readonly attempts: number };
+  /**
+   * The fencing token: it grows with every change of the task's owner. Pass it with every
+   * write to the resource the task protects, and have that resource refuse tokens lower than
+   * the highest it has seen; this stops a paused former owner that wakes up too late.
+   */
+  readonly token: number;
+  readonly nodeId: string;
+  /** Aborted when this node must stop the task (revoked, taken over, fenced, leaving). */
+  readonly signal: AbortSignal;
+  /** Synchronous, from the monotonic clock: true while this node still holds a valid lease on the task. */
+  isValid(): boolean;
+}
+
+export type TaskHandler<P = unknown, R = unknown> = (ctx: TaskContext<P>) => Promise<R> | R;
+
+export type TaskMode = 'long-running' | 'finite';
+
+export interface HandlerOptions {
+  /**
+   * 'long-running' (default): runs until revoked; if it returns on its own it is started again
+   * after a backoff. 'finite': the resolved value completes the task, which never runs again.
+   */
+  mode?: TaskMode;
+  /** A handler that throws is retried with backoff; after this many failures the task is marked failed. */
+  maxAttempts?: number;
+}
+
+export interface Registration {
+  handler: TaskHandler;
+  mode: TaskMode;
+  maxAttempts?: number;
+}
+
+/** What a run needs from its worker: the lease check and ways to record outcomes. */
+export interface RunHost {
+  readonly nodeId: string;
+  readonly clock: Clock;
+  leaseValid(): boolean;
+  backoffMs(attempt: number): number;
+  readonly maxAttempts: number;
+  /** Persists a failure; resolves to 'failed' once attempts are used up, 'retry' otherwise, 'lost' if the task is no longer ours. */
+  recordFailure(task: TaskItem, error: unknown, maxAttempts: number): Promise<'retry' | 'failed' | 'lost'>;
+  /** Persists a finite task's result; false if the task is no longer ours. */
+  recordDone(task: TaskItem, result: unknown): Promise<boolean>;
+  /** Called once when the run ends (stopped, completed, failed for good, or no longer ours). */
+  ended(run: TaskRun, outcome: RunOutcome): void;
+  onError(message: string, error: unknown): void;
+}
+
+export type RunOutcome = 'stopped' | 'done' | 'failed' | 'lost';
+
+/**
+ * One task running on this node, from start until it is stopped or finishes. The run owns
+ * the retry loop so that a handler that throws is retried here, with the attempt count kept
+ * in the table so that it survives a move to another node.
+ */
+export class TaskRun {
+  private readonly controller = new AbortController();
+  readonly done: Promise<void>;
+
+  constructor(
+    private task: TaskItem,
+    private readonly registration: Registration,
+    private readonly host: RunHost,
+  ) {
+    this.done = this.loop();
+  }
+
+  get taskId(): string {
+    return this.task.id;
+  }
+
+  get token(): number {
+    return this.task.token;
+  }
+
+  get aborted(): boolean {
+    return this.controller.signal.aborted;
+  }
+
+  stop(reason: string): Promise<void> {
+    if (!this.controller.signal.aborted) this.controller.abort(new TaskStoppedError(reason));
+    return this.done;
+  }
+
+  private async loop(): Promise<void> {
+    const signal = this.controller.signal;
+    const maxAttempts = this.registration.maxAttempts ?? this.host.maxAttempts;
+    let outcome: RunOutcome = 'stopped';
+    try {
+      while (!signal.aborted) {
+        const ctx: TaskContext = {
+          task: { id: this.task.id, type: this.task.type, payload: this.task.payload, attempts: this.task.attempts },
+          token: this.task.token,
+          nodeId: this.host.nodeId,
+          signal,
+          isValid: () => !signal.aborted && this.host.leaseValid(),
+        };
+        let result: unknown;
+        try {
+          result = await this.registration.handler(ctx);
+        } catch (error) {
+          if (signal.aborted) break;
+          const verdict = await this.host.recordFailure(this.task, error, maxAttempts);
+          if (verdict !== 'retry') {
+            outcome = verdict;
+            break;
+          }
+          this.task = { ...this.task, attempts: this.task.attempts + 1 };
+          await sleep(this.host.clock, this.host.backoffMs(this.task.attempts), signal).catch(() => {});
+          continue;
+        }
+        if (signal.aborted) break;
+        if (this.registration.mode === 'finite') {
+          outcome = (await this.host.recordDone(this.task, result)) ? 'done' : 'lost';
+          break;
+        }
+        // A long-running handler is meant to run until revoked; returning early is not an
+        // error, but it must not spin.
+        await sleep(this.host.clock, this.host.backoffMs(1), signal).catch(() => {});
+      }
+    } catch (error) {
+      this.host.onError(`task ${this.task.id}: run loop failed`, error);
+    } finally {
+      this.host.ended(this, outcome);
+    }
+  }
+}
+
+export class TaskStoppedError extends Error {
+  override name = 'TaskStoppedError';
+  constructor(readonly reason: string) {
+    super(`task stopped: ${reason}`);
+  }
+}

@@ -1,0 +1,700 @@
+import { EventEmitter } from 'node:events';
+import { hostname } from 'node:os';
+import { systemClock, sleep, type Clock, type Timer } from './clock.js';
+import { resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { errorText, silentLogger, type Logger } from './log.js';
+import { Detector } from './protocol/detector.js';
+import { placeTasks, rebalanceCount, rendezvous, watchedPeers, type Candidate } from './protocol/placement.js';
+import { type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
+import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
+
+export interface WorkerOptions extends KeeperOptions {
+  store: Store;
+  clock?: Clock;
+  logger?: Logger;
+  /** Source of randomness for jitter and fresh incarnation numbers (seeded in the simulator). */
+  random?: () => number;
+}
+
+export interface WorkerEvents {
+  joined: [{ inc: number }];
+  'heartbeat-failed': [{ error: string }];
+  fenced: [{ sinceRenewalMs: number; tasks: number }];
+  unfenced: [{ tasks: number }];
+  zombie: [{ declaredBy?: string }];
+  'declared-dead': [{ node: string; staleness: number }];
+  takeover: [{ node: string; tasks: number; moved: number; ms: number }];
+  'task-started': [{ task: string; token: number }];
+  'task-ended': [{ task: string; outcome: RunOutcome }];
+  rebalanced: [{ to: string; tasks: number }];
+  left: [{ handedOver: number; ms: number }];
+}
+
+type Phase = 'new' | 'joining' | 'running' | 'leaving' | 'stopped';
+
+/** Another live process holds this node id. */
+export class NodeIdInUseError extends Error {
+  override name = 'NodeIdInUseError';
+}
+
+interface Owned {
+  task: TaskItem;
+  run?: TaskRun;
+}
+
+const moveConcurrency = 32;
+
+/** Runs `fn` over items with at most `limit` in flight: a bounded number of round trips, never one after another. */
+async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(limit, items.length) }, async () => {
+    while (next < items.length) await fn(items[next++]!);
+  });
+  await Promise.all(lanes);
+}
+
+export function defaultNodeId(): string {
+  const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60) || 'node';
+  return `${host}-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;
+}
+
+/**
+ * One node of the cluster. Two loops run on the node's own clock:
+ *
+ *  - the counter loop: once per period, the token operation (heartbeat) that advances this
+ *    node's counter and renews its lease; nothing else ever delays it;
+ *  - maintenance, after each heartbeat: read the watched peers, judge their staleness against
+ *    the benchmark, declare the stale ones dead (compare-and-set; one observer wins) and hand
+ *    their tasks out, pick up tasks handed to this node, claim unowned tasks, rebalance.
+ *
+ * Self-fencing: every task stops once the lease (fenceMs from the *send* time of the last
+ * successful heartbeat, on this node's monotonic clock) runs out, before any peer could
+ * declare this node dead; config validation guarantees the margin.
+ */
+export class Worker extends EventEmitter<WorkerEvents> {
+  readonly id: string;
+  readonly config: KeeperConfig;
+  readonly clock: Clock;
+  private readonly store: Store;
+  private readonly log: Logger;
+  private readonly random: () => number;
+  private readonly handlers = new Map<string, Registration>();
+  private readonly owned = new Map<string, Owned>();
+
+  private phase: Phase = 'new';
+  private inc = 0;
+  private counter = 0;
+  private leaseSentAt = Number.NEGATIVE_INFINITY;
+  private fenced = false;
+  private selfItem: NodeItem | undefined;
+  private detector!: Detector;
+  private readonly runHost: RunHost;
+
+  private nextTickAt = 0;
+  private tickTimer: Timer | undefined;
+  private fenceTimer: Timer | undefined;
+  private maintaining: Promise<void> | undefined;
+  private maintainAgain = false;
+  private ticks = 0;
+
+  private alive: string[] = [];
+  private tombstones: MemberEntry[] = [];
+  private readonly emptySweeps = new Map<string, number>();
+  private watched: string[] = [];
+  private peers = new Map<string, NodeItem>();
+  private membersDirty = true;
+  private seenMembers = -1;
+  private seenTasks = -1;
+  private processedInbox = -1;
+  private resyncPending = 0;
+  private freeBacklog = false;
+  private readonly freeSeen = new Map<string, number>();
+
+  constructor(options: WorkerOptions) {
+    super();
+    const { store, clock, logger, random, ...settings } = options;
+    this.config = resolveConfig(settings);
+    this.store = store;
+    this.clock = clock ?? systemClock;
+    this.log = logger ?? silentLogger;
+    this.random = random ?? Math.random;
+    this.id = this.config.nodeId ?? defaultNodeId();
+    this.detector = this.newDetector();
+    this.runHost = this.createRunHost();
+  }
+
+  /** What a TaskRun may do: check the lease and record outcomes while the task is still ours. */
+  private createRunHost(): RunHost {
+    return {
+      nodeId: this.id,
+      clock: this.clock,
+      maxAttempts: this.config.maxAttempts,
+      leaseValid: () => this.leaseValid(),
+      backoffMs: (attempt) => this.backoffMs(attempt),
+      recordFailure: async (task, error, maxAttempts) => {
+        const attempts = task.attempts + 1;
+        const failed = attempts >= maxAttempts;
+        this.log.warn(failed ? 'task failed for good' : 'task handler threw; will retry', { node: this.id, task: task.id, attempts, error: errorText(error) });
+        const patch = failed ? { attempts, state: 'failed' as const, error: errorText(error) } : { attempts, error: errorText(error) };
+        const ok = await this.store.updateTask(task.id, task, patch).catch(() => false);
+        if (!ok) return 'lost';
+        const entry = this.owned.get(task.id);
+        if (entry && !failed) entry.task = { ...entry.task, attempts };
+        return failed ? 'failed' : 'retry';
+      },
+      recordDone: (task, result) => this.store.updateTask(task.id, task, { state: 'done', result: result ?? null }).catch(() => false),
+      ended: (run, outcome) => {
+        const entry = this.owned.get(run.taskId);
+        if (outcome !== 'stopped' && entry?.run === run) this.owned.delete(run.taskId);
+        this.emit('task-ended', { task: run.taskId, outcome });
+      },
+      onError: (message, error) => this.log.error(message, { node: this.id, error: errorText(error) }),
+    };
+  }
+
+  private newDetector(): Detector {
+    // A witness on the slowest clock ticks once per f^2 periods of the fastest observer.
+    return new Detector(this.id, this.config.staleTicks, Math.ceil(this.config.driftBound ** 2) + 1);
+  }
+
+  /** Registers the handler for one task type; only types with a handler are claimed. */
+  handle<P = unknown, R = unknown>(type: string, handler: TaskHandler<P, R>, options: HandlerOptions = {}): this {
+    if (this.phase !== 'new') throw new Error('register handlers before start()');
+    this.handlers.set(type, { handler: handler as TaskHandler, mode: options.mode ?? 'long-running', maxAttempts: options.maxAttempts });
+    return this;
+  }
+
+  // ------------------------------------------------------------------ lifecycle
+
+  /** Joins the cluster and starts both loops. */
+  async start(): Promise<void> {
+    if (this.phase !== 'new') throw new Error('worker already started');
+    this.phase = 'joining';
+    await this.join(true);
+    if (this.phase !== 'joining') return;
+    this.phase = 'running';
+    this.nextTickAt = this.clock.now() + this.config.periodMs;
+    this.scheduleTick();
+    this.kickMaintenance();
+  }
+
+  /**
+   * Graceful leave: stops every task, hands them straight to live peers (no detection wait),
+   * then marks this incarnation as gone.
+   */
+  async stop(): Promise<void> {
+    if (this.phase === 'stopped' || this.phase === 'leaving') return;
+    const startedAt = this.clock.now();
+    const wasRunning = this.phase === 'running';
+    this.phase = 'leaving';
+    await this.maintaining;
+    const tasks = [...this.owned.values()].map((o) => o.task);
+    await this.stopAllRuns('leaving');
+    let handedOver = 0;
+    if (wasRunning) {
+      try {
+        handedOver = await this.distribute(tasks, { exclude: this.id, reason: 'leave' });
+        if (await this.store.markLeft(this.id, this.inc)) await this.store.bumpCluster('members');
+      } catch (error) {
+        this.log.warn('graceful leave incomplete; peers will take over what is left', { error: errorText(error) });
+      }
+    }
+    this.owned.clear();
+    this.halt();
+    this.emit('left', { handedOver, ms: this.clock.now() - startedAt });
+    this.log.info('left the cluster', { node: this.id, handedOver });
+  }
+
+  /** Stops both loops and every task without telling anyone: what a crash looks like to peers. */
+  async kill(): Promise<void> {
+    this.halt();
+    await this.stopAllRuns('killed');
+    this.owned.clear();
+  }
+
+  private halt(): void {
+    this.phase = 'stopped';
+    this.tickTimer?.cancel();
+    this.fenceTimer?.cancel();
+  }
+
+  // ------------------------------------------------------------------ joining
+
+  private async join(firstStart: boolean): Promise<void> {
+    for (let attempt = 1; this.phase === 'joining' || (!firstStart && this.phase === 'running'); attempt++) {
+      try {
+        const existing = await this.store.getNode(this.id);
+        if (existing && existing.state === 'alive' && existing.inc !== this.inc) {
+          await this.waitForHolder(existing);
+          continue;
+        }
+        const sentAt = this.clock.now();
+        const node: NodeItem = {
+          id: this.id,
+          // A fresh item gets a random incarnation so that (incarnation, counter) pairs of
+          // an earlier item with the same id can never be mistaken for this one's.
+          inc: existing ? existing.inc + 1 : 1 + Math.floor(this.random() * 2 ** 30),
+          counter: Math.max(existing?.counter ?? 0, this.counter) + 1,
+          state: 'alive',
+          inbox: existing?.inbox ?? 0,
+          taskCount: 0,
+          capacity: this.config.capacity,
+          types: [...this.handlers.keys()],
+          watch: existing?.watch ?? {},
+          joinedAt: new Date().toISOString(),
+        };
+        if (!(await this.store.joinNode(node, existing ? { inc: existing.inc, state: existing.state } : undefined))) continue;
+        this.inc = node.inc;
+        this.counter = node.counter;
+        this.detector = this.newDetector();
+        this.detector.seed(node.watch);
+        this.renew(sentAt);
+        this.membersDirty = true;
+        this.processedInbox = -1;
+        await this.store.bumpCluster('members').catch(() => {});
+        this.emit('joined', { inc: this.inc });
+        this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
+        return;
+      } catch (error) {
+        if (error instanceof NodeIdInUseError) throw error;
+        this.log.warn('join failed; retrying', { node: this.id, attempt, error: errorText(error) });
+        await sleep(this.clock, this.backoffMs(attempt));
+      }
+    }
+  }
+
+  /**
+   * Our id is held by a live-looking incarnation: a previous run of this node that crashed,
+   * or another process started with the same id by mistake. Watch its counter on our own
+   * clock. If it moves, the id is in use; if it stands still for K of our periods after we
+   * first saw it (at least (K-1)*P/f of real time, the same margin peers wait), it is dead
+   * and we declare it so.
+   */
+  private async waitForHolder(holder: NodeItem): Promise<void> {
+    this.log.warn('node id is held by a live-looking incarnation; checking whether it still runs', { node: this.id, inc: holder.inc });
+    for (let still = 0; still < this.config.staleTicks; still++) {
+      await sleep(this.clock, this.config.periodMs);
+      const now = await this.store.getNode(this.id);
+      if (!now || now.state !== 'alive' || now.inc !== holder.inc) return;
+      if (now.counter !== holder.counter) {
+        throw new NodeIdInUseError(`node id "${this.id}" is in use by another live process (its counter is advancing); choose another --node-id`);
+      }
+    }
+    if (await this.store.declareDead(this.id, { inc: holder.inc, counter: holder.counter }, this.id)) {
+      await this.store.bumpCluster('members').catch(() => {});
+      this.emit('declared-dead', { node: this.id, staleness: this.config.staleTicks });
+    }
+  }
+
+  // ------------------------------------------------------------------ counter loop and lease
+
+  private scheduleTick(): void {
+    this.tickTimer = this.clock.setTimer(Math.max(0, this.nextTickAt - this.clock.now()), () => void this.tick());
+  }
+
+  private async tick(): Promise<void> {
+    if (this.phase !== 'running' && this.phase !== 'leaving') return;
+    const sentAt = this.clock.now();
+    this.nextTickAt += this.config.periodMs;
+    // After a pause, skip the missed beats instead of firing them all at once.
+    if (this.nextTickAt < sentAt) this.nextTickAt = sentAt + this.config.periodMs;
+    // The counter counts this node's periods, not its successful writes: a failed write
+    // leaves a gap, so the stored value never runs ahead of this node's own clock.
+    this.counter += 1;
+    try {
+      const result = await this.store.heartbeat({
+        id: this.id,
+        inc: this.inc,
+        counter: this.counter,
+        taskCount: this.owned.size,
+        capacity: this.config.capacity,
+        types: [...this.handlers.keys()],
+        watch: this.detector.records(),
+      });
+      if (this.phase !== 'running' && this.phase !== 'leaving') return;
+      if (!result.ok) {
+        await this.becomeZombie(result.current);
+        return;
+      }
+      this.renew(sentAt);
+      if (result.node) this.selfItem = result.node;
+    } catch (error) {
+      this.emit('heartbeat-failed', { error: errorText(error) });
+      this.log.warn('heartbeat failed', { node: this.id, error: errorText(error) });
+      this.checkFence();
+    }
+    if (this.phase === 'running' || this.phase === 'leaving') this.scheduleTick();
+    if (this.phase === 'running') this.kickMaintenance();
+  }
+
+  /** True while the lease is valid on this node's monotonic clock. Synchronous by design. */
+  leaseValid(): boolean {
+    return !this.fenced && this.phase !== 'stopped' && this.clock.now() - this.leaseSentAt < this.config.fenceMs;
+  }
+
+  private renew(sentAt: number): void {
+    if (sentAt > this.leaseSentAt) this.leaseSentAt = sentAt;
+    this.fenceTimer?.cancel();
+    this.fenceTimer = this.clock.setTimer(this.leaseSentAt + this.config.fenceMs - this.clock.now(), () => this.checkFence());
+    if (this.fenced && this.clock.now() - this.leaseSentAt < this.config.fenceMs) {
+      // Renewed while fenced: nobody declared us dead in between (the heartbeat's condition
+      // proves it), so our tasks are still ours. Start them again.
+      this.fenced = false;
+      this.emit('unfenced', { tasks: this.owned.size });
+      this.log.info('lease renewed; resuming tasks', { node: this.id, tasks: this.owned.size });
+      for (const id of this.owned.keys()) this.startRun(id);
+    }
+  }
+
+  private checkFence(): void {
+    if (this.fenced || this.phase === 'stopped') return;
+    const since = this.clock.now() - this.leaseSentAt;
+    if (since < this.config.fenceMs) return;
+    this.fenced = true;
+    this.emit('fenced', { sinceRenewalMs: since, tasks: this.owned.size });
+    this.log.warn('lease expired; stopping all tasks until a heartbeat succeeds', { node: this.id, sinceRenewalMs: Math.round(since) });
+    void this.stopAllRuns('fenced');
+  }
+
+  /** Our heartbeat was refused: we were declared dead (or replaced). Stop everything at once, rejoin. */
+  private async becomeZombie(current: NodeItem | undefined): Promise<void> {
+    this.emit('zombie', { declaredBy: current?.deadBy });
+    this.log.warn('this incarnation was declared dead; stopping every task and rejoining', { node: this.id, inc: this.inc, declaredBy: current?.deadBy });
+    this.fenced = true;
+    await this.stopAllRuns('declared dead');
+    this.owned.clear();
+    this.fenced = false;
+    this.leaseSentAt = Number.NEGATIVE_INFINITY;
+    this.tickTimer?.cancel();
+    await this.join(false);
+    if (this.phase !== 'running') return;
+    this.nextTickAt = this.clock.now() + this.config.periodMs;
+    this.scheduleTick();
+    this.kickMaintenance();
+  }
+
+  // ------------------------------------------------------------------ maintenance
+
+  private kickMaintenance(): void {
+    if (this.maintaining) {
+      this.maintainAgain = true;
+      return;
+    }
+    this.maintaining = this.maintain()
+      .catch((error) => this.log.warn('maintenance failed', { node: this.id, error: errorText(error) }))
+      .finally(() => {
+        this.maintaining = undefined;
+        if (this.maintainAgain && this.phase === 'running') {
+          this.maintainAgain = false;
+          this.kickMaintenance();
+        }
+      });
+  }
+
+  private periodic(): boolean {
+    return this.ticks % this.config.resyncTicks === 0;
+  }
+
+  private async maintain(): Promise<void> {
+    this.ticks += 1;
+    if (this.membersDirty || this.periodic()) await this.refreshMembers();
+    if (this.phase !== 'running') return;
+
+    const { nodes, cluster } = await this.store.readNodes(this.watched);
+    if (this.phase !== 'running') return;
+    if (cluster.members !== this.seenMembers) {
+      this.seenMembers = cluster.members;
+      this.membersDirty = true;
+    }
+    for (const id of this.watched) if (nodes.get(id)?.state !== 'alive') this.membersDirty = true;
+    this.peers = nodes;
+    this.detector.observe(this.counter, nodes, this.watched);
+
+    for (const suspect of this.detector.suspects()) {
+      if (this.phase !== 'running' || !this.leaseValid()) break;
+      if (!(await this.store.declareDead(suspect.id, suspect, this.id))) {
+        this.detector.forget(suspect.id);
+        continue;
+      }
+      this.detector.forget(suspect.id);
+      this.membersDirty = true;
+      this.emit('declared-dead', { node: suspect.id, staleness: suspect.staleness });
+      this.log.warn('declared peer dead', { node: this.id, peer: suspect.id, staleness: suspect.staleness, counter: suspect.counter });
+      await this.store.bumpCluster('members').catch(() => {});
+      await this.takeOver(suspect.id);
+    }
+
+    const inbox = this.selfItem?.inbox;
+    if (inbox !== undefined && inbox !== this.processedInbox) {
+      this.processedInbox = inbox;
+      // Twice: indexes are eventually consistent, and a handover may not be visible at once.
+      this.resyncPending = 2;
+    }
+    if (this.resyncPending > 0 || this.periodic()) {
+      this.resyncPending = Math.max(0, this.resyncPending - 1);
+      await this.resync();
+    }
+    if (cluster.tasks !== this.seenTasks || this.freeBacklog || this.periodic()) {
+      this.seenTasks = cluster.tasks;
+      await this.claimUnowned();
+    }
+    if (this.config.takeover === 'balanced') await this.rebalance();
+    if (this.periodic()) await this.sweepTombstones();
+  }
+
+  private async refreshMembers(): Promise<void> {
+    const members = await this.store.listMembers();
+    this.membersDirty = false;
+    this.alive = members.filter((m) => m.state === 'alive').map((m) => m.id);
+    if (!this.alive.includes(this.id)) this.alive.push(this.id);
+    this.tombstones = members.filter((m) => m.state !== 'alive' && m.id !== this.id);
+    this.watched = watchedPeers(this.id, this.alive, this.config.watchPeers);
+  }
+
+  // ------------------------------------------------------------------ takeover and handover
+
+  private async takeOver(deadId: string): Promise<void> {
+    const startedAt = this.clock.now();
+    const tasks = (await this.store.tasksOwnedBy(deadId)).filter((t) => t.state === 'ready');
+    const moved = await this.distribute(tasks, { exclude: deadId, reason: 'takeover' });
+    const ms = this.clock.now() - startedAt;
+    this.emit('takeover', { node: deadId, tasks: tasks.length, moved, ms });
+    this.log.info('took over tasks of dead node', { node: this.id, dead: deadId, tasks: tasks.length, moved, ms: Math.round(ms) });
+  }
+
+  /** Live candidates for new tasks: this node with its exact load, and (balanced) every other live node. */
+  private async candidates(exclude: string): Promise<Candidate[]> {
+    const self: Candidate = { id: this.id, inc: this.inc, load: this.owned.size, capacity: this.config.capacity, types: [...this.handlers.keys()] };
+    const out: Candidate[] = exclude === this.id || this.phase !== 'running' ? [] : [self];
+    if (this.config.takeover === 'detector' && out.length > 0) return out;
+    const others = this.alive.filter((id) => id !== this.id && id !== exclude);
+    if (others.length === 0) return out;
+    const { nodes } = await this.store.readNodes(others);
+    for (const node of nodes.values()) {
+      if (node.state !== 'alive' || node.id === exclude) continue;
+      out.push({ id: node.id, inc: node.inc, load: node.taskCount, capacity: node.capacity, types: node.types });
+    }
+    return out;
+  }
+
+  /**
+   * Moves tasks from their current (dead, departing or orphaned) owner to live nodes, in
+   * parallel; tasks no node can take go back to the pool. Returns how many moved.
+   */
+  private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string }): Promise<number> {
+    if (tasks.length === 0) return 0;
+    const candidates = await this.candidates(how.exclude);
+    const { assigned, unplaced } = placeTasks(tasks, candidates);
+    const incOf = new Map(candidates.map((c) => [c.id, c.inc]));
+    const jobs: Array<{ task: TaskItem; to: string | null; inc: number }> = [];
+    for (const [target, list] of assigned) for (const task of list) jobs.push({ task, to: target, inc: incOf.get(target) ?? 0 });
+    for (const task of unplaced) jobs.push({ task, to: null, inc: 0 });
+    const notified = new Set<string>();
+    let moved = 0;
+    await forEachLimit(jobs, moveConcurrency, async ({ task, to, inc }) => {
+      try {
+        const after = await this.store.moveTask(task.id, { owner: task.owner, ownerInc: task.ownerInc, token: task.token }, { owner: to, ownerInc: to === this.id ? this.inc : inc });
+        if (!after) return;
+        moved += 1;
+        if (to === this.id) this.adopt(after);
+        else if (to !== null) notified.add(to);
+      } catch (error) {
+        // Ambiguous or unavailable: the tombstone sweep (or the target's resync) finds it later.
+        this.log.warn(`${how.reason}: could not move task`, { node: this.id, task: task.id, error: errorText(error) });
+      }
+    });
+    await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
+    if (unplaced.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
+    return moved;
+  }
+
+  /**
+   * Reconciles this node's view of its tasks with the table: adopts tasks handed to it,
+   * reclaims tasks of its own earlier incarnations, stops tasks that are no longer its own.
+   */
+  private async resync(): Promise<void> {
+    const listed = await this.store.tasksOwnedBy(this.id);
+    const seen = new Set<string>();
+    for (const task of listed) {
+      if (task.state !== 'ready') continue;
+      if (task.ownerInc === this.inc) {
+        seen.add(task.id);
+        if (task.releaseRequested) await this.release(task.id, task);
+        else if (!this.owned.has(task.id)) this.adopt(task);
+      } else if (task.ownerInc < this.inc) {
+        // Left behind by an earlier incarnation of this node, which has stopped for good.
+        const after = await this.store.moveTask(task.id, task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
+        if (after) {
+          seen.add(task.id);
+          this.adopt(after);
+        }
+      }
+    }
+    // The index may lag; confirm with a consistent read before stopping anything.
+    for (const id of [...this.owned.keys()]) {
+      if (seen.has(id)) continue;
+      const task = await this.store.getTask(id);
+      if (task && task.owner === this.id && task.ownerInc === this.inc && task.state === 'ready') {
+        if (task.releaseRequested) await this.release(id, task);
+        continue;
+      }
+      await this.drop(id, 'revoked');
+    }
+  }
+
+  /** Operator's force-release: stop the task, then put it back in the pool for others. */
+  private async release(id: string, task: TaskItem): Promise<void> {
+    await this.drop(id, 'released');
+    const after = await this.store.moveTask(id, task, { owner: null, ownerInc: 0 }).catch(() => undefined);
+    if (after) await this.store.bumpCluster('tasks').catch(() => {});
+  }
+
+  private async claimUnowned(): Promise<void> {
+    const spare = this.config.capacity - this.owned.size;
+    this.freeBacklog = false;
+    if (spare <= 0 || this.handlers.size === 0) return;
+    const free = (await this.store.unownedTasks(Math.min(spare * 4, 1000))).filter((t) => this.handlers.has(t.type));
+    const present = new Set(free.map((t) => t.id));
+    for (const id of this.freeSeen.keys()) if (!present.has(id)) this.freeSeen.delete(id);
+    const mine: TaskItem[] = [];
+    for (const task of free) {
+      const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
+      this.freeSeen.set(task.id, firstSeen);
+      // Each task has one favourite node, so claims rarely collide; anyone may take a task
+      // its favourite left alone for two periods (full, or unable to run the type).
+      if (rendezvous(task.id, this.alive) === this.id || this.ticks - firstSeen >= 2) mine.push(task);
+    }
+    const take = mine.slice(0, spare);
+    await forEachLimit(take, moveConcurrency, async (task) => {
+      const after = await this.store.moveTask(task.id, task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
+      if (after) {
+        this.freeSeen.delete(task.id);
+        this.adopt(after);
+      }
+    });
+    this.freeBacklog = free.length > take.length || (free.length > 0 && take.length < mine.length) || free.length >= Math.min(spare * 4, 1000);
+  }
+
+  /**
+   * Diffusion along the ring: hand a few tasks to a watched successor that carries fewer.
+   * Uses only what this node reads anyway, so balancing costs no extra reads.
+   */
+  private async rebalance(): Promise<void> {
+    if (this.fenced || !this.leaseValid()) return;
+    let budget = this.config.maxMovesPerTick;
+    for (const [index, id] of this.watched.entries()) {
+      if (budget <= 0) return;
+      const peer = this.peers.get(id);
+      if (!peer || peer.state !== 'alive') continue;
+      const count = rebalanceCount(this.owned.size, peer.taskCount, peer.capacity - peer.taskCount, this.config.watchPeers, budget, index === 0);
+      if (count === 0) continue;
+      // Prefer tasks that hash towards the peer, so the same tasks would move again if
+      // anything and a task does not bounce between two nodes.
+      const movable = [...this.owned.values()]
+        .map((o) => o.task)
+        .filter((t) => peer.types.includes(t.type))
+        .sort((a, b) => Number(rendezvous(b.id, [this.id, id]) === id) - Number(rendezvous(a.id, [this.id, id]) === id))
+        .slice(0, count);
+      if (movable.length === 0) continue;
+      budget -= movable.length;
+      let moved = 0;
+      await forEachLimit(movable, moveConcurrency, async (task) => {
+        await this.drop(task.id, 'rebalanced');
+        const after = await this.store.moveTask(task.id, task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
+        if (after) moved += 1;
+        else await this.resyncOne(task.id);
+      });
+      if (moved > 0) {
+        await this.store.notify(id).catch(() => {});
+        this.emit('rebalanced', { to: id, tasks: moved });
+      }
+    }
+  }
+
+  /** After a failed or ambiguous move of one of our tasks: re-read it and take it back if still ours. */
+  private async resyncOne(id: string): Promise<void> {
+    const task = await this.store.getTask(id).catch(() => undefined);
+    if (task && task.owner === this.id && task.ownerInc === this.inc && task.state === 'ready') this.adopt(task);
+  }
+
+  /**
+   * Backstop for takeovers that did not finish (the detector died mid-way, a move was
+   * ambiguous, an index lagged): tasks still owned by dead or departed nodes are handed out
+   * by one sweeper per tombstone (its rendezvous choice), and empty tombstones are removed.
+   */
+  private async sweepTombstones(): Promise<void> {
+    for (const tomb of this.tombstones) {
+      if (this.phase !== 'running') return;
+      if (rendezvous(`sweep|${tomb.id}`, this.alive) !== this.id) continue;
+      const tasks = (await this.store.tasksOwnedBy(tomb.id)).filter((t) => t.state === 'ready');
+      if (tasks.length > 0) {
+        this.emptySweeps.delete(tomb.id);
+        const moved = await this.distribute(tasks, { exclude: tomb.id, reason: 'sweep' });
+        this.log.info('swept tasks of a departed node', { node: this.id, departed: tomb.id, tasks: tasks.length, moved });
+        continue;
+      }
+      const empty = (this.emptySweeps.get(tomb.id) ?? 0) + 1;
+      this.emptySweeps.set(tomb.id, empty);
+      if (empty < 2) continue;
+      const item = await this.store.getNode(tomb.id);
+      if (item && item.state !== 'alive' && (await this.store.removeNode(tomb.id, { inc: item.inc, state: item.state }))) {
+        this.emptySweeps.delete(tomb.id);
+        await this.store.bumpCluster('members').catch(() => {});
+      }
+    }
+  }
+
+  // ------------------------------------------------------------------ running tasks
+
+  private adopt(task: TaskItem): void {
+    if (this.phase !== 'running') return;
+    const existing = this.owned.get(task.id);
+    if (existing && existing.task.token === task.token) return;
+    if (existing?.run) void existing.run.stop('superseded');
+    this.owned.set(task.id, { task });
+    if (!this.handlers.has(task.type)) {
+      // Not ours to run (no handler): put it back for a node that has one.
+      void this.release(task.id, task);
+      return;
+    }
+    this.startRun(task.id);
+  }
+
+  private startRun(id: string): void {
+    const entry = this.owned.get(id);
+    const registration = entry && this.handlers.get(entry.task.type);
+    if (!entry || !registration || (entry.run && !entry.run.aborted) || this.fenced || !this.leaseValid()) return;
+    entry.run = new TaskRun(entry.task, registration, this.runHost);
+    this.emit('task-started', { task: id, token: entry.task.token });
+  }
+
+  /** Stops a task's run (waiting for the handler to return) and forgets the task. */
+  private async drop(id: string, reason: string): Promise<void> {
+    const entry = this.owned.get(id);
+    this.owned.delete(id);
+    await entry?.run?.stop(reason);
+  }
+
+  private async stopAllRuns(reason: string): Promise<void> {
+    const runs = [...this.owned.values()].map((o) => o.run).filter((r): r is TaskRun => r !== undefined);
+    await Promise.all(runs.map((r) => r.stop(reason)));
+  }
+
+  backoffMs(attempt: number): number {
+    // Full jitter, doubling per attempt, capped.
+    return this.random() * Math.min(this.config.retryMaxMs, this.config.retryBaseMs * 2 ** Math.max(0, attempt - 1));
+  }
+
+  // ------------------------------------------------------------------ introspection
+
+  /** A snapshot for status displays and tests. */
+  snapshot(): { id: string; inc: number; counter: number; phase: Phase; fenced: boolean; tasks: string[]; watched: string[] } {
+    return { id: this.id, inc: this.inc, counter: this.counter, phase: this.phase, fenced: this.fenced, tasks: [...this.owned.keys()].sort(), watched: [...this.watched] };
+  }
+
+  /** Ids of tasks whose handler is running right now. */
+  runningTasks(): string[] {
+    return [...this.owned.entries()].filter(([, o]) => o.run && !o.run.aborted).map(([id]) => id).sort();
+  }
+}
+
