@@ -5,7 +5,7 @@ import { resolveConfig, type KeeperConfig, type KeeperOptions } from './config.j
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { placeTasks, rebalanceCount, rendezvous, watchedPeers, type Candidate } from './protocol/placement.js';
-import { type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
+import { AmbiguousWriteError, type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
 export interface WorkerOptions extends KeeperOptions {
@@ -109,6 +109,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private resyncPending = 0;
   private freeBacklog = false;
   private readonly freeSeen = new Map<string, number>();
+  private readonly followUps: Array<{ node: string; atTick: number }> = [];
 
   constructor(options: WorkerOptions) {
     super();
@@ -243,7 +244,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           watch: existing?.watch ?? {},
           joinedAt: new Date().toISOString(),
         };
-        if (!(await this.store.joinNode(node, existing ? { inc: existing.inc, state: existing.state } : undefined))) continue;
+        if (!(await this.joinAs(node, existing))) continue;
         this.inc = node.inc;
         this.counter = node.counter;
         this.detector = this.newDetector();
@@ -260,6 +261,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.log.warn('join failed; retrying', { node: this.id, attempt, error: errorText(error) });
         await sleep(this.clock, this.backoffMs(attempt));
       }
+    }
+  }
+
+  /** The join write; after a lost reply the item itself tells whether it landed. */
+  private async joinAs(node: NodeItem, existing: NodeItem | undefined): Promise<boolean> {
+    try {
+      return await this.store.joinNode(node, existing ? { inc: existing.inc, state: existing.state } : undefined);
+    } catch (error) {
+      if (!(error instanceof AmbiguousWriteError)) throw error;
+      const now = await this.store.getNode(this.id);
+      return now !== undefined && now.inc === node.inc && now.joinedAt === node.joinedAt && now.state === 'alive';
     }
   }
 
@@ -412,7 +424,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
     for (const suspect of this.detector.suspects()) {
       if (this.phase !== 'running' || !this.leaseValid()) break;
-      if (!(await this.store.declareDead(suspect.id, suspect, this.id))) {
+      if (!(await this.declare(suspect))) {
         this.detector.forget(suspect.id);
         continue;
       }
@@ -422,6 +434,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.log.warn('declared peer dead', { node: this.id, peer: suspect.id, staleness: suspect.staleness, counter: suspect.counter });
       await this.store.bumpCluster('members').catch(() => {});
       await this.takeOver(suspect.id);
+      // Look again shortly: a peer may have handed it a task just before it was declared
+      // dead, and on DynamoDB the owner index may lag behind the table.
+      for (const after of [2, 6]) this.followUps.push({ node: suspect.id, atTick: this.ticks + after });
+    }
+    for (const due of this.followUps.filter((f) => f.atTick <= this.ticks)) {
+      this.followUps.splice(this.followUps.indexOf(due), 1);
+      await this.takeOver(due.node, true);
     }
 
     const inbox = this.selfItem?.inbox;
@@ -442,6 +461,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.periodic()) await this.sweepTombstones();
   }
 
+  /**
+   * The compare-and-set that decides who detected a failure first. If its reply is lost, the
+   * item itself says whether we won: state 'dead' with deadBy = us.
+   */
+  private async declare(suspect: { id: string; inc: number; counter: number }): Promise<boolean> {
+    try {
+      return await this.store.declareDead(suspect.id, suspect, this.id);
+    } catch (error) {
+      if (!(error instanceof AmbiguousWriteError)) throw error;
+      for (let attempt = 1; attempt <= 3; attempt++) {
+        const item = await this.store.getNode(suspect.id).catch(() => undefined);
+        if (item) return item.state === 'dead' && item.deadBy === this.id && item.inc === suspect.inc;
+        await sleep(this.clock, this.backoffMs(attempt));
+      }
+      // Still unknown: if we did win, the tombstone sweep hands the tasks out.
+      return false;
+    }
+  }
+
   private async refreshMembers(): Promise<void> {
     const members = await this.store.listMembers();
     this.membersDirty = false;
@@ -453,13 +491,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ------------------------------------------------------------------ takeover and handover
 
-  private async takeOver(deadId: string): Promise<void> {
+  private async takeOver(deadId: string, followUp = false): Promise<void> {
     const startedAt = this.clock.now();
-    const tasks = (await this.store.tasksOwnedBy(deadId)).filter((t) => t.state === 'ready');
+    const tasks = await this.orphansOf(deadId);
+    if (followUp && tasks.length === 0) return;
     const moved = await this.distribute(tasks, { exclude: deadId, reason: 'takeover' });
     const ms = this.clock.now() - startedAt;
     this.emit('takeover', { node: deadId, tasks: tasks.length, moved, ms });
     this.log.info('took over tasks of dead node', { node: this.id, dead: deadId, tasks: tasks.length, moved, ms: Math.round(ms) });
+  }
+
+  /**
+   * Tasks held under a node id by an incarnation that is gone. The id may already have
+   * rejoined as a new incarnation: that one's tasks are its own and are never taken.
+   */
+  private async orphansOf(nodeId: string): Promise<TaskItem[]> {
+    const item = await this.store.getNode(nodeId);
+    const liveInc = item?.state === 'alive' ? item.inc : undefined;
+    return (await this.store.tasksOwnedBy(nodeId)).filter((t) => t.state === 'ready' && t.ownerInc !== liveInc);
   }
 
   /** Live candidates for new tasks: this node with its exact load, and (balanced) every other live node. */
@@ -493,7 +542,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let moved = 0;
     await forEachLimit(jobs, moveConcurrency, async ({ task, to, inc }) => {
       try {
-        const after = await this.store.moveTask(task.id, { owner: task.owner, ownerInc: task.ownerInc, token: task.token }, { owner: to, ownerInc: to === this.id ? this.inc : inc });
+        const after = await this.move(task, { owner: to, ownerInc: to === this.id ? this.inc : inc });
         if (!after) return;
         moved += 1;
         if (to === this.id) this.adopt(after);
@@ -506,6 +555,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
     if (unplaced.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
+  }
+
+  /**
+   * A task's compare-and-set move. The store already recognises its own effect when a retry
+   * follows an ambiguous attempt; if every attempt was ambiguous, re-read and reconcile here
+   * instead of assuming failure (a move that did land must not leave the task unrun).
+   */
+  private async move(task: TaskItem, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+    try {
+      return await this.store.moveTask(task.id, task, to);
+    } catch (error) {
+      if (!(error instanceof AmbiguousWriteError)) throw error;
+      const now = await this.store.getTask(task.id).catch(() => undefined);
+      if (now && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1) return now;
+      if (!now) this.resyncPending = Math.max(this.resyncPending, 1);
+      return undefined;
+    }
   }
 
   /**
@@ -523,7 +589,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         else if (!this.owned.has(task.id)) this.adopt(task);
       } else if (task.ownerInc < this.inc) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
-        const after = await this.store.moveTask(task.id, task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
+        const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
         if (after) {
           seen.add(task.id);
           this.adopt(after);
@@ -545,7 +611,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Operator's force-release: stop the task, then put it back in the pool for others. */
   private async release(id: string, task: TaskItem): Promise<void> {
     await this.drop(id, 'released');
-    const after = await this.store.moveTask(id, task, { owner: null, ownerInc: 0 }).catch(() => undefined);
+    const after = await this.move(task, { owner: null, ownerInc: 0 }).catch(() => undefined);
     if (after) await this.store.bumpCluster('tasks').catch(() => {});
   }
 
@@ -566,7 +632,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     const take = mine.slice(0, spare);
     await forEachLimit(take, moveConcurrency, async (task) => {
-      const after = await this.store.moveTask(task.id, task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
+      const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
       if (after) {
         this.freeSeen.delete(task.id);
         this.adopt(after);
@@ -585,7 +651,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const [index, id] of this.watched.entries()) {
       if (budget <= 0) return;
       const peer = this.peers.get(id);
-      if (!peer || peer.state !== 'alive') continue;
+      // Only to a peer seen advancing just now: a task handed to a node that has just died
+      // would wait for the tombstone sweep.
+      if (!peer || peer.state !== 'alive' || !this.detector.advancing(id)) continue;
       const count = rebalanceCount(this.owned.size, peer.taskCount, peer.capacity - peer.taskCount, this.config.watchPeers, budget, index === 0);
       if (count === 0) continue;
       // Prefer tasks that hash towards the peer, so the same tasks would move again if
@@ -600,7 +668,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       let moved = 0;
       await forEachLimit(movable, moveConcurrency, async (task) => {
         await this.drop(task.id, 'rebalanced');
-        const after = await this.store.moveTask(task.id, task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
+        const after = await this.move(task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
         if (after) moved += 1;
         else await this.resyncOne(task.id);
       });
@@ -626,7 +694,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const tomb of this.tombstones) {
       if (this.phase !== 'running') return;
       if (rendezvous(`sweep|${tomb.id}`, this.alive) !== this.id) continue;
-      const tasks = (await this.store.tasksOwnedBy(tomb.id)).filter((t) => t.state === 'ready');
+      const tasks = await this.orphansOf(tomb.id);
       if (tasks.length > 0) {
         this.emptySweeps.delete(tomb.id);
         const moved = await this.distribute(tasks, { exclude: tomb.id, reason: 'sweep' });

@@ -134,6 +134,12 @@ export class Detector {
     return lowerMedian(deltas) ?? 0;
   }
 
+  /** Whether a node's counter moved within the last tick or two: safe to hand tasks to. */
+  advancing(id: string): boolean {
+    const moved = this.progress.get(id);
+    return moved !== undefined && this.selfCounter - moved.changedAt <= 1;
+  }
+
   /** Watched peers whose staleness reached K, with the exact value to declare dead on. */
   suspects(): Suspect[] {
     const out: Suspect[] = [];

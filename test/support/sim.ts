@@ -1,0 +1,170 @@
+import type { Clock, Timer } from '../../lib/clock.js';
+import { AmbiguousWriteError, StoreUnavailableError, type Store } from '../../lib/store/store.js';
+
+/**
+ * Virtual time for the deterministic simulator: a priority queue of timers. `run` pops the
+ * earliest timer, runs it, and lets every promise continuation it caused settle (one
+ * macrotask turn) before the next, so a seeded schedule always unfolds the same way.
+ */
+export class VirtualTime {
+  now = 0;
+  private seq = 0;
+  private heap: Array<{ at: number; seq: number; fn: () => void; live: boolean }> = [];
+
+  schedule(at: number, fn: () => void): Timer {
+    const entry = { at: Math.max(at, this.now), seq: this.seq++, fn, live: true };
+    this.push(entry);
+    return { cancel: () => (entry.live = false) };
+  }
+
+  /** Runs timers up to `until`; `afterEach` runs after every step (the invariant checks). */
+  async run(until: number, afterEach?: () => void): Promise<void> {
+    for (;;) {
+      const top = this.heap[0];
+      if (!top || top.at > until) break;
+      this.pop();
+      if (!top.live) continue;
+      this.now = top.at;
+      top.fn();
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      afterEach?.();
+    }
+    this.now = Math.max(this.now, until);
+  }
+
+  private push(entry: (typeof this.heap)[number]): void {
+    const h = this.heap;
+    h.push(entry);
+    let i = h.length - 1;
+    while (i > 0) {
+      const parent = (i - 1) >> 1;
+      if (less(h[parent]!, h[i]!)) break;
+      [h[parent], h[i]] = [h[i]!, h[parent]!];
+      i = parent;
+    }
+  }
+
+  private pop(): void {
+    const h = this.heap;
+    const last = h.pop()!;
+    if (h.length === 0) return;
+    h[0] = last;
+    let i = 0;
+    for (;;) {
+      const l = 2 * i + 1;
+      const r = l + 1;
+      let m = i;
+      if (l < h.length && less(h[l]!, h[m]!)) m = l;
+      if (r < h.length && less(h[r]!, h[m]!)) m = r;
+      if (m === i) break;
+      [h[m], h[i]] = [h[i]!, h[m]!];
+      i = m;
+    }
+  }
+}
+
+function less(a: { at: number; seq: number }, b: { at: number; seq: number }): boolean {
+  return a.at < b.at || (a.at === b.at && a.seq < b.seq);
+}
+
+/**
+ * One simulated process's clock: its own rate and offset over virtual time. While the
+ * process is paused (SIGSTOP) none of its timers fire; they fire after it resumes. Once it
+ * is killed, none fire ever again.
+ */
+export class SimClock implements Clock {
+  pausedUntil = Number.NEGATIVE_INFINITY;
+  killed = false;
+
+  constructor(
+    private readonly time: VirtualTime,
+    readonly rate = 1,
+    readonly offset = 0,
+  ) {}
+
+  now(): number {
+    return this.offset + this.time.now * this.rate;
+  }
+
+  get paused(): boolean {
+    return this.time.now < this.pausedUntil;
+  }
+
+  setTimer(ms: number, fn: () => void): Timer {
+    let inner: Timer;
+    const fire = () => {
+      if (this.killed) return;
+      if (this.time.now < this.pausedUntil) {
+        inner = this.time.schedule(this.pausedUntil, fire);
+        return;
+      }
+      fn();
+    };
+    inner = this.time.schedule(this.time.now + Math.max(0, ms) / this.rate, fire);
+    return { cancel: () => inner.cancel() };
+  }
+}
+
+/** Seeded PRNG (mulberry32). */
+export function prng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+export interface NetworkConditions {
+  /** One-way latency in virtual ms, drawn per message. */
+  latency: () => number;
+  /** While true, requests from this node never arrive and fail after the timeout. */
+  partitioned: () => boolean;
+  /** Probability that a write is applied but its reply is lost (the caller sees a timeout). */
+  lostReply: () => number;
+  random: () => number;
+  timeoutMs: number;
+}
+
+const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'updateTask', 'requestRelease']);
+
+/**
+ * A node's view of the shared store through a simulated network: requests travel in virtual
+ * time, are applied to the one shared MemoryStore, and replies travel back on the node's own
+ * clock (so a paused node handles them only after it resumes). Partitions drop requests;
+ * lost replies make a write that was applied look like a timeout.
+ */
+export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, net: NetworkConditions): Store {
+  const travel = (ms: number, onClock: Clock | VirtualTime) =>
+    new Promise<void>((resolve) => {
+      if (onClock instanceof VirtualTime) onClock.schedule(onClock.now + ms, resolve);
+      else onClock.setTimer(ms * (clock.rate ?? 1), resolve);
+    });
+  return new Proxy(shared, {
+    get(target, prop, receiver) {
+      const original = Reflect.get(target, prop, receiver);
+      if (typeof original !== 'function') return original;
+      return async (...args: unknown[]) => {
+        const sentAt = time.now;
+        if (net.partitioned()) {
+          await travel(net.timeoutMs, time);
+          throw new StoreUnavailableError(`${String(prop)}: request timed out (partition)`);
+        }
+        await travel(net.latency(), time);
+        if (net.partitioned()) {
+          await travel(Math.max(0, net.timeoutMs - (time.now - sentAt)), time);
+          throw new StoreUnavailableError(`${String(prop)}: request timed out (partition)`);
+        }
+        const result = await (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        if (writes.has(String(prop)) && net.random() < net.lostReply()) {
+          await travel(Math.max(0, net.timeoutMs - (time.now - sentAt)), time);
+          throw new AmbiguousWriteError(`${String(prop)}: reply lost`);
+        }
+        await travel(net.latency(), clock);
+        return result;
+      };
+    },
+  });
+}

@@ -1,0 +1,211 @@
+import { failoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/config.js';
+import { MemoryStore } from '../../lib/store/memory-store.js';
+import type { TaskContext } from '../../lib/tasks.js';
+import { Worker } from '../../lib/worker.js';
+import { networkStore, prng, SimClock, VirtualTime } from './sim.js';
+
+/**
+ * One seeded schedule of the deterministic simulator: 3 to 9 nodes with skewed clocks (any
+ * offset, rates within the drift bound) over one in-memory store with network latency and
+ * lost replies, and a random mix of crashes (some restarted, some with the same id), pauses
+ * longer than the failover bound (zombies), partitions and graceful leaves, under balanced
+ * or first-detector takeover.
+ *
+ * Checked after every step of virtual time:
+ *  - safety: no task is run by two nodes at once, counting only runs whose lease check
+ *    (ctx.isValid(), on the node's own clock) passes on a process that is not frozen;
+ *  - fencing tokens of a task never go down from one start to the next;
+ * and at the end:
+ *  - every crash that no other fault overlapped was fully taken over within the bound;
+ *  - after the faults, every task runs on exactly one live node, and no task was lost.
+ */
+export interface ScheduleResult {
+  seed: number;
+  nodes: number;
+  tasks: number;
+  faults: string[];
+  violations: string[];
+  takeoversMs: number[];
+  boundMs: number;
+}
+
+interface Run {
+  node: string;
+  clock: SimClock;
+  task: string;
+  token: number;
+  ctx: TaskContext;
+}
+
+interface Proc {
+  id: string;
+  clock: SimClock;
+  worker: Worker;
+  partitionedUntil: number;
+  dead: boolean;
+}
+
+type FaultKind = 'crash' | 'pause' | 'partition' | 'leave';
+
+export interface ScheduleOverrides {
+  drift?: 'tight' | 'wide';
+  kinds?: FaultKind[];
+  /** Bypasses config validation with a fence window that is too long: the checker must catch it. */
+  unsafeFenceMs?: number;
+  trace?: (line: string) => void;
+}
+
+export async function runSchedule(seed: number, overrides: ScheduleOverrides = {}): Promise<ScheduleResult> {
+  const rnd = prng(seed);
+  const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
+  const wide = overrides.drift ? overrides.drift === 'wide' : rnd() < 0.3;
+  const takeover = rnd() < 0.2 ? 'detector' : 'balanced';
+  const settings: KeeperOptions = wide
+    ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover }
+    : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover };
+  const config = resolveConfig(settings);
+  const bound = failoverBoundMs(config) + 500;
+  const nodeCount = 3 + Math.floor(rnd() * 7);
+  const taskCount = 5 + Math.floor(rnd() * 26);
+  const time = new VirtualTime();
+  const shared = new MemoryStore();
+  const violations: string[] = [];
+  const faults: string[] = [];
+  const active = new Set<Run>();
+  const lastToken = new Map<string, number>();
+  const procs: Proc[] = [];
+  const rate = () => (wide ? Math.exp((rnd() * 2 - 1) * Math.log(config.driftBound)) : 1 + (rnd() * 2 - 1) * (config.driftBound - 1));
+
+  const spawn = (id: string): Proc => {
+    const clock = new SimClock(time, rate(), (rnd() * 2 - 1) * 36_000_000);
+    const proc: Proc = { id, clock, worker: undefined as unknown as Worker, partitionedUntil: -1, dead: false };
+    const store = networkStore(shared, time, clock, {
+      latency: () => 1 + rnd() * 20,
+      partitioned: () => time.now < proc.partitionedUntil,
+      // Network faults end with the fault window: after it the cluster must settle.
+      lostReply: () => (time.now < faultWindowEnd ? 0.01 : 0),
+      random: rnd,
+      timeoutMs: config.requestTimeoutMs,
+    });
+    const trace = overrides.trace;
+    const logger = trace && {
+      info: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} INFO ${m} ${JSON.stringify(f)}`),
+      warn: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} WARN ${m} ${JSON.stringify(f)}`),
+      error: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} ERROR ${m} ${JSON.stringify(f)}`),
+    };
+    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, ...(logger ? { logger } : {}) });
+    worker.handle('demo', (ctx) => {
+      const run: Run = { node: id, clock, task: ctx.task.id, token: ctx.token, ctx };
+      const previous = lastToken.get(run.task) ?? -1;
+      if (run.token < previous) violations.push(`t=${time.now}: ${run.task} started on ${id} with token ${run.token} after token ${previous}`);
+      lastToken.set(run.task, Math.max(previous, run.token));
+      active.add(run);
+      return new Promise<void>((resolve) =>
+        ctx.signal.addEventListener('abort', () => {
+          active.delete(run);
+          resolve();
+        }),
+      );
+    });
+    if (overrides.unsafeFenceMs) (worker.config as { fenceMs: number }).fenceMs = overrides.unsafeFenceMs;
+    proc.worker = worker;
+    procs.push(proc);
+    void worker.start().catch((error) => violations.push(`t=${time.now}: ${id} failed to start: ${String(error)}`));
+    return proc;
+  };
+
+  const runners = (task: string) => {
+    const nodes = new Set<string>();
+    for (const run of active) {
+      if (run.task === task && !run.clock.killed && !run.clock.paused && run.ctx.isValid()) nodes.add(run.node);
+    }
+    return nodes;
+  };
+
+  const warmup = 10_000;
+  const window = 40_000;
+  const faultWindowEnd = warmup + window + 3 * bound;
+  const taskIds = Array.from({ length: taskCount }, (_, i) => `task-${i}`);
+  for (const id of taskIds) await shared.createTask({ id, type: 'demo', payload: null }, 'sim');
+  await shared.bumpCluster('tasks');
+  for (let i = 0; i < nodeCount; i++) spawn(`n${i}`);
+
+  // Fault schedule: after a warm-up, 1 to 4 faults spread over the fault window.
+  const crashes: Array<{ at: number; node: string; tasks: string[]; recoveredAt?: number }> = [];
+  const faultTimes: number[] = [];
+  const faultCount = 1 + Math.floor(rnd() * 4);
+  for (let f = 0; f < faultCount; f++) {
+    const at = warmup + rnd() * window;
+    const kind = pick(overrides.kinds ?? (['crash', 'crash', 'pause', 'partition', 'leave'] as const));
+    const duration = (0.5 + rnd() * 2.5) * bound;
+    faultTimes.push(at);
+    time.schedule(at, () => {
+      const live = procs.filter((p) => !p.dead && !p.clock.paused && time.now >= p.partitionedUntil);
+      if (live.length <= 1) return;
+      const victim = pick(live);
+      faults.push(`${kind} ${victim.id} at ${Math.round(at)}${kind === 'pause' || kind === 'partition' ? ` for ${Math.round(duration)}` : ''}`);
+      if (kind === 'crash') {
+        crashes.push({ at: time.now, node: victim.id, tasks: victim.worker.runningTasks() });
+        victim.dead = true;
+        victim.clock.killed = true;
+        void victim.worker.kill();
+        if (rnd() < 0.5) {
+          const sameId = rnd() < 0.5;
+          time.schedule(time.now + rnd() * bound * 2, () => spawn(sameId ? victim.id : `${victim.id}r${Math.floor(rnd() * 1000)}`));
+        }
+      } else if (kind === 'leave') {
+        victim.dead = true;
+        void victim.worker.stop().then(() => (victim.clock.killed = true));
+        time.schedule(time.now + rnd() * bound, () => spawn(`${victim.id}j${Math.floor(rnd() * 1000)}`));
+      } else if (kind === 'pause') {
+        victim.clock.pausedUntil = time.now + duration;
+      } else {
+        victim.partitionedUntil = time.now + duration;
+      }
+    });
+  }
+
+  const check = () => {
+    for (const task of taskIds) {
+      const nodes = runners(task);
+      if (nodes.size > 1) violations.push(`t=${Math.round(time.now)}: ${task} runs on ${[...nodes].join(' and ')} at once`);
+    }
+    for (const crash of crashes) {
+      if (crash.recoveredAt === undefined && crash.tasks.every((t) => runners(t).size === 1)) crash.recoveredAt = time.now;
+    }
+  };
+
+  await time.run(faultWindowEnd + 3 * bound, check);
+
+  for (const crash of crashes) {
+    const isolated = faultTimes.every((t) => t === crash.at || Math.abs(t - crash.at) > 2 * bound);
+    if (!isolated) continue;
+    if (crash.recoveredAt === undefined) violations.push(`crash of ${crash.node} at ${Math.round(crash.at)}: tasks never taken over`);
+    else if (crash.recoveredAt - crash.at > bound) violations.push(`crash of ${crash.node} at ${Math.round(crash.at)}: takeover took ${Math.round(crash.recoveredAt - crash.at)} ms > bound ${bound}`);
+  }
+  for (const task of taskIds) {
+    const nodes = runners(task);
+    if (nodes.size !== 1) violations.push(`end: ${task} runs on ${nodes.size} nodes`);
+  }
+  const stored = new Set<string>();
+  for (let cursor: string | undefined, first = true; first || cursor; first = false) {
+    const page = await shared.listTasks(1000, cursor);
+    for (const t of page.items) stored.add(t.id);
+    cursor = page.cursor;
+  }
+  if (stored.size !== taskIds.length || taskIds.some((t) => !stored.has(t))) violations.push(`end: ${stored.size} tasks in the table, ${taskIds.length} created`);
+
+  for (const p of procs) {
+    p.clock.killed = true;
+    void p.worker.kill();
+  }
+  return {
+    seed,
+    nodes: nodeCount,
+    tasks: taskCount,
+    faults,
+    violations,
+    takeoversMs: crashes.filter((c) => c.recoveredAt !== undefined).map((c) => c.recoveredAt! - c.at),
+    boundMs: bound,
+  };
+}
