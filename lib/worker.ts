@@ -83,6 +83,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private phase: Phase = 'new';
   private inc = 0;
+  private joinedAt = '';
   private counter = 0;
   private leaseSentAt = Number.NEGATIVE_INFINITY;
   private fenced = false;
@@ -247,6 +248,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (!(await this.joinAs(node, existing))) continue;
         this.inc = node.inc;
         this.counter = node.counter;
+        this.joinedAt = node.joinedAt;
         this.detector = this.newDetector();
         this.detector.seed(node.watch);
         this.renew(sentAt);
@@ -317,6 +319,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const result = await this.store.heartbeat({
         id: this.id,
         inc: this.inc,
+        joinedAt: this.joinedAt,
         counter: this.counter,
         taskCount: this.owned.size,
         capacity: this.config.capacity,
@@ -586,7 +589,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (task.ownerInc === this.inc) {
         seen.add(task.id);
         if (task.releaseRequested) await this.release(task.id, task);
-        else if (!this.owned.has(task.id)) this.adopt(task);
+        else if (this.owned.has(task.id)) continue;
+        // Handed over on load figures that were a period old: never run past capacity,
+        // give the excess back to the pool instead.
+        else if (this.owned.size >= this.config.capacity) await this.release(task.id, task);
+        else this.adopt(task);
       } else if (task.ownerInc < this.inc) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
         const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);

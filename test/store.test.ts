@@ -76,7 +76,7 @@ describe.each([
       await h.store.joinNode(node(id), undefined);
       await h.store.notify(id);
       const watch = { peer: { inc: 1, counter: 5, since: 3 } };
-      const input = { id, inc: 1, counter: 1, taskCount: 2, capacity: 10, types: ['demo'], watch };
+      const input = { id, inc: 1, joinedAt: 'j', counter: 1, taskCount: 2, capacity: 10, types: ['demo'], watch };
       const first = await h.store.heartbeat(input);
       const again = await h.store.heartbeat(input);
       expect(first.ok && first.node?.counter).toBe(1);
@@ -88,17 +88,17 @@ describe.each([
     it('refuses the heartbeat of a superseded or declared-dead incarnation and shows the current item', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);
-      const stale = await h.store.heartbeat({ id, inc: 9, counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
+      const stale = await h.store.heartbeat({ id, inc: 9, joinedAt: 'j', counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
       expect(stale.ok).toBe(false);
       expect(await h.store.declareDead(id, { inc: 1, counter: 0 }, 'observer')).toBe(true);
-      const dead = await h.store.heartbeat({ id, inc: 1, counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
+      const dead = await h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
       expect(dead).toMatchObject({ ok: false, current: { state: 'dead', deadBy: 'observer' } });
     });
 
     it('declares a node dead only on the counter that was observed, and only once', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);
-      await h.store.heartbeat({ id, inc: 1, counter: 3, taskCount: 0, capacity: 1, types: [], watch: {} });
+      await h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter: 3, taskCount: 0, capacity: 1, types: [], watch: {} });
       expect(await h.store.declareDead(id, { inc: 1, counter: 2 }, 'a')).toBe(false);
       const race = await Promise.all([h.store.declareDead(id, { inc: 1, counter: 3 }, 'a'), h.store.declareDead(id, { inc: 1, counter: 3 }, 'b')]);
       expect(race.filter(Boolean)).toHaveLength(1);
@@ -146,13 +146,15 @@ describe.each([
     it('skips a corrupt node item with a warning and repairs it on the owner\'s next heartbeat', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);
-      await h.putRaw(keys.node(id), { ...node(id), member: keys.memberPartition, counter: 'not-a-number', watch: 'garbage' });
+      // Wrong types and missing fields, but the identity (inc, state) intact.
+      await h.putRaw(keys.node(id), { inc: 1, state: 'alive', counter: 'not-a-number', watch: 'garbage' });
       const warningsBefore = h.warnings.length;
       expect((await h.store.readNodes([id])).nodes.has(id)).toBe(false);
       expect(h.warnings.length).toBeGreaterThan(warningsBefore);
-      const beat = await h.store.heartbeat({ id, inc: 1, counter: 4, taskCount: 0, capacity: 1, types: [], watch: {} });
+      const beat = await h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter: 4, taskCount: 0, capacity: 1, types: [], watch: {} });
       expect(beat.ok && beat.node?.counter).toBe(4);
       expect((await h.store.readNodes([id])).nodes.get(id)?.counter).toBe(4);
+      expect(await h.store.listMembers()).toContainEqual({ id, state: 'alive' });
     });
 
     it('lets a new incarnation replace an item whose identity is unreadable', async () => {

@@ -215,7 +215,11 @@ export class DynamoStore implements Store {
             TableName: this.table,
             Key: keys.node(input.id),
             // SET, not ADD: a heartbeat retried after a lost reply must not count twice.
-            UpdateExpression: 'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch',
+            // Also rewrites every other field this node owns, so that a corrupted item heals
+            // on the next beat (the inbox belongs to others and is only created if missing).
+            UpdateExpression:
+              'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch, ' +
+              '#id = :id, #member = :member, #joinedAt = :joinedAt, #inbox = if_not_exists(#inbox, :zero)',
             ConditionExpression: '#inc = :inc AND #state = :alive',
             ExpressionAttributeNames: {
               '#counter': 'counter',
@@ -225,6 +229,10 @@ export class DynamoStore implements Store {
               '#state': 'state',
               '#types': 'types',
               '#watch': 'watch',
+              '#id': 'id',
+              '#member': 'member',
+              '#joinedAt': 'joinedAt',
+              '#inbox': 'inbox',
             },
             ExpressionAttributeValues: {
               ':counter': input.counter,
@@ -232,6 +240,10 @@ export class DynamoStore implements Store {
               ':capacity': input.capacity,
               ':types': input.types,
               ':watch': input.watch,
+              ':id': input.id,
+              ':member': keys.memberPartition,
+              ':joinedAt': input.joinedAt,
+              ':zero': 0,
               ':inc': input.inc,
               ':alive': 'alive',
             },

@@ -78,7 +78,11 @@ export class MemoryStore implements Store {
       capacity: input.capacity,
       types: input.types,
       watch: input.watch,
+      id: input.id,
+      member: keys.memberPartition,
+      joinedAt: input.joinedAt,
     }));
+    if (current['inbox'] === undefined) current['inbox'] = 0;
     return { ok: true, node: parseNode(structuredClone(current), this.warn) };
   }
 

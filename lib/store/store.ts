@@ -80,6 +80,7 @@ export interface TaskOwnership {
 export interface HeartbeatInput {
   id: string;
   inc: number;
+  joinedAt: string;
   counter: number;
   taskCount: number;
   capacity: number;

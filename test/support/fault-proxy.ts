@@ -1,0 +1,136 @@
+import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+
+/**
+ * An HTTP proxy in front of DynamoDB Local that injects the faults a worker meets on a real
+ * network: a partition (requests vanish, nothing answers), delay, throttling and 5xx
+ * answers, and writes that are applied but whose reply never arrives.
+ *
+ * It runs in the test process or the fault harness, one per worker, so that one worker can
+ * be cut off while the rest of the cluster carries on.
+ */
+export type Fault = 'throttle' | 'error500' | 'drop-reply';
+
+export interface FaultRates {
+  throttle?: number;
+  error500?: number;
+  /** Share of requests forwarded and applied whose reply is then dropped. */
+  dropReply?: number;
+  /** Extra latency in ms for every request. */
+  delayMs?: number;
+}
+
+export interface ProxyStats {
+  requests: number;
+  blackholed: number;
+  throttled: number;
+  errors500: number;
+  droppedReplies: number;
+}
+
+const errorBody = (type: string, message: string) => JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${type}`, message });
+
+export class FaultProxy {
+  private server: Server | undefined;
+  private readonly sockets = new Set<Socket>();
+  private blackholed = false;
+  private queued: Array<{ fault: Fault; operation?: string }> = [];
+  rates: FaultRates = {};
+  readonly stats: ProxyStats = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0 };
+  port = 0;
+
+  constructor(
+    private readonly upstream: string,
+    private readonly random: () => number = Math.random,
+  ) {}
+
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  async start(port = 0): Promise<string> {
+    this.server = createServer((req, res) => void this.handle(req, res));
+    this.server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+    await new Promise<void>((resolve) => this.server!.listen(port, '127.0.0.1', resolve));
+    const address = this.server.address();
+    this.port = typeof address === 'object' && address ? address.port : port;
+    return this.endpoint;
+  }
+
+  /** Cuts the worker off: from now on requests get no answer at all, and open connections hang. */
+  partition(): void {
+    this.blackholed = true;
+  }
+
+  /** Ends a partition; connections that were left hanging are reset, as a real network would after a timeout. */
+  heal(): void {
+    this.blackholed = false;
+    for (const socket of this.sockets) socket.destroy();
+  }
+
+  /** Applies `fault` to the next request (of `operation`, e.g. 'UpdateItem', if given). */
+  inject(fault: Fault, operation?: string): void {
+    this.queued.push({ fault, ...(operation ? { operation } : {}) });
+  }
+
+  async close(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+  }
+
+  private pickFault(operation: string): Fault | undefined {
+    const index = this.queued.findIndex((q) => !q.operation || q.operation === operation);
+    if (index >= 0) return this.queued.splice(index, 1)[0]!.fault;
+    const r = this.random();
+    const { throttle = 0, error500 = 0, dropReply = 0 } = this.rates;
+    if (r < throttle) return 'throttle';
+    if (r < throttle + error500) return 'error500';
+    if (r < throttle + error500 + dropReply) return 'drop-reply';
+    return undefined;
+  }
+
+  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    this.stats.requests += 1;
+    const chunks: Buffer[] = [];
+    for await (const chunk of req) chunks.push(chunk as Buffer);
+    if (this.blackholed) {
+      this.stats.blackholed += 1;
+      return; // never answer; the client's own timeout must fire
+    }
+    const operation = String(req.headers['x-amz-target'] ?? '').split('.').pop() ?? '';
+    const fault = this.pickFault(operation);
+    if (this.rates.delayMs) await new Promise((resolve) => setTimeout(resolve, this.rates.delayMs));
+    if (fault === 'throttle') {
+      this.stats.throttled += 1;
+      res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' }).end(errorBody('ThrottlingException', 'Rate of requests exceeds the allowed throughput (injected).'));
+      return;
+    }
+    if (fault === 'error500') {
+      this.stats.errors500 += 1;
+      res.writeHead(500, { 'content-type': 'application/x-amz-json-1.0' }).end(errorBody('InternalServerError', 'Internal server error (injected).'));
+      return;
+    }
+    const upstream = new URL(this.upstream);
+    const forward = request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (answer) => {
+        const body: Buffer[] = [];
+        answer.on('data', (c: Buffer) => body.push(c));
+        answer.on('end', () => {
+          if (fault === 'drop-reply' || this.blackholed) {
+            // The write was applied; the caller never learns it.
+            this.stats.droppedReplies += 1;
+            req.socket.destroy();
+            return;
+          }
+          res.writeHead(answer.statusCode ?? 502, answer.headers).end(Buffer.concat(body));
+        });
+      },
+    );
+    forward.on('error', () => req.socket.destroy());
+    forward.end(Buffer.concat(chunks));
+  }
+}

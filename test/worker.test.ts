@@ -1,0 +1,270 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Clock } from '../lib/clock.js';
+import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
+import type { Logger } from '../lib/log.js';
+import { keys } from '../lib/store/items.js';
+import { Worker } from '../lib/worker.js';
+import { clockAt, fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
+import { freshTable, type TestTable } from './support/dynamo.js';
+import { PausableClock } from './support/pausable-clock.js';
+
+/**
+ * The counter loop, detection, takeover, fencing and leave, with every worker talking to a
+ * real DynamoDB Local through its own client, as separate processes would.
+ */
+let tables: TestTable[] = [];
+let workers: Worker[] = [];
+
+afterEach(async () => {
+  await Promise.all(workers.map((w) => w.kill()));
+  workers = [];
+  await Promise.all(tables.map((t) => t.drop().catch(() => {})));
+  tables = [];
+});
+
+async function setup(taskCount: number): Promise<{ t: TestTable; tasks: string[] }> {
+  const t = await freshTable('worker');
+  tables.push(t);
+  const store = t.store();
+  const tasks = Array.from({ length: taskCount }, (_, i) => `task-${String(i).padStart(3, '0')}`);
+  for (const id of tasks) await store.createTask({ id, type: 'demo', payload: { i: id } }, new Date().toISOString());
+  await store.bumpCluster('tasks');
+  return { t, tasks };
+}
+
+function start(t: TestTable, ledger: Ledger, specs: Array<{ id: string; clock?: Clock; options?: Partial<KeeperOptions> }>, base: KeeperOptions = fastSettings): Worker[] {
+  const started = specs.map((spec) => makeWorker({ ...spec, store: t.store({ requestTimeoutMs: 1000 }) }, ledger, base));
+  workers.push(...started);
+  return started;
+}
+
+async function startAll(list: Worker[]): Promise<void> {
+  await Promise.all(list.map((w) => w.start()));
+}
+
+function ownersOf(ledger: Ledger, tasks: string[]): Map<string, string> {
+  return new Map(tasks.map((task) => [task, ledger.runners(task)[0] ?? '']));
+}
+
+describe('worker against DynamoDB Local', () => {
+  it('takes over the tasks of a crashed node within the failover bound', async () => {
+    const { t, tasks } = await setup(12);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const victim = nodes.reduce((most, w) => (w.runningTasks().length > most.runningTasks().length ? w : most));
+    const lost = victim.runningTasks();
+    expect(lost.length).toBeGreaterThan(0);
+    await victim.kill();
+    const took = await waitFor('takeover', () => lost.every((task) => ledger.runners(task).length === 1));
+    expect(took).toBeLessThan(failoverBoundMs(victim.config));
+    expect(lost.every((task) => ledger.runners(task)[0] !== victim.id)).toBe(true);
+    expect((await t.store().getNode(victim.id))?.state).toBe('dead');
+    ledger.expectSafe();
+  });
+
+  it('lets exactly one of several observers declare a dead node and take its tasks', async () => {
+    const { t, tasks } = await setup(9);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }, { id: 'd' }]);
+    const declared: string[] = [];
+    for (const w of nodes) w.on('declared-dead', ({ node }) => declared.push(`${w.id}->${node}`));
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    // Every node watches every other one (watchPeers 3 with 4 nodes): three observers race.
+    await nodes[3]!.kill();
+    await waitFor('takeover', () => runningOnce(ledger, tasks) === tasks.length && declared.length > 0);
+    await new Promise((resolve) => setTimeout(resolve, 4 * fastSettings.periodMs));
+    expect(declared.filter((d) => d.endsWith('->d'))).toHaveLength(1);
+    const winner = declared[0]!.split('->')[0];
+    expect((await t.store().getNode('d'))?.deadBy).toBe(winner);
+    ledger.expectSafe();
+  });
+
+  it('never declares a node dead because its clock is hours off', async () => {
+    const { t, tasks } = await setup(6);
+    const ledger = new Ledger();
+    const hour = 3_600_000;
+    const nodes = start(t, ledger, [
+      { id: 'ahead', clock: clockAt(1, 5 * hour) },
+      { id: 'behind', clock: clockAt(1, -7 * hour) },
+      { id: 'plain' },
+    ]);
+    const events: string[] = [];
+    for (const w of nodes) for (const e of ['declared-dead', 'fenced', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const before = ownersOf(ledger, tasks);
+    await new Promise((resolve) => setTimeout(resolve, 20 * fastSettings.periodMs));
+    expect(events).toEqual([]);
+    expect(ownersOf(ledger, tasks)).toEqual(before);
+    ledger.expectSafe();
+  });
+
+  it('with a 2x drift bound, never declares a node dead because its clock runs twice as fast or half as fast', async () => {
+    const { t, tasks } = await setup(6);
+    const ledger = new Ledger();
+    const base: KeeperOptions = { periodMs: 250, driftBound: 2, staleTicks: 7 };
+    const nodes = start(t, ledger, [{ id: 'fast', clock: clockAt(2, 0) }, { id: 'slow', clock: clockAt(0.5, 0) }, { id: 'plain' }], base);
+    const events: string[] = [];
+    for (const w of nodes) for (const e of ['declared-dead', 'fenced', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const before = ownersOf(ledger, tasks);
+    // 40 periods of the slow clock: staleness of the slow node peaks near 4 of the fast node's ticks.
+    await new Promise((resolve) => setTimeout(resolve, 40 * base.periodMs!));
+    expect(events).toEqual([]);
+    expect(ownersOf(ledger, tasks)).toEqual(before);
+    ledger.expectSafe();
+  }, 60_000);
+
+  it('a frozen node stops counting as owner before its tasks move, and rejoins as a new incarnation', async () => {
+    const { t, tasks } = await setup(8);
+    const ledger = new Ledger();
+    const frozen = new PausableClock();
+    const nodes = start(t, ledger, [{ id: 'z', clock: frozen }, { id: 'b' }, { id: 'c' }]);
+    const zombie: string[] = [];
+    nodes[0]!.on('zombie', ({ declaredBy }) => zombie.push(declaredBy ?? '?'));
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const held = nodes[0]!.runningTasks();
+    const incBefore = nodes[0]!.snapshot().inc;
+    expect(held.length).toBeGreaterThan(0);
+    frozen.pause();
+    // Peers take over while the node is frozen; its own runs no longer pass the lease check.
+    await waitFor('takeover of the frozen node', () => held.every((task) => ledger.runners(task).length === 1 && ledger.runners(task)[0] !== 'z'));
+    frozen.resume();
+    await waitFor('zombie rejoin', () => zombie.length === 1 && nodes[0]!.snapshot().phase === 'running' && nodes[0]!.snapshot().inc !== incBefore);
+    expect(nodes[0]!.snapshot().inc).toBe(incBefore + 1);
+    expect((await t.store().getNode('z'))?.state).toBe('alive');
+    await waitFor('every task running once', () => runningOnce(ledger, tasks) === tasks.length);
+    ledger.expectSafe();
+  });
+
+  it('a graceful leave hands every task over without waiting for detection', async () => {
+    const { t, tasks } = await setup(12);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const leaving = nodes[0]!;
+    const held = leaving.runningTasks();
+    await leaving.stop();
+    const took = await waitFor('handover', () => held.every((task) => ledger.runners(task).length === 1), 5000, 5);
+    // Detection would need staleTicks periods; a handover needs at most the receivers' next tick.
+    expect(took).toBeLessThan(leaving.config.staleTicks * leaving.config.periodMs);
+    expect((await t.store().getNode('a'))?.state).toBe('left');
+    ledger.expectSafe();
+  });
+
+  it('raises the fencing token with every change of owner', async () => {
+    const { t, tasks } = await setup(4);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }]);
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    await nodes[0]!.stop();
+    await waitFor('handover', () => runningOnce(ledger, tasks) === tasks.length);
+    await nodes[1]!.kill();
+    await waitFor('takeover', () => runningOnce(ledger, tasks) === tasks.length && tasks.every((task) => ledger.runners(task)[0] === 'c'));
+    for (const task of tasks) {
+      const starts = ledger.starts.filter((s) => s.task === task);
+      for (let i = 1; i < starts.length; i++) {
+        if (starts[i]!.node !== starts[i - 1]!.node) expect(starts[i]!.token).toBeGreaterThan(starts[i - 1]!.token);
+        else expect(starts[i]!.token).toBeGreaterThanOrEqual(starts[i - 1]!.token);
+      }
+      expect((await t.store().getTask(task))?.token).toBe(starts.at(-1)!.token);
+    }
+    ledger.expectSafe();
+  });
+
+  it('skips corrupt node and task items with a warning and never takes tasks from their owner', async () => {
+    const { t, tasks } = await setup(6);
+    const ledger = new Ledger();
+    const warnings: string[] = [];
+    const logger: Logger = { info: () => {}, warn: (m) => warnings.push(m), error: (m) => warnings.push(m) };
+    const nodes = ['a', 'b'].map((id) => new Worker({ ...fastSettings, nodeId: id, store: t.store({ warn: (m) => warnings.push(m) }), logger }).handle('demo', ledger.handler(id)));
+    workers.push(...nodes);
+    const events: string[] = [];
+    for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const before = ownersOf(ledger, tasks);
+    const tokens = await Promise.all(tasks.map(async (id) => (await t.store().getTask(id))?.token));
+    // A node item with nonsense in it, a task item with nonsense in it owned by 'a', and a
+    // live node's own item with a broken field.
+    await t.putRaw({ ...keys.node('ghost'), id: 'ghost', member: keys.memberPartition, state: 'alive', inc: 1, counter: 'eleven' });
+    await t.putRaw({ ...keys.task('broken'), id: 'broken', owner: 'a', token: 'x', state: 'ready' });
+    await t.putRaw({ ...keys.node('b'), id: 'b', member: keys.memberPartition, state: 'alive', inc: (await t.store().getNode('b'))!.inc, counter: 'garbled', watch: 7 });
+    const counterA = nodes[0]!.snapshot().counter;
+    await waitFor('ten more periods', () => nodes[0]!.snapshot().counter >= counterA + 10);
+    expect(warnings.some((w) => w.includes('corrupt'))).toBe(true);
+    expect(events).toEqual([]);
+    expect(ownersOf(ledger, tasks)).toEqual(before);
+    expect(await Promise.all(tasks.map(async (id) => (await t.store().getTask(id))?.token))).toEqual(tokens);
+    // The owner's heartbeat repaired its own item.
+    expect((await t.store().getNode('b'))?.counter).toBeGreaterThan(0);
+    ledger.expectSafe();
+  });
+
+  it('claims unowned tasks only up to each node\'s capacity', async () => {
+    const { t, tasks } = await setup(10);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a', options: { capacity: 3 } }, { id: 'b', options: { capacity: 4 } }]);
+    await startAll(nodes);
+    await waitFor('nodes full', () => nodes[0]!.runningTasks().length === 3 && nodes[1]!.runningTasks().length === 4);
+    await new Promise((resolve) => setTimeout(resolve, 4 * fastSettings.periodMs));
+    expect(nodes[0]!.runningTasks()).toHaveLength(3);
+    expect(nodes[1]!.runningTasks()).toHaveLength(4);
+    const unowned = await t.store().unownedTasks(100);
+    expect(unowned.map((task) => task.id).sort()).toEqual(tasks.filter((task) => ledger.runners(task).length === 0).sort());
+    ledger.expectSafe();
+  });
+});
+
+describe('finite tasks against DynamoDB Local', () => {
+  it('completes a finite task with its result and never runs it again', async () => {
+    const { t } = await setup(0);
+    const store = t.store();
+    await store.createTask({ id: 'sum', type: 'add', payload: { a: 2, b: 3 } }, 'now');
+    await store.bumpCluster('tasks');
+    let runs = 0;
+    const worker = new Worker({ ...fastSettings, nodeId: 'w', store }).handle<{ a: number; b: number }>(
+      'add',
+      async (ctx) => {
+        runs += 1;
+        return { sum: ctx.task.payload.a + ctx.task.payload.b };
+      },
+      { mode: 'finite' },
+    );
+    workers.push(worker);
+    await worker.start();
+    await waitFor('task done', async () => (await store.getTask('sum'))?.state === 'done');
+    expect(await store.getTask('sum')).toMatchObject({ state: 'done', result: { sum: 5 }, owner: null });
+    await new Promise((resolve) => setTimeout(resolve, 4 * fastSettings.periodMs));
+    expect(runs).toBe(1);
+    expect(worker.runningTasks()).toEqual([]);
+  });
+
+  it('retries a throwing handler with backoff and marks the task failed after maxAttempts', async () => {
+    const { t } = await setup(0);
+    const store = t.store();
+    await store.createTask({ id: 'flaky', type: 'boom', payload: null }, 'now');
+    await store.bumpCluster('tasks');
+    const attempts: number[] = [];
+    const worker = new Worker({ ...fastSettings, nodeId: 'w', store, retryBaseMs: 20, maxAttempts: 3 }).handle(
+      'boom',
+      async (ctx) => {
+        attempts.push(ctx.task.attempts);
+        throw new Error('always fails');
+      },
+      { mode: 'finite' },
+    );
+    workers.push(worker);
+    await worker.start();
+    await waitFor('task failed', async () => (await store.getTask('flaky'))?.state === 'failed');
+    expect(attempts).toEqual([0, 1, 2]);
+    expect(await store.getTask('flaky')).toMatchObject({ state: 'failed', attempts: 3, error: 'Error: always fails', owner: null });
+  });
+});
