@@ -1,0 +1,28 @@
+/**
+ * keeper: run singleton tasks on a cluster of long-running workers with automatic failover,
+ * using one DynamoDB table and no central node.
+ */
+export { Worker, NodeIdInUseError, defaultNodeId, type WorkerOptions, type WorkerEvents } from './worker.js';
+export type { TaskContext, TaskHandler, HandlerOptions, TaskMode } from './tasks.js';
+export { TaskStoppedError } from './tasks.js';
+export {
+  resolveConfig,
+  ConfigError,
+  failoverBoundMs,
+  earliestDeclarationMs,
+  latestSelfStopMs,
+  minimumStaleTicks,
+  type KeeperOptions,
+  type KeeperConfig,
+  type TakeoverMode,
+} from './config.js';
+export { systemClock, skewedClock, sleep, type Clock, type Timer } from './clock.js';
+export { jsonLogger, silentLogger, type Logger } from './log.js';
+export { TaskAdmin, InvalidInputError, PayloadTooLargeError, TaskConflictError, TaskNotFoundError, parseNewTask } from './admin.js';
+export { DynamoStore, TableMissingError, InvalidCursorError, type DynamoStoreOptions, type RetryPolicy } from './store/dynamo-store.js';
+export { MemoryStore } from './store/memory-store.js';
+export { createDynamoClient, documentClient, type ClientOptions } from './store/client.js';
+export { ensureTable, createTableInput, tableSchema } from './store/table.js';
+export { keys, limits } from './store/items.js';
+export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, TaskState } from './store/store.js';
+export { AmbiguousWriteError, StoreUnavailableError } from './store/store.js';
