@@ -5,7 +5,7 @@ import { resolveConfig, type KeeperConfig, type KeeperOptions } from './config.j
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { placeTasks, rebalanceCount, rendezvous, watchedPeers, type Candidate } from './protocol/placement.js';
-import { AmbiguousWriteError, type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
+import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
 export interface WorkerOptions extends KeeperOptions {
@@ -259,7 +259,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
         return;
       } catch (error) {
-        if (error instanceof NodeIdInUseError) throw error;
+        // Only an unreachable or ambiguous store is worth waiting out; a missing table or
+        // denied access is a configuration problem the operator has to see.
+        if (!(error instanceof StoreUnavailableError || error instanceof AmbiguousWriteError)) throw error;
         this.log.warn('join failed; retrying', { node: this.id, attempt, error: errorText(error) });
         await sleep(this.clock, this.backoffMs(attempt));
       }

@@ -1,0 +1,256 @@
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { TaskAdmin } from '../admin.js';
+import { skewedClock, systemClock } from '../clock.js';
+import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
+import { AuditLog, demoHandler } from '../demo.js';
+import { JavaMissingError, startLocalDb } from '../local-db.js';
+import { errorText, jsonLogger } from '../log.js';
+import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from '../store/client.js';
+import { DynamoStore } from '../store/dynamo-store.js';
+import { ensureTable } from '../store/table.js';
+import { NodeIdInUseError, Worker } from '../worker.js';
+import { runLocalCluster } from './local-cluster.js';
+import { formatStatus } from './status.js';
+
+/**
+ * The `keeper` command line. Bad use (unknown flags, bad numbers, invalid settings, a
+ * malformed payload) prints one line and exits 2; failures at run time print one line and
+ * exit 1; nothing prints a stack trace for a user's mistake.
+ */
+class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+const intArg = (name: string, min: number) => (value: string) => {
+  const n = Number(value);
+  if (!/^-?\d+$/.test(value.trim()) || !Number.isSafeInteger(n) || n < min) throw new InvalidArgumentError(`${name} must be a whole number >= ${min}`);
+  return n;
+};
+const numArg = (name: string) => (value: string) => {
+  const n = Number(value);
+  if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
+  return n;
+};
+
+interface TableOptions {
+  table?: string;
+  endpoint?: string;
+  region?: string;
+}
+
+function tableOf(options: TableOptions): string {
+  const table = options.table ?? process.env['KEEPER_TABLE'];
+  if (!table) throw new UsageError('missing --table (or set KEEPER_TABLE)');
+  if (!/^[A-Za-z0-9_.-]{3,255}$/.test(table)) throw new UsageError(`invalid table name "${table}": use 3-255 letters, digits, "_", "-" or "."`);
+  return table;
+}
+
+function endpointOf(options: TableOptions): string | undefined {
+  const endpoint = resolveEndpoint(options.endpoint);
+  if (endpoint !== undefined && !isValidEndpoint(endpoint)) throw new UsageError(`invalid endpoint "${endpoint}": expected a URL such as http://127.0.0.1:8000`);
+  return endpoint;
+}
+
+function storeFor(options: TableOptions, requestTimeoutMs = 3000, warn?: (m: string) => void) {
+  const table = tableOf(options);
+  const endpoint = endpointOf(options);
+  const client = createDynamoClient({ ...(endpoint ? { endpoint } : {}), ...(options.region ? { region: options.region } : {}), requestTimeoutMs });
+  const store = new DynamoStore({ client: documentClient(client), table, requestTimeoutMs, ...(warn ? { warn } : {}) });
+  return { table, client, store };
+}
+
+const withTable = (command: Command) =>
+  command
+    .option('--table <name>', 'DynamoDB table (default: $KEEPER_TABLE)')
+    .option('--endpoint <url>', 'DynamoDB endpoint (default: $AWS_ENDPOINT_URL_DYNAMODB, else AWS)')
+    .option('--region <region>', 'AWS region (default: $AWS_REGION)');
+
+function parsePayload(text: string | undefined): unknown {
+  if (text === undefined) return null;
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    throw new UsageError(`--payload is not valid JSON: ${text.length > 60 ? `${text.slice(0, 57)}...` : text}`);
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('keeper')
+    .description('Fail-safe singleton tasks for long-running workers, coordinated through one DynamoDB table.')
+    .showHelpAfterError('(run with --help for usage)')
+    .exitOverride();
+
+  program
+    .command('local-db')
+    .description('run DynamoDB Local in the foreground (one shared database for every client)')
+    .option('--port <n>', 'port', intArg('--port', 1), 8000)
+    .option('--dir <path>', 'keep data on disk in this directory (default: in memory)')
+    .action(async (o: { port: number; dir?: string }) => {
+      const db = await startLocalDb({ port: o.port, ...(o.dir ? { dir: o.dir } : {}) });
+      process.stdout.write(`DynamoDB Local is running at ${db.endpoint}${o.dir ? ` (data in ${o.dir})` : ' (in memory)'}\n`);
+      process.stdout.write(`export AWS_ENDPOINT_URL_DYNAMODB=${db.endpoint}\n`);
+      await new Promise<void>((resolve) => {
+        const stop = () => resolve();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        db.process.once('exit', stop);
+      });
+      await db.stop();
+    });
+
+  withTable(program.command('init').description('create the table and its indexes (idempotent)')).action(async (o: TableOptions) => {
+    const { table, client } = storeFor(o);
+    const created = await ensureTable(client, table);
+    process.stdout.write(created ? `created table ${table}\n` : `table ${table} already exists\n`);
+    client.destroy();
+  });
+
+  withTable(program.command('worker').description('run a worker with the built-in demo handler'))
+    .option('--node-id <id>', 'node id (default: <host>-<pid>-<random>)')
+    .option('--period-ms <n>', 'heartbeat period', numArg('--period-ms'))
+    .option('--stale-ticks <n>', 'benchmark ticks after which a peer is stale', numArg('--stale-ticks'))
+    .option('--drift-bound <f>', 'clocks may run up to f times fast or slow', numArg('--drift-bound'))
+    .option('--fence-ms <n>', 'self-fencing window (default: derived from the other settings)', numArg('--fence-ms'))
+    .option('--request-timeout-ms <n>', 'per-request timeout', numArg('--request-timeout-ms'))
+    .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
+    .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
+    .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
+    .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
+    .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
+    .addOption(new Option('--clock-offset-ms <n>', 'fault injection: offset the protocol clock').argParser(numArg('--clock-offset-ms')).hideHelp())
+    .action(async (o: TableOptions & Record<string, unknown>) => {
+      const settings: KeeperOptions = {};
+      const map: Array<[string, keyof KeeperOptions]> = [
+        ['periodMs', 'periodMs'],
+        ['staleTicks', 'staleTicks'],
+        ['driftBound', 'driftBound'],
+        ['fenceMs', 'fenceMs'],
+        ['requestTimeoutMs', 'requestTimeoutMs'],
+        ['capacity', 'capacity'],
+        ['watchPeers', 'watchPeers'],
+        ['takeover', 'takeover'],
+        ['nodeId', 'nodeId'],
+      ];
+      const env = process.env;
+      if (env['KEEPER_PERIOD_MS'] !== undefined) settings.periodMs = numArg('KEEPER_PERIOD_MS')(env['KEEPER_PERIOD_MS']);
+      for (const [flag, key] of map) if (o[flag] !== undefined) (settings as Record<string, unknown>)[key] = o[flag];
+      const config = resolveConfig(settings); // refuses unsafe settings before anything starts
+      const rate = (o['clockRate'] as number | undefined) ?? 1;
+      if (!(rate > 0)) throw new UsageError('--clock-rate must be > 0');
+      const clock = rate !== 1 || o['clockOffsetMs'] ? skewedClock(systemClock, rate, (o['clockOffsetMs'] as number | undefined) ?? 0) : systemClock;
+      const log = jsonLogger((line) => process.stderr.write(line));
+      const { store, client } = storeFor(o, config.requestTimeoutMs, (m) => log.warn(m));
+      const worker = new Worker({ ...settings, store, clock, logger: log });
+      const audit = o['auditLog'] ? new AuditLog(String(o['auditLog']), worker.id) : undefined;
+      worker.handle('demo', demoHandler(audit));
+      if (env['KEEPER_METRICS'] === 'emf') {
+        const { attachMetrics } = await import('../metrics.js');
+        attachMetrics(worker, {});
+      }
+      let stopping = false;
+      const leave = (signal: string) => {
+        if (stopping) {
+          log.warn('second signal; exiting without finishing the leave', { signal });
+          process.exit(1);
+        }
+        stopping = true;
+        log.info('leaving on signal', { signal, node: worker.id });
+        void worker.stop().finally(() => {
+          audit?.close();
+          client.destroy();
+          process.exit(0);
+        });
+      };
+      process.on('SIGTERM', () => leave('SIGTERM'));
+      process.on('SIGINT', () => leave('SIGINT'));
+      await worker.start();
+      log.info('worker running', { node: worker.id, periodMs: config.periodMs, staleTicks: config.staleTicks, fenceMs: config.fenceMs, driftBound: config.driftBound });
+      await new Promise<never>(() => {});
+    });
+
+  const task = program.command('task').description('add, remove and list tasks');
+  withTable(task.command('add').argument('<id>', 'task id').description('add a task (idempotent on id)'))
+    .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
+    .option('--payload <json>', 'task payload as JSON')
+    .action(async (id: string, o: TableOptions & { type: string; payload?: string }) => {
+      const payload = parsePayload(o.payload);
+      const { store, client } = storeFor(o);
+      const { created, task: added } = await new TaskAdmin(store).add({ id, type: o.type, payload });
+      process.stdout.write(created ? `added task ${added.id} (${added.type})\n` : `task ${added.id} already exists\n`);
+      client.destroy();
+    });
+  withTable(task.command('rm').argument('<id>', 'task id').description('remove a task (its owner stops it)')).action(async (id: string, o: TableOptions) => {
+    const { store, client } = storeFor(o);
+    const removed = await new TaskAdmin(store).remove(id);
+    process.stdout.write(`removed task ${removed.id}${removed.owner ? ` (was running on ${removed.owner})` : ''}\n`);
+    client.destroy();
+  });
+  withTable(task.command('release').argument('<id>', 'task id').description('force-release a task back to the pool (its owner stops it first)')).action(
+    async (id: string, o: TableOptions) => {
+      const { store, client } = storeFor(o);
+      const { pending } = await new TaskAdmin(store).release(id);
+      process.stdout.write(pending ? `asked the owner to release task ${id}\n` : `task ${id} is unowned now\n`);
+      client.destroy();
+    },
+  );
+  withTable(task.command('ls').description('list tasks'))
+    .option('--json', 'JSON output')
+    .action(async (o: TableOptions & { json?: boolean }) => {
+      const { store, client } = storeFor(o);
+      const { tasks } = await new TaskAdmin(store).status();
+      process.stdout.write(o.json ? `${JSON.stringify(tasks, null, 2)}\n` : formatStatus({ nodes: [], tasks }, { nodes: false }));
+      client.destroy();
+    });
+
+  withTable(program.command('status').description('show nodes and tasks'))
+    .option('--json', 'JSON output')
+    .action(async (o: TableOptions & { json?: boolean }) => {
+      const { store, client } = storeFor(o);
+      const status = await new TaskAdmin(store).status();
+      process.stdout.write(o.json ? `${JSON.stringify(status, null, 2)}\n` : formatStatus(status));
+      client.destroy();
+    });
+
+  program
+    .command('local-cluster')
+    .description('start DynamoDB Local and a local cluster of demo workers, show who runs what, kill one and show the takeover')
+    .option('--workers <n>', 'number of workers', intArg('--workers', 1), 5)
+    .option('--tasks <n>', 'number of demo tasks', intArg('--tasks', 0), 50)
+    .option('--period-ms <n>', 'heartbeat period', numArg('--period-ms'), 1000)
+    .option('--kill-after <s>', 'seconds until one worker is killed (0: never)', numArg('--kill-after'), 12)
+    .option('--duration <s>', 'stop after this many seconds (default: until Ctrl-C)', numArg('--duration'))
+    .action(async (o: { workers: number; tasks: number; periodMs: number; killAfter: number; duration?: number }) => {
+      resolveConfig({ periodMs: o.periodMs });
+      await runLocalCluster(o);
+    });
+
+  return program;
+}
+
+/** Maps an error to the one line a user sees and the exit code. */
+export function describeFailure(error: unknown): { message: string; code: number } {
+  if (error instanceof CommanderError) return { message: '', code: error.exitCode === 0 ? 0 : 2 };
+  if (error instanceof UsageError || error instanceof ConfigError) return { message: error.message, code: 2 };
+  const status = (error as { status?: number }).status;
+  if (typeof status === 'number' && status >= 400 && status < 500) return { message: (error as Error).message, code: 2 };
+  if (error instanceof NodeIdInUseError || error instanceof JavaMissingError) return { message: error.message, code: 1 };
+  const name = (error as { name?: string }).name;
+  if (name === 'TableMissingError') return { message: (error as Error).message, code: 1 };
+  if (name === 'ResourceNotFoundException') return { message: 'table not found; create it with `keeper init --table <name>`', code: 1 };
+  if (name === 'CredentialsProviderError') return { message: 'no AWS credentials found; configure them, or point --endpoint at DynamoDB Local', code: 1 };
+  return { message: errorText(error), code: 1 };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  program.configureOutput({ writeErr: (text) => process.stderr.write(text) });
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (error) {
+    const { message, code } = describeFailure(error);
+    if (message) process.stderr.write(`keeper: ${message}\n`);
+    return code;
+  }
+}
+

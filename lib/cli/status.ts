@@ -1,0 +1,25 @@
+import type { NodeItem, TaskItem } from '../store/store.js';
+
+function table(rows: string[][]): string {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+  return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
+}
+
+/** The human form of `keeper status` and `keeper task ls`. */
+export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, show: { nodes?: boolean } = {}): string {
+  const out: string[] = [];
+  if (show.nodes !== false) {
+    const owned = new Map<string, number>();
+    for (const t of status.tasks) if (t.owner) owned.set(t.owner, (owned.get(t.owner) ?? 0) + 1);
+    out.push(`NODES (${status.nodes.length})`);
+    if (status.nodes.length > 0) {
+      out.push(table([['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS'], ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), n.state, String(owned.get(n.id) ?? 0)])]));
+    }
+    out.push('');
+  }
+  out.push(`TASKS (${status.tasks.length})`);
+  if (status.tasks.length > 0) {
+    out.push(table([['ID', 'TYPE', 'OWNER', 'TOKEN', 'STATE'], ...status.tasks.map((t) => [t.id, t.type, t.owner ?? '-', String(t.token), t.releaseRequested ? `${t.state} (release requested)` : t.state])]));
+  }
+  return `${out.join('\n')}\n`;
+}

@@ -1,0 +1,124 @@
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import { waitFor } from './support/cluster.js';
+import { freshTable, type TestTable } from './support/dynamo.js';
+
+/** The `keeper` command as a user runs it: a real process, its exit code and its output. */
+const bin = join(import.meta.dirname, '..', 'bin', 'keeper.js');
+
+function keeper(args: string[], env: Record<string, string> = {}) {
+  const out = spawnSync(process.execPath, [bin, ...args], {
+    encoding: 'utf8',
+    env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint'), ...env },
+    timeout: 30_000,
+  });
+  return { code: out.status, stdout: out.stdout, stderr: out.stderr };
+}
+
+let t: TestTable;
+beforeAll(async () => {
+  t = await freshTable('cli');
+});
+afterAll(async () => {
+  await t.drop();
+});
+
+describe('keeper CLI: bad use exits 2 with one readable line', () => {
+  const cases: Array<[string, string[], RegExp]> = [
+    ['unknown flag', ['worker', '--table', 'x-table', '--bogus'], /unknown option '--bogus'/],
+    ['period <= 0', ['worker', '--table', 'x-table', '--period-ms', '0'], /periodMs must be > 0/],
+    ['period not a number', ['worker', '--table', 'x-table', '--period-ms', 'soon'], /--period-ms must be a number/],
+    ['thresholds that break self-fencing', ['worker', '--table', 'x-table', '--stale-ticks', '2'], /staleTicks 2 is too small/],
+    ['a fence window past the safety bound', ['worker', '--table', 'x-table', '--fence-ms', '5000'], /fenceMs \(5000\) is unsafe/],
+    ['malformed --payload', ['task', 'add', 'a', '--table', 'x-table', '--payload', '{nope'], /--payload is not valid JSON/],
+    ['missing --table', ['status'], /missing --table/],
+    ['invalid endpoint', ['status', '--table', 'x-table', '--endpoint', 'not a url'], /invalid endpoint/],
+    ['unknown takeover mode', ['worker', '--table', 'x-table', '--takeover', 'random'], /Allowed choices are balanced, detector/],
+    ['task id too long', ['task', 'add', 'x'.repeat(300), '--table', 'x-table'], /id must be at most 256 characters/],
+  ];
+  it.each(cases)('%s', (_name, args, message) => {
+    const { code, stderr } = keeper(args, { KEEPER_TABLE: '' });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(message);
+    expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('a missing table is a one-line runtime error, not a stack trace', () => {
+    const { code, stderr } = keeper(['status', '--table', 'no-such-table']);
+    expect(code).toBe(1);
+    expect(stderr.trim().split('\n')).toHaveLength(1);
+    expect(stderr).toMatch(/does not exist; create it with `keeper init/);
+  });
+});
+
+describe('keeper CLI against DynamoDB Local', () => {
+  it('init is idempotent', () => {
+    const table = `${t.table}-init`;
+    expect(keeper(['init', '--table', table])).toMatchObject({ code: 0, stdout: `created table ${table}\n` });
+    expect(keeper(['init', '--table', table])).toMatchObject({ code: 0, stdout: `table ${table} already exists\n` });
+  });
+
+  it('adds, lists and removes tasks, and shows status as JSON', () => {
+    expect(keeper(['task', 'add', 'mail-1', '--table', t.table, '--payload', '{"box":"ops"}'])).toMatchObject({ code: 0, stdout: 'added task mail-1 (demo)\n' });
+    expect(keeper(['task', 'add', 'mail-1', '--table', t.table, '--payload', '{"box":"ops"}'])).toMatchObject({ code: 0, stdout: 'task mail-1 already exists\n' });
+    const conflict = keeper(['task', 'add', 'mail-1', '--table', t.table, '--payload', '{"box":"dev"}']);
+    expect(conflict.code).toBe(2);
+    expect(conflict.stderr).toMatch(/already exists with a different type or payload/);
+    const listed = keeper(['task', 'ls', '--table', t.table]);
+    expect(listed.stdout).toMatch(/mail-1\s+demo\s+-\s+0\s+ready/);
+    const status = JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout) as { tasks: Array<{ id: string; payload: unknown }> };
+    expect(status.tasks.find((x) => x.id === 'mail-1')?.payload).toEqual({ box: 'ops' });
+    expect(keeper(['task', 'rm', 'mail-1', '--table', t.table])).toMatchObject({ code: 0, stdout: 'removed task mail-1\n' });
+    const missing = keeper(['task', 'rm', 'mail-1', '--table', t.table]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/task "mail-1" does not exist/);
+  });
+
+  it('runs a worker as one OS process that leaves gracefully on SIGTERM and writes the audit log', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'keeper-cli-'));
+    const audit = join(dir, 'audit.jsonl');
+    const store = t.store();
+    for (const id of ['w-1', 'w-2']) await store.createTask({ id, type: 'demo', payload: null }, 'now');
+    await store.bumpCluster('tasks');
+    const child = spawn(process.execPath, [bin, 'worker', '--table', t.table, '--node-id', 'solo', '--period-ms', '250', '--audit-log', audit], {
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint') },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await waitFor('both tasks worked on', () => {
+      try {
+        const lines = readFileSync(audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as { event: string; task: string });
+        return ['w-1', 'w-2'].every((task) => lines.some((l) => l.event === 'work' && l.task === task));
+      } catch {
+        return false;
+      }
+    });
+    // The pid we spawned is the worker itself: no wrapper process between.
+    const cmdline = readFileSync(`/proc/${child.pid}/cmdline`, 'utf8').split('\0');
+    expect(cmdline).toContain('worker');
+    expect((await store.getNode('solo'))?.state).toBe('alive');
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect((await store.getNode('solo'))?.state).toBe('left');
+    expect((await store.getTask('w-1'))?.owner).toBeNull();
+    const lines = readFileSync(audit, 'utf8').trim().split('\n').map((l) => JSON.parse(l) as Record<string, string | number>);
+    for (const line of lines) {
+      expect(Object.keys(line).sort()).toEqual(['event', 'mono_ns', 'node', 'task', 'token']);
+      expect(line['node']).toBe('solo');
+      expect(String(line['mono_ns'])).toMatch(/^\d+$/);
+    }
+    for (const task of ['w-1', 'w-2']) {
+      const events = lines.filter((l) => l['task'] === task).map((l) => l['event']);
+      expect(events[0]).toBe('start');
+      expect(events.at(-1)).toBe('stop');
+      expect(events.filter((e) => e === 'work').length).toBeGreaterThan(0);
+    }
+    expect(stderr).toMatch(/"msg":"left the cluster"/);
+  });
+});
