@@ -1,0 +1,45 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, earliestDeclarationMs, failoverBoundMs, latestSelfStopMs, minimumStaleTicks, resolveConfig } from '../lib/config.js';
+
+describe('config: validated once, at the door', () => {
+  it('fills in defaults and derives a fence window inside the safe range', () => {
+    const c = resolveConfig();
+    expect(c).toMatchObject({ periodMs: 1000, staleTicks: 4, driftBound: 1.05, requestTimeoutMs: 200, handlerStopMs: 100, capacity: 1000, watchPeers: 3, takeover: 'balanced' });
+    // Safety: the node stops before anyone may declare it dead ...
+    expect(latestSelfStopMs(c)).toBeLessThan(earliestDeclarationMs(c));
+    // ... and one slow heartbeat does not fence it.
+    expect(c.fenceMs).toBeGreaterThan(c.periodMs + c.requestTimeoutMs * c.driftBound);
+  });
+
+  it('needs staleTicks >= 3 at 5% drift and >= 7 when clocks may run 2x fast or slow (PROTOCOL.md)', () => {
+    const base = { periodMs: 1000, requestTimeoutMs: 200, handlerStopMs: 100 };
+    expect(minimumStaleTicks({ ...base, driftBound: 1.05 })).toBe(3);
+    expect(minimumStaleTicks({ ...base, driftBound: 2 })).toBe(7);
+    expect(() => resolveConfig({ driftBound: 2, staleTicks: 6 })).toThrow(/staleTicks 6 is too small for driftBound 2 .* use staleTicks >= 7/);
+    expect(resolveConfig({ driftBound: 2, staleTicks: 7 }).fenceMs).toBeGreaterThan(1400);
+  });
+
+  it.each([
+    [{ periodMs: 0 }, /periodMs must be > 0/],
+    [{ periodMs: -5 }, /periodMs must be > 0/],
+    [{ staleTicks: 1 }, /staleTicks must be at least 2/],
+    [{ staleTicks: 2.5 }, /staleTicks must be a whole number/],
+    [{ driftBound: 0.9 }, /driftBound must be >= 1/],
+    [{ fenceMs: 1100 }, /fenceMs \(1100\) must exceed periodMs \+ requestTimeoutMs x driftBound \(1210\)/],
+    [{ fenceMs: 2700 }, /fenceMs \(2700\) is unsafe: .* peers may declare it dead after 2857.1 ms/],
+    [{ requestTimeoutMs: 1000 }, /requestTimeoutMs \(1000\) must be shorter than periodMs/],
+    [{ capacity: -1 }, /capacity must be >= 0/],
+    [{ takeover: 'random' }, /takeover must be one of: balanced, detector/],
+    [{ nodeId: 'has space' }, /node id must be/],
+    [{ perodMs: 100 }, /unknown setting "perodMs"/],
+  ])('refuses %j with a message that says why', (options, message) => {
+    expect(() => resolveConfig(options as never)).toThrow(ConfigError);
+    expect(() => resolveConfig(options as never)).toThrow(message);
+  });
+
+  it('states the failover bound as a formula of the settings', () => {
+    const c = resolveConfig({ periodMs: 1000 });
+    // d + (K + 3) * P * f
+    expect(failoverBoundMs(c)).toBeCloseTo(200 + 7 * 1000 * 1.05);
+  });
+});
