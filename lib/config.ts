@@ -40,6 +40,7 @@ export const optionsSchema = z
     watchPeers: z.number().int('watchPeers must be a whole number').min(1, 'watchPeers must be at least 1').default(3),
     takeover: z.enum(takeoverModes, { error: `takeover must be one of: ${takeoverModes.join(', ')}` }).default('balanced'),
     resyncTicks: z.number().int().min(1, 'resyncTicks must be at least 1').default(30),
+    inboxPollMs: positiveMs('inboxPollMs').optional(),
     maxMovesPerTick: z.number().int().min(0, 'maxMovesPerTick must be >= 0').default(20),
     maxAttempts: z.number().int().min(1, 'maxAttempts must be at least 1').default(5),
     retryBaseMs: positiveMs('retryBaseMs').default(500),
@@ -61,6 +62,8 @@ export interface KeeperConfig {
   watchPeers: number;
   takeover: TakeoverMode;
   resyncTicks: number;
+  /** Poll this node's inbox this often between heartbeats (undefined: only with each heartbeat). */
+  inboxPollMs?: number;
   maxMovesPerTick: number;
   maxAttempts: number;
   retryBaseMs: number;
@@ -132,6 +135,9 @@ export function resolveConfig(options: KeeperOptions = {}): KeeperConfig {
     throw new ConfigError(
       `requestTimeoutMs (${requestTimeoutMs}) must be shorter than periodMs (${o.periodMs}): a hung heartbeat must give up before the next one is due`,
     );
+  }
+  if (o.inboxPollMs !== undefined && o.inboxPollMs >= o.periodMs) {
+    throw new ConfigError(`inboxPollMs (${o.inboxPollMs}) must be shorter than periodMs (${o.periodMs}); every heartbeat already reads the inbox`);
   }
   const lo = minFenceMs(base);
   const hi = maxFenceMs(base);

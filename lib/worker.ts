@@ -87,7 +87,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private counter = 0;
   private leaseSentAt = Number.NEGATIVE_INFINITY;
   private fenced = false;
-  private selfItem: NodeItem | undefined;
+  /** The newest inbox value seen (heartbeat reply or inbox poll) and the one acted on. */
+  private latestInbox: number | undefined;
   private detector!: Detector;
   private readonly runHost: RunHost;
 
@@ -96,6 +97,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private fenceTimer: Timer | undefined;
   private maintaining: Promise<void> | undefined;
   private maintainAgain = false;
+  private inboxAgain = false;
+  private inboxTimer: Timer | undefined;
   private ticks = 0;
 
   private alive: string[] = [];
@@ -177,6 +180,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.phase = 'running';
     this.nextTickAt = this.clock.now() + this.config.periodMs;
     this.scheduleTick();
+    this.scheduleInboxPoll();
     this.kickMaintenance();
   }
 
@@ -218,6 +222,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.phase = 'stopped';
     this.tickTimer?.cancel();
     this.fenceTimer?.cancel();
+    this.inboxTimer?.cancel();
   }
 
   // ------------------------------------------------------------------ joining
@@ -334,7 +339,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return;
       }
       this.renew(sentAt);
-      if (result.node) this.selfItem = result.node;
+      if (result.node) this.latestInbox = result.node.inbox;
     } catch (error) {
       this.emit('heartbeat-failed', { error: errorText(error) });
       this.log.warn('heartbeat failed', { node: this.id, error: errorText(error) });
@@ -392,20 +397,60 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   // ------------------------------------------------------------------ maintenance
 
-  private kickMaintenance(): void {
+  /**
+   * Runs maintenance, one pass at a time: 'full' after each heartbeat, 'inbox' (only pick up
+   * handed-over tasks) when the fast inbox poll saw a change.
+   */
+  private kickMaintenance(kind: 'full' | 'inbox' = 'full'): void {
     if (this.maintaining) {
-      this.maintainAgain = true;
+      if (kind === 'full') this.maintainAgain = true;
+      else this.inboxAgain = true;
       return;
     }
-    this.maintaining = this.maintain()
+    this.maintaining = (kind === 'full' ? this.maintain() : this.pickUpHandover())
       .catch((error) => this.log.warn('maintenance failed', { node: this.id, error: errorText(error) }))
       .finally(() => {
         this.maintaining = undefined;
-        if (this.maintainAgain && this.phase === 'running') {
+        if (this.phase !== 'running') return;
+        if (this.maintainAgain) {
           this.maintainAgain = false;
-          this.kickMaintenance();
+          this.kickMaintenance('full');
+        } else if (this.inboxAgain) {
+          this.inboxAgain = false;
+          this.kickMaintenance('inbox');
         }
       });
+  }
+
+  /**
+   * With `inboxPollMs`, a cheap read of this node's inbox between heartbeats, so tasks handed
+   * over by a leaving node or a detector start within that interval instead of at the next
+   * period (half a read unit per poll: eventually consistent, one small attribute).
+   */
+  private scheduleInboxPoll(): void {
+    const every = this.config.inboxPollMs;
+    if (!every) return;
+    this.inboxTimer = this.clock.setTimer(every, () => {
+      if (this.phase !== 'running') return;
+      void this.store
+        .peekInbox(this.id)
+        .then((inbox) => {
+          if (inbox !== undefined && inbox !== this.processedInbox && inbox !== this.latestInbox) {
+            this.latestInbox = inbox;
+            this.kickMaintenance('inbox');
+          }
+        })
+        .catch(() => {})
+        .finally(() => this.scheduleInboxPoll());
+    });
+  }
+
+  private async pickUpHandover(): Promise<void> {
+    if (this.latestInbox === undefined || this.latestInbox === this.processedInbox) return;
+    this.processedInbox = this.latestInbox;
+    // Once more at the next period: the owner index may lag behind the handover.
+    this.resyncPending = Math.max(this.resyncPending, 1);
+    await this.resync();
   }
 
   private periodic(): boolean {
@@ -448,7 +493,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.takeOver(due.node, true);
     }
 
-    const inbox = this.selfItem?.inbox;
+    const inbox = this.latestInbox;
     if (inbox !== undefined && inbox !== this.processedInbox) {
       this.processedInbox = inbox;
       // Twice: indexes are eventually consistent, and a handover may not be visible at once.

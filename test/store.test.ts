@@ -77,6 +77,7 @@ describe.each([
       await h.store.notify(id);
       const watch = { peer: { inc: 1, counter: 5, since: 3 } };
       const input = { id, inc: 1, joinedAt: 'j', counter: 1, taskCount: 2, capacity: 10, types: ['demo'], watch };
+      expect(await h.store.peekInbox(id)).toBe(1);
       const first = await h.store.heartbeat(input);
       const again = await h.store.heartbeat(input);
       expect(first.ok && first.node?.counter).toBe(1);
@@ -119,6 +120,7 @@ describe.each([
       const id = uid('ghost');
       await h.store.notify(id);
       expect(await h.store.getNode(id)).toBeUndefined();
+      expect(await h.store.peekInbox(id)).toBeUndefined();
     });
 
     it('reads several nodes and the cluster change counters in one call', async () => {

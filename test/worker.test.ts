@@ -158,6 +158,21 @@ describe('worker against DynamoDB Local', () => {
     ledger.expectSafe();
   });
 
+  it('with a fast inbox poll, tasks handed over by a leaving node start within a few poll intervals', async () => {
+    const { t, tasks } = await setup(30);
+    const ledger = new Ledger();
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }], { periodMs: 1000, inboxPollMs: 50 });
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const held = nodes[0]!.runningTasks();
+    const started = performance.now();
+    await nodes[0]!.stop();
+    await waitFor('handover', () => held.every((task) => ledger.runners(task).length === 1), 5000, 5);
+    // Well under one period (1000 ms): the receivers did not wait for their next heartbeat.
+    expect(performance.now() - started).toBeLessThan(600);
+    ledger.expectSafe();
+  });
+
   it('raises the fencing token with every change of owner', async () => {
     const { t, tasks } = await setup(4);
     const ledger = new Ledger();

@@ -114,6 +114,7 @@ export function buildProgram(): Command {
     .option('--request-timeout-ms <n>', 'per-request timeout', numArg('--request-timeout-ms'))
     .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
+    .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
     .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
@@ -128,6 +129,7 @@ export function buildProgram(): Command {
         ['requestTimeoutMs', 'requestTimeoutMs'],
         ['capacity', 'capacity'],
         ['watchPeers', 'watchPeers'],
+        ['inboxPollMs', 'inboxPollMs'],
         ['takeover', 'takeover'],
         ['nodeId', 'nodeId'],
       ];

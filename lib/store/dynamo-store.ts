@@ -377,6 +377,16 @@ export class DynamoStore implements Store {
     return out.won || out.current === undefined;
   }
 
+  async peekInbox(id: string): Promise<number | undefined> {
+    const out = await this.read('peek inbox', () =>
+      this.send<{ Item?: Raw }>(
+        new GetCommand({ TableName: this.table, Key: keys.node(id), ProjectionExpression: '#inbox', ExpressionAttributeNames: { '#inbox': 'inbox' } }),
+      ),
+    );
+    const inbox = out.Item?.['inbox'];
+    return typeof inbox === 'number' ? inbox : undefined;
+  }
+
   async notify(id: string): Promise<void> {
     await this.write(
       'notify',

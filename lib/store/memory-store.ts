@@ -127,6 +127,11 @@ export class MemoryStore implements Store {
     return true;
   }
 
+  async peekInbox(id: string): Promise<number | undefined> {
+    const inbox = this.get(keys.node(id))?.['inbox'];
+    return typeof inbox === 'number' ? inbox : undefined;
+  }
+
   async notify(id: string): Promise<void> {
     const current = this.get(keys.node(id));
     if (current) current['inbox'] = (typeof current['inbox'] === 'number' ? current['inbox'] : 0) + 1;

@@ -127,6 +127,8 @@ export interface Store {
   markLeft(id: string, inc: number): Promise<boolean>;
   /** Removes the item of a dead or departed incarnation once it owns nothing. */
   removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean>;
+  /** A node's inbox counter, from a cheap eventually consistent read (undefined if unreadable). */
+  peekInbox(id: string): Promise<number | undefined>;
   /** Tells a node that its tasks changed behind its back (no-op if the node item is gone). */
   notify(id: string): Promise<void>;
   bumpCluster(field: keyof ClusterItem): Promise<void>;

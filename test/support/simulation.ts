@@ -60,9 +60,10 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
   const wide = overrides.drift ? overrides.drift === 'wide' : rnd() < 0.3;
   const takeover = rnd() < 0.2 ? 'detector' : 'balanced';
+  const inbox = rnd() < 0.3 ? { inboxPollMs: 200 } : {};
   const settings: KeeperOptions = wide
-    ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover }
-    : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover };
+    ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox }
+    : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox };
   const config = resolveConfig(settings);
   const bound = failoverBoundMs(config) + 500;
   const nodeCount = 3 + Math.floor(rnd() * 7);
