@@ -1,11 +1,11 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { systemClock, sleep, type Clock, type Timer } from './clock.js';
-import { resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { ConfigError, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { placeTasks, rebalanceCount, rendezvous, watchedPeers, type Candidate } from './protocol/placement.js';
-import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type NodeItem, type Store, type TaskItem } from './store/store.js';
+import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type NodeItem, type ProtocolSettings, type Store, type TaskItem } from './store/store.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
 export interface WorkerOptions extends KeeperOptions {
@@ -230,6 +230,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async join(firstStart: boolean): Promise<void> {
     for (let attempt = 1; this.phase === 'joining' || (!firstStart && this.phase === 'running'); attempt++) {
       try {
+        if (firstStart && attempt === 1) await this.checkSettings();
         const existing = await this.store.getNode(this.id);
         if (existing && existing.state === 'alive' && existing.inc !== this.inc) {
           await this.waitForHolder(existing);
@@ -248,6 +249,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           capacity: this.config.capacity,
           types: [...this.handlers.keys()],
           watch: existing?.watch ?? {},
+          settings: this.settings(),
           joinedAt: new Date().toISOString(),
         };
         if (!(await this.joinAs(node, existing))) continue;
@@ -270,6 +272,34 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.log.warn('join failed; retrying', { node: this.id, attempt, error: errorText(error) });
         await sleep(this.clock, this.backoffMs(attempt));
       }
+    }
+  }
+
+  private settings(): ProtocolSettings {
+    const { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs } = this.config;
+    return { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs };
+  }
+
+  /**
+   * The safety bound holds only if every node detects and fences with the same settings: a
+   * node with a longer fence window than its observers assume could still run a task after
+   * they took it. So a node refuses to join a cluster whose live members run different ones.
+   */
+  private async checkSettings(): Promise<void> {
+    const members = await this.store.listMembers();
+    const alive = members.filter((m) => m.state === 'alive' && m.id !== this.id).map((m) => m.id);
+    if (alive.length === 0) return;
+    const { nodes } = await this.store.readNodes(alive);
+    const mine = this.settings();
+    for (const node of nodes.values()) {
+      const theirs = node.settings;
+      if (!theirs || node.state !== 'alive') continue;
+      const differ = (Object.keys(mine) as Array<keyof ProtocolSettings>).filter((key) => theirs[key] !== mine[key]);
+      if (differ.length === 0) continue;
+      const show = (s: ProtocolSettings) => differ.map((key) => `${key} ${s[key]}`).join(', ');
+      throw new ConfigError(
+        `live node "${node.id}" runs with ${show(theirs)}, this node with ${show(mine)}: mixed settings break the safety bound; start every node with the same settings`,
+      );
     }
   }
 
@@ -812,6 +842,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** A snapshot for status displays and tests. */
   snapshot(): { id: string; inc: number; counter: number; phase: Phase; fenced: boolean; tasks: string[]; watched: string[] } {
     return { id: this.id, inc: this.inc, counter: this.counter, phase: this.phase, fenced: this.fenced, tasks: [...this.owned.keys()].sort(), watched: [...this.watched] };
+  }
+
+  /** Staleness, in benchmark ticks, of each watched peer as this node judges it now. */
+  suspicions(): Record<string, number> {
+    const out: Record<string, number> = {};
+    for (const id of this.watched) out[id] = this.detector.staleness(id);
+    return out;
   }
 
   /** Ids of tasks whose handler is running right now. */

@@ -223,6 +223,17 @@ describe('worker against DynamoDB Local', () => {
     ledger.expectSafe();
   });
 
+  it('refuses to join a cluster whose live nodes run different protocol settings', async () => {
+    const { t } = await setup(0);
+    const ledger = new Ledger();
+    const [a] = start(t, ledger, [{ id: 'a' }]);
+    await a!.start();
+    const odd = makeWorker({ id: 'odd', store: t.store(), options: { periodMs: 400 } }, ledger);
+    workers.push(odd);
+    await expect(odd.start()).rejects.toThrow(/live node "a" runs with periodMs 250, fenceMs .*, this node with periodMs 400, .*mixed settings break the safety bound/);
+    expect(await t.store().getNode('odd')).toBeUndefined();
+  });
+
   it('claims unowned tasks only up to each node\'s capacity', async () => {
     const { t, tasks } = await setup(10);
     const ledger = new Ledger();

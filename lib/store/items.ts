@@ -42,6 +42,9 @@ export const nodeItemSchema = z.object({
   capacity: count,
   types: z.array(z.string()),
   watch: z.record(z.string(), watchRecordSchema),
+  settings: z
+    .object({ periodMs: z.number(), staleTicks: z.number(), driftBound: z.number(), fenceMs: z.number(), handlerStopMs: z.number() })
+    .optional(),
   deadBy: z.string().optional(),
   joinedAt: z.string(),
 });

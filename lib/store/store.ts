@@ -33,10 +33,21 @@ export interface NodeItem {
   /** Task types this node has handlers for; takeover only hands a node tasks it can run. */
   types: string[];
   watch: Record<string, WatchRecord>;
+  /** The protocol settings this incarnation runs with; every live node must share them. */
+  settings?: ProtocolSettings;
   /** Who declared this node dead (set with state 'dead'). */
   deadBy?: string;
   /** Wall-clock time of the join, for people reading `status`; the protocol never reads it. */
   joinedAt: string;
+}
+
+/** The settings the safety bound depends on (see config.ts). */
+export interface ProtocolSettings {
+  periodMs: number;
+  staleTicks: number;
+  driftBound: number;
+  fenceMs: number;
+  handlerStopMs: number;
 }
 
 export interface TaskItem {

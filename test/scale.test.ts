@@ -1,0 +1,153 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
+import { ringOrder } from '../lib/protocol/placement.js';
+import { Worker } from '../lib/worker.js';
+import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
+import { freshTable, type TestTable } from './support/dynamo.js';
+
+/**
+ * Ring monitoring, balanced takeover, rebalancing on join and fresh observers, against
+ * DynamoDB Local, sized for CI.
+ */
+let tables: TestTable[] = [];
+let workers: Worker[] = [];
+afterEach(async () => {
+  await Promise.all(workers.map((w) => w.kill()));
+  workers = [];
+  await Promise.all(tables.map((t) => t.drop().catch(() => {})));
+  tables = [];
+});
+
+const base: KeeperOptions = { periodMs: 250 };
+
+async function cluster(ids: string[], taskCount: number, options: (id: string) => Partial<KeeperOptions> = () => ({}), settings = base) {
+  const t = await freshTable('scale');
+  tables.push(t);
+  const store = t.store();
+  const tasks = Array.from({ length: taskCount }, (_, i) => `task-${String(i).padStart(3, '0')}`);
+  for (const id of tasks) await store.createTask({ id, type: 'demo', payload: null }, 'now');
+  await store.bumpCluster('tasks');
+  const ledger = new Ledger();
+  const nodes = ids.map((id) => makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }), options: options(id) }, ledger, settings));
+  workers.push(...nodes);
+  return { t, tasks, ledger, nodes };
+}
+
+describe('ring monitoring', () => {
+  it('each node reads only its k successors, and the ring re-forms when k+1 adjacent nodes die together', async () => {
+    const ids = Array.from({ length: 8 }, (_, i) => `node-${i}`);
+    const { tasks, ledger, nodes } = await cluster(ids, 40, () => ({ watchPeers: 3 }));
+    const declared: string[] = [];
+    for (const w of nodes) w.on('declared-dead', ({ node }) => declared.push(node));
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    await waitFor('ring formed', () => nodes.every((w) => w.snapshot().watched.length === 3));
+    for (const w of nodes) expect(w.snapshot().watched).toHaveLength(3);
+
+    // Four neighbours in ring order: the fourth is watched only by the three others, so it
+    // is found only after they are declared dead and the ring re-forms around the gap.
+    const ring = ringOrder(ids);
+    const victims = ring.slice(2, 6);
+    const last = victims[3]!;
+    const watchersOfLast = nodes.filter((w) => w.snapshot().watched.includes(last)).map((w) => w.id);
+    expect(watchersOfLast.sort()).toEqual(victims.slice(0, 3).sort());
+    const lost = victims.flatMap((id) => nodes.find((w) => w.id === id)!.runningTasks());
+    const killedAt = performance.now();
+    await Promise.all(victims.map((id) => nodes.find((w) => w.id === id)!.kill()));
+    await waitFor('all four declared dead', () => victims.every((id) => declared.includes(id)), 30_000);
+    await waitFor('their tasks run elsewhere', () => lost.every((task) => ledger.runners(task).length === 1));
+    const bound = failoverBoundMs(nodes[0]!.config);
+    // Two detection rounds at most: the first three together, then the fourth.
+    expect(performance.now() - killedAt).toBeLessThan(2 * bound);
+    expect(declared.filter((id) => victims.includes(id))).toHaveLength(4);
+    const survivors = nodes.filter((w) => !victims.includes(w.id));
+    await waitFor('ring re-formed', () => survivors.every((w) => w.snapshot().watched.every((id) => !victims.includes(id)) && w.snapshot().watched.length === 3));
+    ledger.expectSafe();
+  });
+
+  it('a freshly started observer judges a dead peer from the table, without watching it for a full window', async () => {
+    const settings: KeeperOptions = { periodMs: 250, staleTicks: 12 };
+    const { t, tasks, ledger, nodes } = await cluster(['a', 'b', 'v'], 6, () => ({}), settings);
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    await nodes[2]!.kill();
+    // Let the live witnesses see v stand still for a while (but not long enough to declare).
+    await waitFor('witnesses see v stale', () => (nodes[0]!.suspicions()['v'] ?? 0) >= 5);
+    const fresh = makeWorker({ id: 'fresh', store: t.store() }, ledger, settings);
+    workers.push(fresh);
+    await fresh.start();
+    const joinedAt = fresh.snapshot().counter;
+    await waitFor('fresh observer watches v', () => fresh.snapshot().watched.includes('v') && (fresh.suspicions()['v'] ?? 0) > 0);
+    // Its own counter has advanced at most a tick or two; the staleness it sees is the
+    // witnesses' evidence, published with their heartbeats.
+    expect(fresh.snapshot().counter - joinedAt).toBeLessThanOrEqual(2);
+    expect(fresh.suspicions()['v']).toBeGreaterThanOrEqual(5);
+    ledger.expectSafe();
+  });
+});
+
+describe('takeover placement', () => {
+  it('balanced: spreads a dead node\'s tasks over live nodes without exceeding any node\'s capacity', async () => {
+    const capacity: Record<string, number> = { a: 100, b: 12, c: 100, d: 100 };
+    const { tasks, ledger, nodes } = await cluster(['a', 'b', 'c', 'd'], 44, (id) => ({ capacity: capacity[id]! }));
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const victim = nodes.find((w) => w.id === 'd')!;
+    const lost = victim.runningTasks();
+    expect(lost.length).toBeGreaterThan(3);
+    await victim.kill();
+    await waitFor('takeover', () => lost.every((task) => ledger.runners(task).length === 1));
+    const newOwners = new Set(lost.map((task) => ledger.runners(task)[0]));
+    expect(newOwners.size).toBeGreaterThanOrEqual(2);
+    for (const w of nodes.slice(0, 3)) expect(w.runningTasks().length).toBeLessThanOrEqual(capacity[w.id]!);
+    ledger.expectSafe();
+  });
+
+  it('detector mode (the patent\'s behaviour): the node that declares the death gets all the tasks', async () => {
+    const { tasks, ledger, nodes } = await cluster(['a', 'b', 'c', 'd'], 24, () => ({ takeover: 'detector' }));
+    const declaredBy: string[] = [];
+    for (const w of nodes) w.on('declared-dead', () => declaredBy.push(w.id));
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const victim = nodes[3]!;
+    const lost = victim.runningTasks();
+    await victim.kill();
+    await waitFor('takeover', () => lost.every((task) => ledger.runners(task).length === 1));
+    expect(declaredBy).toHaveLength(1);
+    expect(new Set(lost.map((task) => ledger.runners(task)[0]))).toEqual(new Set(declaredBy));
+    ledger.expectSafe();
+  });
+});
+
+describe('rebalancing on join', () => {
+  it('moves tasks to a new node gradually, within the per-period bound, and each task at most once', async () => {
+    const maxMovesPerTick = 2;
+    const { t, tasks, ledger, nodes } = await cluster(['a', 'b', 'c'], 60, () => ({ maxMovesPerTick }));
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const startsBefore = ledger.starts.length;
+    const joiner = makeWorker({ id: 'joiner', store: t.store(), options: { maxMovesPerTick } }, ledger);
+    workers.push(joiner);
+    await joiner.start();
+    const samples: number[] = [];
+    const sampler = setInterval(() => samples.push(joiner.runningTasks().length), base.periodMs!);
+    try {
+      await waitFor('joiner near its fair share', () => joiner.runningTasks().length >= 13, 30_000);
+    } finally {
+      clearInterval(sampler);
+    }
+    // At most k predecessors push, each at most maxMovesPerTick per period (+1 period of sampling slack).
+    const steps = samples.slice(1).map((n, i) => n - samples[i]!);
+    expect(Math.max(...steps)).toBeLessThanOrEqual(2 * 3 * maxMovesPerTick);
+    expect(samples.length).toBeGreaterThan(2);
+    // Settled: no task moved twice, nothing keeps moving.
+    await new Promise((resolve) => setTimeout(resolve, 8 * base.periodMs!));
+    const moves = ledger.starts.slice(startsBefore);
+    const perTask = new Map<string, number>();
+    for (const s of moves) perTask.set(s.task, (perTask.get(s.task) ?? 0) + 1);
+    expect(Math.max(...perTask.values())).toBe(1);
+    const counts = [...nodes, joiner].map((w) => w.runningTasks().length);
+    expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(3);
+    ledger.expectSafe();
+  }, 60_000);
+});
