@@ -1,0 +1,117 @@
+import type { APIGatewayProxyEventV2 } from 'aws-lambda';
+import { isDeepStrictEqual } from 'node:util';
+import { z } from 'zod';
+import { TaskAdmin } from '../lib/admin.js';
+import { InvalidCursorError } from '../lib/store/dynamo-store.js';
+import { keys } from '../lib/store/items.js';
+import { storeFromEnv } from './environment.js';
+import { HttpProblem, httpHandler, type HttpResult } from './http.js';
+
+/**
+ * The task API: one Lambda function per route, so that each holds only the table rights its
+ * route needs (see infra/keeper-cluster.ts).
+ *
+ *   POST   /tasks                     create (idempotent on id)   201 created, 200 already there
+ *   GET    /tasks?limit=&cursor=      list, one page              200 { items, cursor? }
+ *   GET    /tasks/{id}                get                         200 task
+ *   DELETE /tasks/{id}                delete (the owner stops it) 200 { deleted }
+ *   POST   /tasks/{id}/release        force-release               202 owner asked, 200 released
+ *
+ * Task ids may contain "/", so the routes use a greedy path parameter and the release route
+ * is told apart by its last segment. Every check of a task's id, type and payload is
+ * TaskAdmin's own; this file only takes requests apart (and checks the query string's syntax).
+ */
+
+// ---------------------------------------------------------------- plain operations
+
+export async function createTask(admin: TaskAdmin, body: unknown): Promise<HttpResult> {
+  const { created, task } = await admin.add(body);
+  return { statusCode: created ? 201 : 200, body: { created, task } };
+}
+
+export async function getTask(admin: TaskAdmin, id: string): Promise<HttpResult> {
+  return { statusCode: 200, body: await admin.get(id) };
+}
+
+const listQuerySchema = z
+  .object({
+    limit: z.string().regex(/^\d+$/, 'limit must be a whole number from 1 to 1000').optional(),
+    cursor: z.string().optional(),
+  })
+  .strict();
+
+export async function listTasks(admin: TaskAdmin, query: Record<string, string | undefined> = {}): Promise<HttpResult> {
+  const parsed = listQuerySchema.safeParse(query);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    const message = issue.code === 'unrecognized_keys' ? `unknown query parameter ${issue.keys.map((k) => `"${k}"`).join(', ')}; use limit and cursor` : issue.message;
+    throw new HttpProblem(400, 'InvalidInput', message);
+  }
+  const { limit, cursor } = parsed.data;
+  if (cursor !== undefined) checkCursor(cursor);
+  const page = await admin.list(limit === undefined ? undefined : Number(limit), cursor);
+  return { statusCode: 200, body: page.cursor ? { items: page.items, cursor: page.cursor } : { items: page.items } };
+}
+
+/**
+ * A cursor is the store's last evaluated key, a task's key, encoded. DynamoStore refuses
+ * what does not decode to an object with a pk, but a decodable key of the wrong shape would
+ * reach DynamoDB and come back as a ValidationException (a 500). Until the store checks the
+ * whole key itself, it is held here against the key design in items.ts.
+ */
+function checkCursor(cursor: string): void {
+  let key: unknown;
+  try {
+    key = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8'));
+  } catch {
+    return; // not JSON at all: the store's own check answers that
+  }
+  const prefix = keys.task('').pk;
+  const pk = (key as { pk?: unknown } | null)?.pk;
+  const expected = typeof pk === 'string' && pk.startsWith(prefix) ? keys.task(pk.slice(prefix.length)) : undefined;
+  if (!expected || !isDeepStrictEqual(key, expected)) throw new InvalidCursorError('cursor is not one this API returned');
+}
+
+export async function deleteTask(admin: TaskAdmin, id: string): Promise<HttpResult> {
+  return { statusCode: 200, body: { deleted: await admin.remove(id) } };
+}
+
+export async function releaseTask(admin: TaskAdmin, id: string): Promise<HttpResult> {
+  const { task, pending } = await admin.release(id);
+  // 202: the owner has been asked and lets go within one period; 200: the task is in the pool.
+  return { statusCode: pending ? 202 : 200, body: { task, pending } };
+}
+
+// ---------------------------------------------------------------- requests
+
+const releaseSuffix = '/release';
+
+/** The {id+} path parameter. Ids never contain "%", so a "%" can only come from URL encoding. */
+export function pathId(event: APIGatewayProxyEventV2): string {
+  const raw = event.pathParameters?.['id'] ?? '';
+  if (!raw.includes('%')) return raw;
+  try {
+    return decodeURIComponent(raw);
+  } catch {
+    throw new HttpProblem(400, 'InvalidInput', 'the task id in the path is not valid URL encoding');
+  }
+}
+
+/** POST /tasks/{id}/release: the path parameter is the id followed by "/release". */
+export function releaseId(event: APIGatewayProxyEventV2): string {
+  const path = pathId(event);
+  if (!path.endsWith(releaseSuffix) || path.length === releaseSuffix.length) {
+    throw new HttpProblem(404, 'NotFound', 'no such route: to release a task, POST /tasks/{id}/release');
+  }
+  return path.slice(0, -releaseSuffix.length);
+}
+
+const admin = () => new TaskAdmin(storeFromEnv());
+
+// ---------------------------------------------------------------- Lambda handlers
+
+export const create = httpHandler((event) => createTask(admin(), event.body as unknown), { jsonBody: true });
+export const get = httpHandler((event) => getTask(admin(), pathId(event)));
+export const list = httpHandler((event) => listTasks(admin(), event.queryStringParameters));
+export const remove = httpHandler((event) => deleteTask(admin(), pathId(event)));
+export const release = httpHandler((event) => releaseTask(admin(), releaseId(event)));
