@@ -4,7 +4,8 @@ import { systemClock, sleep, type Clock, type Timer } from './clock.js';
 import { ConfigError, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
-import { placeTasks, rebalanceCount, rendezvous, watchedPeers, type Candidate } from './protocol/placement.js';
+import { livePredecessors, readNeighbourhood } from './membership.js';
+import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
 import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type NodeItem, type ProtocolSettings, type Store, type TaskItem } from './store/store.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
@@ -43,6 +44,8 @@ interface Owned {
 }
 
 const moveConcurrency = 32;
+/** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
+const spreadPeers = 8;
 
 /** Runs `fn` over items with at most `limit` in flight: a bounded number of round trips, never one after another. */
 async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -101,19 +104,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private inboxTimer: Timer | undefined;
   private ticks = 0;
 
-  private alive: string[] = [];
-  private tombstones: MemberEntry[] = [];
+  /** Live ring successors (the neighbourhood), dead or departed members up to the first of them, cluster size. */
+  private successors: string[] = [];
+  private gap: MemberEntry[] = [];
+  private clusterSize = 1;
   private readonly emptySweeps = new Map<string, number>();
   private watched: string[] = [];
   private peers = new Map<string, NodeItem>();
-  private membersDirty = true;
-  private seenMembers = -1;
+  private neighboursDirty = true;
+  private refreshAgainAt = Number.POSITIVE_INFINITY;
+  private latestNeighbours: number | undefined;
+  private processedNeighbours: number | undefined;
   private seenTasks = -1;
   private processedInbox = -1;
   private resyncPending = 0;
   private freeBacklog = false;
   private readonly freeSeen = new Map<string, number>();
   private readonly followUps: Array<{ node: string; atTick: number }> = [];
+  /** Spreads the thinned cluster-item reads of a big cluster evenly over nodes. */
+  private readonly phaseOffset: number;
 
   constructor(options: WorkerOptions) {
     super();
@@ -126,6 +135,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.id = this.config.nodeId ?? defaultNodeId();
     this.detector = this.newDetector();
     this.runHost = this.createRunHost();
+    this.phaseOffset = Math.floor(this.random() * 1_000_000);
   }
 
   /** What a TaskRun may do: check the lease and record outcomes while the task is still ours. */
@@ -200,7 +210,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (wasRunning) {
       try {
         handedOver = await this.distribute(tasks, { exclude: this.id, reason: 'leave' });
-        if (await this.store.markLeft(this.id, this.inc)) await this.store.bumpCluster('members');
+        if (await this.store.markLeft(this.id, this.inc)) await this.announce();
       } catch (error) {
         this.log.warn('graceful leave incomplete; peers will take over what is left', { error: errorText(error) });
       }
@@ -245,6 +255,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           counter: Math.max(existing?.counter ?? 0, this.counter) + 1,
           state: 'alive',
           inbox: existing?.inbox ?? 0,
+          neighbours: existing?.neighbours ?? 0,
           taskCount: 0,
           capacity: this.config.capacity,
           types: [...this.handlers.keys()],
@@ -259,9 +270,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         this.detector = this.newDetector();
         this.detector.seed(node.watch);
         this.renew(sentAt);
-        this.membersDirty = true;
+        this.neighboursDirty = true;
         this.processedInbox = -1;
-        await this.store.bumpCluster('members').catch(() => {});
+        await this.announce();
         this.emit('joined', { inc: this.inc });
         this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
         return;
@@ -283,13 +294,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * The safety bound holds only if every node detects and fences with the same settings: a
    * node with a longer fence window than its observers assume could still run a task after
-   * they took it. So a node refuses to join a cluster whose live members run different ones.
+   * they took it. So a node refuses to join next to live nodes that run different ones.
    */
   private async checkSettings(): Promise<void> {
-    const members = await this.store.listMembers();
-    const alive = members.filter((m) => m.state === 'alive' && m.id !== this.id).map((m) => m.id);
-    if (alive.length === 0) return;
-    const { nodes } = await this.store.readNodes(alive);
+    const { successors } = await readNeighbourhood(this.store, this.id, this.config.watchPeers);
+    if (successors.length === 0) return;
+    const { nodes } = await this.store.readNodes(successors.map((m) => m.id), { cluster: false });
     const mine = this.settings();
     for (const node of nodes.values()) {
       const theirs = node.settings;
@@ -332,7 +342,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     }
     if (await this.store.declareDead(this.id, { inc: holder.inc, counter: holder.counter }, this.id)) {
-      await this.store.bumpCluster('members').catch(() => {});
       this.emit('declared-dead', { node: this.id, staleness: this.config.staleTicks });
     }
   }
@@ -369,7 +378,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return;
       }
       this.renew(sentAt);
-      if (result.node) this.latestInbox = result.node.inbox;
+      if (result.node) {
+        this.latestInbox = result.node.inbox;
+        this.latestNeighbours = result.node.neighbours;
+      }
     } catch (error) {
       this.emit('heartbeat-failed', { error: errorText(error) });
       this.log.warn('heartbeat failed', { node: this.id, error: errorText(error) });
@@ -489,16 +501,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async maintain(): Promise<void> {
     this.ticks += 1;
-    if (this.membersDirty || this.periodic()) await this.refreshMembers();
+    if (this.latestNeighbours !== undefined && this.latestNeighbours !== this.processedNeighbours) {
+      this.processedNeighbours = this.latestNeighbours;
+      this.neighboursDirty = true;
+      // And once more shortly: the members index may not show the newcomer yet.
+      this.refreshAgainAt = this.ticks + 2;
+    }
+    if (this.neighboursDirty || this.periodic() || this.ticks >= this.refreshAgainAt) await this.refreshNeighbourhood();
     if (this.phase !== 'running') return;
 
-    const { nodes, cluster } = await this.store.readNodes(this.watched);
+    const { nodes, cluster } = await this.store.readNodes(this.watched, { cluster: this.readsClusterNow() });
     if (this.phase !== 'running') return;
-    if (cluster.members !== this.seenMembers) {
-      this.seenMembers = cluster.members;
-      this.membersDirty = true;
-    }
-    for (const id of this.watched) if (nodes.get(id)?.state !== 'alive') this.membersDirty = true;
+    for (const id of this.watched) if (nodes.get(id)?.state !== 'alive') this.neighboursDirty = true;
     this.peers = nodes;
     this.detector.observe(this.counter, nodes, this.watched);
 
@@ -509,10 +523,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         continue;
       }
       this.detector.forget(suspect.id);
-      this.membersDirty = true;
+      this.neighboursDirty = true;
       this.emit('declared-dead', { node: suspect.id, staleness: suspect.staleness });
       this.log.warn('declared peer dead', { node: this.id, peer: suspect.id, staleness: suspect.staleness, counter: suspect.counter });
-      await this.store.bumpCluster('members').catch(() => {});
       await this.takeOver(suspect.id);
       // Look again shortly: a peer may have handed it a task just before it was declared
       // dead, and on DynamoDB the owner index may lag behind the table.
@@ -533,10 +546,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.resyncPending = Math.max(0, this.resyncPending - 1);
       await this.resync();
     }
-    if (cluster.tasks !== this.seenTasks || this.freeBacklog || this.periodic()) {
-      this.seenTasks = cluster.tasks;
-      await this.claimUnowned();
-    }
+    const tasksChanged = cluster !== undefined && cluster.tasks !== this.seenTasks;
+    if (cluster) this.seenTasks = cluster.tasks;
+    if (tasksChanged || this.freeBacklog || this.periodic()) await this.claimUnowned();
     if (this.config.takeover === 'balanced') await this.rebalance();
     if (this.periodic()) await this.sweepTombstones();
   }
@@ -560,13 +572,35 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
   }
 
-  private async refreshMembers(): Promise<void> {
-    const members = await this.store.listMembers();
-    this.membersDirty = false;
-    this.alive = members.filter((m) => m.state === 'alive').map((m) => m.id);
-    if (!this.alive.includes(this.id)) this.alive.push(this.id);
-    this.tombstones = members.filter((m) => m.state !== 'alive' && m.id !== this.id);
-    this.watched = watchedPeers(this.id, this.alive, this.config.watchPeers);
+  private async refreshNeighbourhood(): Promise<void> {
+    const view = await readNeighbourhood(this.store, this.id, Math.max(this.config.watchPeers, spreadPeers));
+    this.neighboursDirty = false;
+    if (this.ticks >= this.refreshAgainAt) this.refreshAgainAt = Number.POSITIVE_INFINITY;
+    this.successors = view.successors.map((m) => m.id);
+    this.gap = view.gap;
+    this.clusterSize = view.size;
+    this.watched = this.successors.slice(0, this.config.watchPeers);
+  }
+
+  /** Tells the live predecessors (the nodes that watch this one) that the ring changed here. */
+  private async announce(): Promise<void> {
+    try {
+      const predecessors = await livePredecessors(this.store, this.id, this.config.watchPeers);
+      await Promise.all(predecessors.map((m) => this.store.notifyNeighbours(m.id).catch(() => {})));
+    } catch (error) {
+      // Their periodic refresh will find us anyway.
+      this.log.warn('could not tell ring neighbours about a change', { node: this.id, error: errorText(error) });
+    }
+  }
+
+  /**
+   * Every node reads the cluster item's change counter, so in a big cluster those reads are
+   * thinned to about a thousand per second in all (one item can serve 3,000 read units per
+   * second); unowned tasks are then found within size/1000 periods.
+   */
+  private readsClusterNow(): boolean {
+    const every = Math.max(1, Math.round(this.clusterSize / 1000));
+    return every === 1 || (this.ticks + this.phaseOffset) % every === 0;
   }
 
   // ------------------------------------------------------------------ takeover and handover
@@ -596,9 +630,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const self: Candidate = { id: this.id, inc: this.inc, load: this.owned.size, capacity: this.config.capacity, types: [...this.handlers.keys()] };
     const out: Candidate[] = exclude === this.id || this.phase !== 'running' ? [] : [self];
     if (this.config.takeover === 'detector' && out.length > 0) return out;
-    const others = this.alive.filter((id) => id !== this.id && id !== exclude);
+    const others = this.successors.filter((id) => id !== exclude);
     if (others.length === 0) return out;
-    const { nodes } = await this.store.readNodes(others);
+    const { nodes } = await this.store.readNodes(others, { cluster: false });
     for (const node of nodes.values()) {
       if (node.state !== 'alive' || node.id === exclude) continue;
       out.push({ id: node.id, inc: node.inc, load: node.taskCount, capacity: node.capacity, types: node.types });
@@ -710,9 +744,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const task of free) {
       const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
       this.freeSeen.set(task.id, firstSeen);
-      // Each task has one favourite node, so claims rarely collide; anyone may take a task
-      // its favourite left alone for two periods (full, or unable to run the type).
-      if (rendezvous(task.id, this.alive) === this.id || this.ticks - firstSeen >= 2) mine.push(task);
+      // Each task has one favourite in each neighbourhood, so claims rarely collide; anyone
+      // may take a task its favourites left alone for two periods (full, or unable to run
+      // the type).
+      if (rendezvous(task.id, [this.id, ...this.successors]) === this.id || this.ticks - firstSeen >= 2) mine.push(task);
     }
     const take = mine.slice(0, spare);
     await forEachLimit(take, moveConcurrency, async (task) => {
@@ -772,12 +807,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * Backstop for takeovers that did not finish (the detector died mid-way, a move was
    * ambiguous, an index lagged): tasks still owned by dead or departed nodes are handed out
-   * by one sweeper per tombstone (its rendezvous choice), and empty tombstones are removed.
+   * by their nearest live predecessor on the ring (exactly one node has a given tombstone in
+   * its gap), and empty tombstones are removed.
    */
   private async sweepTombstones(): Promise<void> {
-    for (const tomb of this.tombstones) {
+    for (const tomb of this.gap) {
       if (this.phase !== 'running') return;
-      if (rendezvous(`sweep|${tomb.id}`, this.alive) !== this.id) continue;
       const tasks = await this.orphansOf(tomb.id);
       if (tasks.length > 0) {
         this.emptySweeps.delete(tomb.id);
@@ -791,7 +826,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const item = await this.store.getNode(tomb.id);
       if (item && item.state !== 'alive' && (await this.store.removeNode(tomb.id, { inc: item.inc, state: item.state }))) {
         this.emptySweeps.delete(tomb.id);
-        await this.store.bumpCluster('members').catch(() => {});
       }
     }
   }

@@ -75,7 +75,7 @@ describe('store under network faults', () => {
     const proxy = await proxyFor(t);
     const store = storeVia(proxy, t, 1000);
     const plain = t.store();
-    await plain.joinNode({ id: 'p', inc: 1, counter: 5, state: 'alive', inbox: 0, taskCount: 0, capacity: 1, types: [], watch: {}, joinedAt: 'j' }, undefined);
+    await plain.joinNode({ id: 'p', inc: 1, counter: 5, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 1, types: [], watch: {}, joinedAt: 'j' }, undefined);
     proxy.inject('drop-reply', 'UpdateItem');
     expect(await store.declareDead('p', { inc: 1, counter: 5 }, 'observer')).toBe(true);
     expect(await plain.getNode('p')).toMatchObject({ state: 'dead', deadBy: 'observer' });

@@ -120,7 +120,7 @@ describe('takeover placement', () => {
 });
 
 describe('rebalancing on join', () => {
-  it('moves tasks to a new node gradually, within the per-period bound, and each task at most once', async () => {
+  it('moves tasks to a new node gradually, within the per-period bound, and never back and forth', async () => {
     const maxMovesPerTick = 2;
     const { t, tasks, ledger, nodes } = await cluster(['a', 'b', 'c'], 60, () => ({ maxMovesPerTick }));
     await Promise.all(nodes.map((w) => w.start()));
@@ -140,12 +140,15 @@ describe('rebalancing on join', () => {
     const steps = samples.slice(1).map((n, i) => n - samples[i]!);
     expect(Math.max(...steps)).toBeLessThanOrEqual(2 * 3 * maxMovesPerTick);
     expect(samples.length).toBeGreaterThan(2);
-    // Settled: no task moved twice, nothing keeps moving.
+    // Settled, without ping-pong: no task came back to a node it had left, and the moves
+    // were few (a task may travel on along the ring, but not back).
     await new Promise((resolve) => setTimeout(resolve, 8 * base.periodMs!));
     const moves = ledger.starts.slice(startsBefore);
-    const perTask = new Map<string, number>();
-    for (const s of moves) perTask.set(s.task, (perTask.get(s.task) ?? 0) + 1);
-    expect(Math.max(...perTask.values())).toBe(1);
+    for (const task of tasks) {
+      const path = [ledger.starts.filter((s, i) => i < startsBefore && s.task === task).at(-1)?.node, ...moves.filter((s) => s.task === task).map((s) => s.node)];
+      expect(new Set(path).size, `${task} moved ${path.join(' -> ')}`).toBe(path.length);
+    }
+    expect(moves.length).toBeLessThanOrEqual(2 * joiner.runningTasks().length);
     const counts = [...nodes, joiner].map((w) => w.runningTasks().length);
     expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(3);
     ledger.expectSafe();

@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ringKey } from '../lib/protocol/placement.js';
 import { keys } from '../lib/store/items.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
 import type { NodeItem, Store } from '../lib/store/store.js';
@@ -41,7 +42,7 @@ let seq = 0;
 const uid = (name: string) => `${name}-${Date.now().toString(36)}-${seq++}`;
 
 function node(id: string, inc = 1, overrides: Partial<NodeItem> = {}): NodeItem {
-  return { id, inc, counter: 0, state: 'alive', inbox: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: '2026-01-01T00:00:00Z', ...overrides };
+  return { id, inc, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: '2026-01-01T00:00:00Z', ...overrides };
 }
 
 describe.each([
@@ -128,21 +129,47 @@ describe.each([
       const b = uid('n');
       await h.store.joinNode(node(a), undefined);
       await h.store.joinNode(node(b), undefined);
-      const before = (await h.store.readNodes([])).cluster;
-      await h.store.bumpCluster('members');
+      const before = (await h.store.readNodes([])).cluster!;
       await h.store.bumpCluster('tasks');
       await h.store.bumpCluster('tasks');
       const { nodes, cluster } = await h.store.readNodes([a, b, uid('missing')]);
       expect([...nodes.keys()].sort()).toEqual([a, b].sort());
-      expect(cluster).toEqual({ members: before.members + 1, tasks: before.tasks + 2 });
+      expect(cluster).toEqual({ tasks: before.tasks + 2 });
+      expect((await h.store.readNodes([a], { cluster: false })).cluster).toBeUndefined();
     });
 
-    it('lists members with their state', async () => {
+    it('lists members with their state, in ring order', async () => {
       const a = uid('m');
       await h.store.joinNode(node(a), undefined);
       await h.store.markLeft(a, 1);
       const members = await h.store.listMembers();
-      expect(members).toContainEqual({ id: a, state: 'left' });
+      expect(members).toContainEqual({ id: a, state: 'left', ring: ringKey(a) });
+      expect(members.map((m) => m.ring)).toEqual(members.map((m) => m.ring).sort());
+    });
+
+    it('finds ring successors and predecessors of a position with small queries', async () => {
+      const ids = Array.from({ length: 6 }, () => uid('ring'));
+      for (const id of ids) await h.store.joinNode(node(id), undefined);
+      const all = (await h.store.listMembers()).map((m) => m.ring);
+      const mine = ids.map(ringKey).sort();
+      const pivot = mine[2]!;
+      const after = await h.store.ringSuccessors(pivot, 3);
+      expect(after.map((m) => m.ring)).toEqual(all.filter((r) => r > pivot).slice(0, 3));
+      const before = await h.store.ringPredecessors(pivot, 2);
+      expect(before.map((m) => m.ring)).toEqual(all.filter((r) => r < pivot).reverse().slice(0, 2));
+      expect((await h.store.ringSuccessors('', 1)).map((m) => m.ring)).toEqual(all.slice(0, 1));
+      expect((await h.store.ringPredecessors('\uffff', 1)).map((m) => m.ring)).toEqual(all.slice(-1));
+    });
+
+    it('notifies a node of neighbourhood changes without creating items', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      await h.store.notifyNeighbours(id);
+      await h.store.notifyNeighbours(id);
+      expect((await h.store.getNode(id))?.neighbours).toBe(2);
+      const ghost = uid('ghost');
+      await h.store.notifyNeighbours(ghost);
+      expect(await h.store.getNode(ghost)).toBeUndefined();
     });
 
     it('skips a corrupt node item with a warning and repairs it on the owner\'s next heartbeat', async () => {
@@ -156,7 +183,7 @@ describe.each([
       const beat = await h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter: 4, taskCount: 0, capacity: 1, types: [], watch: {} });
       expect(beat.ok && beat.node?.counter).toBe(4);
       expect((await h.store.readNodes([id])).nodes.get(id)?.counter).toBe(4);
-      expect(await h.store.listMembers()).toContainEqual({ id, state: 'alive' });
+      expect(await h.store.listMembers()).toContainEqual({ id, state: 'alive', ring: ringKey(id) });
     });
 
     it('lets a new incarnation replace an item whose identity is unreadable', async () => {

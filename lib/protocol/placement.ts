@@ -17,15 +17,33 @@ export function hash53(text: string, seed = 0): number {
   return 4294967296 * (2097151 & h2) + (h1 >>> 0);
 }
 
-/** The ring: live node ids in hash order, so neighbours are not correlated with naming (one host's workers). */
+/**
+ * A node's position on the ring: its id's hash as fixed-width hex, then the id. Stored on the
+ * node item as the sort key of the `members` index, so that a node finds its neighbours with
+ * one small query instead of reading the whole membership. Hash order keeps neighbours
+ * uncorrelated with naming (one host's workers are not all adjacent).
+ */
+export function ringKey(id: string): string {
+  return `${hash53(id).toString(16).padStart(14, '0')}#${id}`;
+}
+
+/** Position of a ring key as a number in [0, 2^53), for estimating the cluster's size. */
+export function ringPosition(key: string): number {
+  return Number.parseInt(key.slice(0, 14), 16);
+}
+
+export const ringSize = 2 ** 53;
+
+/** Ids in ring order. */
 export function ringOrder(ids: Iterable<string>): string[] {
-  return [...new Set(ids)].sort((a, b) => hash53(a) - hash53(b) || (a < b ? -1 : a > b ? 1 : 0));
+  return [...new Set(ids)].map((id) => ({ id, key: ringKey(id) })).sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0)).map((e) => e.id);
 }
 
 /**
- * The k successors of `self` on the ring: the peers it reads every period. Each node is
- * watched by its k predecessors, so a node goes undetected only if all k of them die with it;
- * their own watchers then find them, the ring re-forms, and the survivor next in line finds it.
+ * The k successors of `self` on the ring of live ids: the peers it reads every period. Each
+ * node is watched by its k predecessors, so a node goes undetected only if all k of them die
+ * with it; their own watchers then find them, the ring re-forms, and the survivor next in
+ * line finds it.
  */
 export function watchedPeers(self: string, liveIds: Iterable<string>, k: number): string[] {
   const ring = ringOrder([...liveIds, self]);

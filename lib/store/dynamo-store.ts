@@ -10,6 +10,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
+import { ringKey } from '../protocol/placement.js';
 import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
 import {
   AmbiguousWriteError,
@@ -184,7 +185,7 @@ export class DynamoStore implements Store {
   }
 
   async joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean> {
-    const item = { ...keys.node(node.id), member: keys.memberPartition, ...node };
+    const item = { ...keys.node(node.id), member: keys.memberPartition, ring: ringKey(node.id), ...node };
     const condition =
       expected === undefined
         ? // No item, or one whose identity is unreadable (see MemoryStore's hasIdentity).
@@ -219,7 +220,8 @@ export class DynamoStore implements Store {
             // on the next beat (the inbox belongs to others and is only created if missing).
             UpdateExpression:
               'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch, ' +
-              '#id = :id, #member = :member, #joinedAt = :joinedAt, #inbox = if_not_exists(#inbox, :zero)',
+              '#id = :id, #member = :member, #ring = :ring, #joinedAt = :joinedAt, ' +
+              '#inbox = if_not_exists(#inbox, :zero), #neighbours = if_not_exists(#neighbours, :zero)',
             ConditionExpression: '#inc = :inc AND #state = :alive',
             ExpressionAttributeNames: {
               '#counter': 'counter',
@@ -231,8 +233,10 @@ export class DynamoStore implements Store {
               '#watch': 'watch',
               '#id': 'id',
               '#member': 'member',
+              '#ring': 'ring',
               '#joinedAt': 'joinedAt',
               '#inbox': 'inbox',
+              '#neighbours': 'neighbours',
             },
             ExpressionAttributeValues: {
               ':counter': input.counter,
@@ -242,6 +246,7 @@ export class DynamoStore implements Store {
               ':watch': input.watch,
               ':id': input.id,
               ':member': keys.memberPartition,
+              ':ring': ringKey(input.id),
               ':joinedAt': input.joinedAt,
               ':zero': 0,
               ':inc': input.inc,
@@ -258,9 +263,10 @@ export class DynamoStore implements Store {
     return { ok: false, current: out.current ? parseNode(out.current, this.warn) : undefined };
   }
 
-  async readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }> {
-    const wanted = [...new Set(ids)].map((id) => keys.node(id));
-    wanted.push(keys.cluster);
+  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }> {
+    const wanted: Record<string, unknown>[] = [...new Set(ids)].map((id) => keys.node(id));
+    const withCluster = options.cluster !== false;
+    if (withCluster) wanted.push(keys.cluster);
     const found: Raw[] = [];
     for (let i = 0; i < wanted.length; i += 100) {
       let pending: Record<string, unknown>[] = wanted.slice(i, i + 100);
@@ -279,7 +285,7 @@ export class DynamoStore implements Store {
       }
     }
     const nodes = new Map<string, NodeItem>();
-    let cluster: ClusterItem = { members: 0, tasks: 0 };
+    let cluster: ClusterItem | undefined = withCluster ? { tasks: 0 } : undefined;
     for (const raw of found) {
       if (raw['pk'] === keys.cluster.pk) {
         cluster = parseCluster(raw);
@@ -291,30 +297,48 @@ export class DynamoStore implements Store {
     return { nodes, cluster };
   }
 
-  async listMembers(): Promise<MemberEntry[]> {
+  /** One query of the members index; `range` narrows it to one side of a ring position. */
+  private async queryMembers(what: string, range: { op: '>' | '<'; key: string } | undefined, forward: boolean, limit?: number): Promise<MemberEntry[]> {
     const members: MemberEntry[] = [];
     let start: Record<string, unknown> | undefined;
     do {
-      const out = await this.read('list members', () =>
+      const out = await this.read(what, () =>
         this.send<{ Items?: Raw[]; LastEvaluatedKey?: Record<string, unknown> }>(
           new QueryCommand({
             TableName: this.table,
             IndexName: keys.membersIndex,
-            KeyConditionExpression: '#member = :member',
-            ExpressionAttributeNames: { '#member': 'member' },
-            ExpressionAttributeValues: { ':member': keys.memberPartition },
+            KeyConditionExpression: range ? `#member = :member AND #ring ${range.op} :ring` : '#member = :member',
+            ExpressionAttributeNames: range ? { '#member': 'member', '#ring': 'ring' } : { '#member': 'member' },
+            ExpressionAttributeValues: range ? { ':member': keys.memberPartition, ':ring': range.key } : { ':member': keys.memberPartition },
+            ScanIndexForward: forward,
             ExclusiveStartKey: start,
+            ...(limit !== undefined ? { Limit: limit - members.length } : {}),
           }),
         ),
       );
       for (const raw of out.Items ?? []) {
-        const { id, state } = raw;
-        if (typeof id === 'string' && (state === 'alive' || state === 'dead' || state === 'left')) members.push({ id, state });
-        else this.warn(`skipping corrupt member entry ${String(raw['pk'])}`);
+        const pk = raw['pk'];
+        const { state, ring } = raw;
+        if (typeof pk === 'string' && typeof ring === 'string' && (state === 'alive' || state === 'dead' || state === 'left')) {
+          members.push({ id: pk.slice('node#'.length), state, ring });
+        } else this.warn(`skipping corrupt member entry ${String(pk)}`);
       }
       start = out.LastEvaluatedKey;
-    } while (start);
+    } while (start && (limit === undefined || members.length < limit));
     return members;
+  }
+
+  listMembers(): Promise<MemberEntry[]> {
+    return this.queryMembers('list members', undefined, true);
+  }
+
+  ringSuccessors(after: string, limit: number): Promise<MemberEntry[]> {
+    // DynamoDB refuses an empty string in a key condition; '' means "from the start".
+    return this.queryMembers('ring successors', after === '' ? undefined : { op: '>', key: after }, true, limit);
+  }
+
+  ringPredecessors(before: string, limit: number): Promise<MemberEntry[]> {
+    return this.queryMembers('ring predecessors', { op: '<', key: before }, false, limit);
   }
 
   async declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean> {
@@ -396,6 +420,23 @@ export class DynamoStore implements Store {
             TableName: this.table,
             Key: keys.node(id),
             UpdateExpression: 'ADD inbox :one',
+            ConditionExpression: 'attribute_exists(pk)',
+            ExpressionAttributeValues: { ':one': 1 },
+          }),
+        ),
+      () => true,
+    );
+  }
+
+  async notifyNeighbours(id: string): Promise<void> {
+    await this.write(
+      'notify neighbours',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            UpdateExpression: 'ADD neighbours :one',
             ConditionExpression: 'attribute_exists(pk)',
             ExpressionAttributeValues: { ':one': 1 },
           }),

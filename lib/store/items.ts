@@ -5,18 +5,21 @@ import type { ClusterItem, NodeItem, TaskItem } from './store.js';
  * The table's key design, written down once.
  *
  *   item      pk               sk         other keys
- *   node      node#<nodeId>    node       member = "cluster"  -> index "members" (member, id)
- *   task      task#<taskId>    task       owner  = <nodeId> | "#free" -> index "byOwner" (owner, id)
+ *   node      node#<nodeId>    node       member = "cluster", ring = <ring key>  -> index "members" (member, ring)
+ *   task      task#<taskId>    task       owner  = <nodeId> | "#free"            -> index "byOwner" (owner, id)
  *   cluster   cluster          cluster
  *
  * - One partition per node: every node rewrites its own item once per period, so
  *   heartbeats spread over partitions instead of heating one.
- * - "members" is a sparse, keys-only index (plus state) over node items. Heartbeats change
- *   neither its keys nor its projected attributes, so they cost no index writes.
+ * - "members" is a sparse index over node items, sorted by ring position (the hash of the
+ *   id, see placement.ts), projecting only id and state. A node finds its ring neighbours
+ *   with one small query, so joins, leaves and deaths cost O(k) reads, not a read of the
+ *   whole membership by every node. Heartbeats change neither its keys nor its projected
+ *   attributes, so they cost no index writes.
  * - "byOwner" finds the tasks of one owner, and the tasks waiting for one ("#free"), without
  *   scanning. Done and failed tasks drop the attribute and so leave the index.
- * - The cluster item holds two change counters that tell peers when to re-read membership
- *   or look for unowned tasks, so that neither is polled with a query every period.
+ * - The cluster item holds a change counter for unowned tasks: nodes look for tasks to claim
+ *   when it moves, instead of querying for them every period.
  */
 export const keys = {
   node: (id: string) => ({ pk: `node#${id}`, sk: 'node' }),
@@ -42,6 +45,7 @@ export const nodeItemSchema = z.object({
   capacity: count,
   types: z.array(z.string()),
   watch: z.record(z.string(), watchRecordSchema),
+  neighbours: count.default(0),
   settings: z
     .object({ periodMs: z.number(), staleTicks: z.number(), driftBound: z.number(), fenceMs: z.number(), handlerStopMs: z.number() })
     .optional(),
@@ -64,7 +68,7 @@ export const taskItemSchema = z.object({
   createdAt: z.string(),
 });
 
-export const clusterItemSchema = z.object({ members: count.default(0), tasks: count.default(0) });
+export const clusterItemSchema = z.object({ tasks: count.default(0) });
 
 export type Warn = (message: string) => void;
 
@@ -87,7 +91,7 @@ export function parseTask(raw: Record<string, unknown>, warn: Warn): TaskItem | 
 
 export function parseCluster(raw: Record<string, unknown> | undefined): ClusterItem {
   const parsed = clusterItemSchema.safeParse(raw ?? {});
-  return parsed.success ? parsed.data : { members: 0, tasks: 0 };
+  return parsed.success ? parsed.data : { tasks: 0 };
 }
 
 function describe(error: z.ZodError): string {

@@ -1,3 +1,4 @@
+import { ringKey } from '../protocol/placement.js';
 import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
 import type {
   ClusterItem,
@@ -63,7 +64,7 @@ export class MemoryStore implements Store {
     const current = this.get(keys.node(node.id));
     const matches = expected === undefined ? !hasIdentity(current) : current?.['inc'] === expected.inc && current?.['state'] === expected.state;
     if (!matches) return false;
-    this.set(keys.node(node.id), { ...structuredClone(node), member: keys.memberPartition });
+    this.set(keys.node(node.id), { ...structuredClone(node), member: keys.memberPartition, ring: ringKey(node.id) });
     return true;
   }
 
@@ -80,29 +81,50 @@ export class MemoryStore implements Store {
       watch: input.watch,
       id: input.id,
       member: keys.memberPartition,
+      ring: ringKey(input.id),
       joinedAt: input.joinedAt,
     }));
     if (current['inbox'] === undefined) current['inbox'] = 0;
+    if (current['neighbours'] === undefined) current['neighbours'] = 0;
     return { ok: true, node: parseNode(structuredClone(current), this.warn) };
   }
 
-  async readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }> {
+  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }> {
     const nodes = new Map<string, NodeItem>();
     for (const id of new Set(ids)) {
       const node = this.node(id);
       if (node) nodes.set(id, node);
     }
-    return { nodes, cluster: parseCluster(this.get(keys.cluster)) };
+    return { nodes, cluster: options.cluster === false ? undefined : parseCluster(this.get(keys.cluster)) };
+  }
+
+  /** The members index: node items in ring order, id (from pk) and state only. */
+  private members(): MemberEntry[] {
+    const members: MemberEntry[] = [];
+    for (const raw of this.items.values()) {
+      if (raw['member'] !== keys.memberPartition || typeof raw['ring'] !== 'string') continue;
+      const id = String(raw['pk']).slice('node#'.length);
+      const state = raw['state'];
+      if (state === 'alive' || state === 'dead' || state === 'left') members.push({ id, state, ring: raw['ring'] });
+    }
+    return members.sort((a, b) => (a.ring < b.ring ? -1 : a.ring > b.ring ? 1 : 0));
   }
 
   async listMembers(): Promise<MemberEntry[]> {
-    const members: MemberEntry[] = [];
-    for (const raw of this.items.values()) {
-      if (raw['member'] !== keys.memberPartition) continue;
-      const { id, state } = raw;
-      if (typeof id === 'string' && (state === 'alive' || state === 'dead' || state === 'left')) members.push({ id, state });
-    }
-    return members.sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+    return this.members();
+  }
+
+  async ringSuccessors(after: string, limit: number): Promise<MemberEntry[]> {
+    return this.members()
+      .filter((m) => m.ring > after)
+      .slice(0, limit);
+  }
+
+  async ringPredecessors(before: string, limit: number): Promise<MemberEntry[]> {
+    return this.members()
+      .filter((m) => m.ring < before)
+      .reverse()
+      .slice(0, limit);
   }
 
   async declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean> {
@@ -135,6 +157,11 @@ export class MemoryStore implements Store {
   async notify(id: string): Promise<void> {
     const current = this.get(keys.node(id));
     if (current) current['inbox'] = (typeof current['inbox'] === 'number' ? current['inbox'] : 0) + 1;
+  }
+
+  async notifyNeighbours(id: string): Promise<void> {
+    const current = this.get(keys.node(id));
+    if (current) current['neighbours'] = (typeof current['neighbours'] === 'number' ? current['neighbours'] : 0) + 1;
   }
 
   async bumpCluster(field: keyof ClusterItem): Promise<void> {

@@ -28,6 +28,8 @@ export interface NodeItem {
   state: NodeState;
   /** Bumped by anyone who changed this node's tasks behind its back (handover, delete, release request). */
   inbox: number;
+  /** Bumped when a node joins or leaves next to this one on the ring: time to re-read the neighbourhood. */
+  neighbours: number;
   taskCount: number;
   capacity: number;
   /** Task types this node has handlers for; takeover only hands a node tasks it can run. */
@@ -70,15 +72,15 @@ export interface TaskItem {
 }
 
 export interface ClusterItem {
-  /** Bumped on every join, leave and death: peers re-read membership when it changes. */
-  members: number;
-  /** Bumped when tasks become claimable: peers look for unowned tasks when it changes. */
+  /** Bumped when tasks become claimable: nodes look for unowned tasks when it changes. */
   tasks: number;
 }
 
 export interface MemberEntry {
   id: string;
   state: NodeState;
+  /** Ring position (placement.ts ringKey). */
+  ring: string;
 }
 
 /** Ownership a task is expected to have before a compare-and-set on it. */
@@ -128,10 +130,17 @@ export interface Store {
   joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean>;
   /** The token operation: sets the counter, refused unless the item is this live incarnation. Idempotent. */
   heartbeat(input: HeartbeatInput): Promise<HeartbeatResult>;
-  /** Strongly consistent read of some nodes plus the cluster item. Corrupt items are left out. */
-  readNodes(ids: string[]): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem }>;
-  /** Every node item's id and state (eventually consistent; from the membership index). */
+  /**
+   * Strongly consistent read of some nodes, plus the cluster item unless `cluster: false`.
+   * Corrupt items are left out.
+   */
+  readNodes(ids: string[], options?: { cluster?: boolean }): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }>;
+  /** Every node item's id and state, in ring order (eventually consistent; from the members index). */
   listMembers(): Promise<MemberEntry[]>;
+  /** Up to `limit` members after ring position `after` ('' for the start), in ring order. */
+  ringSuccessors(after: string, limit: number): Promise<MemberEntry[]>;
+  /** Up to `limit` members before ring position `before` ('\uffff' for the end), nearest first. */
+  ringPredecessors(before: string, limit: number): Promise<MemberEntry[]>;
   /** Compare-and-set on the counter that was observed: only one observer can win. */
   declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean>;
   /** Marks this incarnation as gone after a graceful leave. */
@@ -142,6 +151,8 @@ export interface Store {
   peekInbox(id: string): Promise<number | undefined>;
   /** Tells a node that its tasks changed behind its back (no-op if the node item is gone). */
   notify(id: string): Promise<void>;
+  /** Tells a node that its ring neighbourhood changed (no-op if the node item is gone). */
+  notifyNeighbours(id: string): Promise<void>;
   bumpCluster(field: keyof ClusterItem): Promise<void>;
 
   // --- tasks ---

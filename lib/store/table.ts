@@ -15,8 +15,9 @@ export const tableSchema = {
   partitionKey: 'pk',
   sortKey: 'sk',
   indexes: [
-    // Keys only plus `state`: heartbeats change neither, so they cost no index writes.
-    { name: keys.membersIndex, partitionKey: 'member', sortKey: 'id', projection: { type: 'INCLUDE', attributes: ['state'] } },
+    // Sorted by ring position; keys and `state` only (the id is in pk): heartbeats change
+    // neither, so they cost no index writes.
+    { name: keys.membersIndex, partitionKey: 'member', sortKey: 'ring', projection: { type: 'INCLUDE', attributes: ['state'] } },
     // All attributes: a takeover needs the token, type and payload of every task it moves.
     { name: keys.ownerIndex, partitionKey: 'owner', sortKey: 'id', projection: { type: 'ALL' } },
   ],
