@@ -1,0 +1,24 @@
+# The keeper worker: `keeper worker` with the built-in demo handler. KeeperCluster runs it
+# on Fargate with KEEPER_TABLE, KEEPER_PERIOD_MS and KEEPER_METRICS=emf set.
+
+FROM node:20-slim AS build
+WORKDIR /app
+COPY package.json package-lock.json ./
+# --ignore-scripts: `prepare` would compile before the sources are here; the build step below does it.
+RUN npm ci --ignore-scripts
+COPY tsconfig.json tsconfig.build.json ./
+COPY lib ./lib
+RUN npm run build
+
+FROM node:20-slim
+ENV NODE_ENV=production
+WORKDIR /app
+COPY package.json package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts && npm cache clean --force
+COPY --from=build /app/dist ./dist
+COPY bin ./bin
+# No root, and nothing to write: ECS runs the container with a read-only root filesystem.
+USER node
+# Run node directly (no npm, no shell) so that ECS's SIGTERM reaches the worker, which then
+# hands its tasks over before it exits.
+CMD ["node", "bin/keeper.js", "worker"]
