@@ -1,7 +1,7 @@
 import middy from '@middy/core';
 import httpErrorHandler from '@middy/http-error-handler';
 import httpJsonBodyParser from '@middy/http-json-body-parser';
-import type { APIGatewayProxyEventV2, APIGatewayProxyResultV2, Context } from 'aws-lambda';
+import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context } from 'aws-lambda';
 import { InvalidCursorError } from '../lib/store/dynamo-store.js';
 import { AmbiguousWriteError, StoreUnavailableError } from '../lib/store/store.js';
 
@@ -55,7 +55,7 @@ export function problemFor(error: unknown): HttpProblem | undefined {
   return undefined;
 }
 
-const problemResponses = (): middy.MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyResultV2> => ({
+const problemResponses = (): middy.MiddlewareObj<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2> => ({
   onError: async (request) => {
     const problem = problemFor(request.error);
     if (!problem) return; // left to http-error-handler: a 500 with a generic body, logged
@@ -79,7 +79,7 @@ function logUnexpected(error: unknown): void {
  * body is parsed first and a malformed one never reaches the operation.
  */
 export function httpHandler(operation: Operation, options: { jsonBody?: boolean } = {}) {
-  const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyResultV2, Error, Context>()
+  const handler = middy<APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Error, Context>()
     // onError middlewares run last-registered first: problemResponses shapes the error,
     // then http-error-handler writes the response.
     .use(httpErrorHandler({ logger: logUnexpected, fallbackMessage: internalError }))
