@@ -116,6 +116,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private latestNeighbours: number | undefined;
   private processedNeighbours: number | undefined;
   private seenTasks = -1;
+  /** Predecessors read as extra witnesses for a few periods after joining (see announce). */
+  private warmupPeers: string[] = [];
+  private warmupUntil = -1;
   private processedInbox = -1;
   private resyncPending = 0;
   private freeBacklog = false;
@@ -510,7 +513,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (this.neighboursDirty || this.periodic() || this.ticks >= this.refreshAgainAt) await this.refreshNeighbourhood();
     if (this.phase !== 'running') return;
 
-    const { nodes, cluster } = await this.store.readNodes(this.watched, { cluster: this.readsClusterNow() });
+    const witnesses = this.ticks <= this.warmupUntil ? this.warmupPeers.filter((id) => !this.watched.includes(id)) : [];
+    const { nodes, cluster } = await this.store.readNodes([...this.watched, ...witnesses], { cluster: this.readsClusterNow() });
     if (this.phase !== 'running') return;
     for (const id of this.watched) if (nodes.get(id)?.state !== 'alive') this.neighboursDirty = true;
     this.peers = nodes;
@@ -586,6 +590,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async announce(): Promise<void> {
     try {
       const predecessors = await livePredecessors(this.store, this.id, this.config.watchPeers);
+      // They watch the peers this node now watches, and publish what they have seen: read
+      // them too for K periods, so this node need not watch a dead peer for a full window.
+      this.warmupPeers = predecessors.map((m) => m.id);
+      this.warmupUntil = this.ticks + this.config.staleTicks + 1;
       await Promise.all(predecessors.map((m) => this.store.notifyNeighbours(m.id).catch(() => {})));
     } catch (error) {
       // Their periodic refresh will find us anyway.

@@ -6,14 +6,18 @@ import type { NodeItem, WatchRecord } from '../store/store.js';
  *
  * For every watched peer p the detector remembers the moment it first saw p's current counter
  * value: its own counter then (`since`) and the counters of the other nodes it reads
- * (`snapshot`). p's staleness is the *lower median* of how far those witnesses have advanced
- * since: the benchmark. p is stale once that reaches K ticks (staleTicks).
+ * (`snapshot`). Each witness's progress since then is evidence of how long p has stood still;
+ * p's staleness (the benchmark) is the strongest evidence once the single strongest is
+ * discounted, when there are three witnesses or more. p is stale once that reaches K ticks.
  *
  * Why this is safe: the value was first seen after p sent the heartbeat that wrote it, and a
  * witness needs K-1 full periods of its own clock for K increments after a sighting. With every
  * clock within the drift bound that is at least (K-1) * P / f of real time, which the config
- * check keeps longer than p's own self-fencing window. A median of several witnesses also
- * outvotes a minority of clocks that run outside the bound. Clock *offsets* never enter.
+ * check keeps longer than p's own self-fencing window. Discounting the strongest evidence means
+ * one witness whose clock runs outside the bound cannot alone get p declared dead. (A median
+ * would do that too, but would also let a witness that merely started watching late, such as
+ * a freshly started observer itself, drown out witnesses that have watched p for long.)
+ * Clock *offsets* never enter.
  *
  * - Witnesses that stopped advancing (dead themselves, or cut off) are left out, so several
  *   neighbours dying together do not shield each other; the observer's own counter always
@@ -46,11 +50,11 @@ interface Progress {
   changedAt: number;
 }
 
-/** Lower median: with an even count, the smaller middle value (the conservative choice). */
-export function lowerMedian(values: number[]): number | undefined {
-  if (values.length === 0) return undefined;
-  const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor((sorted.length - 1) / 2)];
+/** The benchmark from the witnesses' evidence: the largest, or the second largest once there are three or more. */
+export function benchmark(evidence: number[]): number | undefined {
+  if (evidence.length === 0) return undefined;
+  const sorted = [...evidence].sort((a, b) => b - a);
+  return evidence.length >= 3 ? sorted[1] : sorted[0];
 }
 
 export class Detector {
@@ -131,7 +135,7 @@ export class Detector {
       const delta = node.counter - Math.min(...bases);
       if (delta > 0) deltas.push(delta);
     }
-    return lowerMedian(deltas) ?? 0;
+    return benchmark(deltas) ?? 0;
   }
 
   /** Whether a node's counter moved within the last tick or two: safe to hand tasks to. */

@@ -30,12 +30,16 @@ function hasIdentity(raw: Raw | undefined): boolean {
  */
 export class MemoryStore implements Store {
   private readonly items = new Map<string, Raw>();
+  /** The byOwner index: owner attribute -> keys of task items. */
+  private readonly ownerIndex = new Map<string, Set<string>>();
+  /** The members index: keys of node items, sorted by ring position. */
+  private readonly ringIndex: Array<{ ring: string; key: string }> = [];
 
   constructor(private readonly warn: Warn = () => {}) {}
 
   /** Writes a raw record, bypassing every check: for tests that corrupt the table. */
   putRaw(key: { pk: string; sk: string }, record: Raw): void {
-    this.items.set(`${key.pk}|${key.sk}`, structuredClone({ ...record, ...key }));
+    this.mutate(key, () => void this.items.set(`${key.pk}|${key.sk}`, structuredClone({ ...record, ...key })));
   }
 
   private get(key: { pk: string; sk: string }): Raw | undefined {
@@ -43,7 +47,55 @@ export class MemoryStore implements Store {
   }
 
   private set(key: { pk: string; sk: string }, record: Raw): void {
-    this.items.set(`${key.pk}|${key.sk}`, { ...record, ...key });
+    this.mutate(key, () => void this.items.set(`${key.pk}|${key.sk}`, { ...record, ...key }));
+  }
+
+  private delete(key: { pk: string; sk: string }): void {
+    this.mutate(key, () => void this.items.delete(`${key.pk}|${key.sk}`));
+  }
+
+  /** Every write goes through here, so the indexes follow the items as DynamoDB's would. */
+  private mutate<T>(key: { pk: string; sk: string }, change: (raw: Raw | undefined) => T): T {
+    const k = `${key.pk}|${key.sk}`;
+    const before = this.items.get(k);
+    if (before) this.unindex(k, before);
+    try {
+      return change(before);
+    } finally {
+      const after = this.items.get(k);
+      if (after) this.index(k, after);
+    }
+  }
+
+  private index(k: string, raw: Raw): void {
+    if (String(raw['pk']).startsWith('task#') && typeof raw['owner'] === 'string') {
+      const set = this.ownerIndex.get(raw['owner']) ?? new Set<string>();
+      set.add(k);
+      this.ownerIndex.set(raw['owner'], set);
+    }
+    if (raw['member'] === keys.memberPartition && typeof raw['ring'] === 'string') {
+      this.ringIndex.splice(this.ringAt(raw['ring']), 0, { ring: raw['ring'], key: k });
+    }
+  }
+
+  private unindex(k: string, raw: Raw): void {
+    if (typeof raw['owner'] === 'string') this.ownerIndex.get(raw['owner'])?.delete(k);
+    if (raw['member'] === keys.memberPartition && typeof raw['ring'] === 'string') {
+      const at = this.ringAt(raw['ring']);
+      if (this.ringIndex[at]?.key === k) this.ringIndex.splice(at, 1);
+    }
+  }
+
+  /** First position in the ring index whose ring key is >= `ring` (binary search). */
+  private ringAt(ring: string): number {
+    let lo = 0;
+    let hi = this.ringIndex.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (this.ringIndex[mid]!.ring < ring) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
   }
 
   private node(id: string): NodeItem | undefined {
@@ -69,7 +121,10 @@ export class MemoryStore implements Store {
   }
 
   async heartbeat(input: HeartbeatInput): Promise<HeartbeatResult> {
-    const current = this.get(keys.node(input.id));
+    return this.mutate(keys.node(input.id), (current) => this.beat(input, current));
+  }
+
+  private beat(input: HeartbeatInput, current: Raw | undefined): HeartbeatResult {
     if (!current || current['inc'] !== input.inc || current['state'] !== 'alive') {
       return { ok: false, current: current ? parseNode(structuredClone(current), this.warn) : undefined };
     }
@@ -98,54 +153,58 @@ export class MemoryStore implements Store {
     return { nodes, cluster: options.cluster === false ? undefined : parseCluster(this.get(keys.cluster)) };
   }
 
-  /** The members index: node items in ring order, id (from pk) and state only. */
-  private members(): MemberEntry[] {
-    const members: MemberEntry[] = [];
-    for (const raw of this.items.values()) {
-      if (raw['member'] !== keys.memberPartition || typeof raw['ring'] !== 'string') continue;
-      const id = String(raw['pk']).slice('node#'.length);
-      const state = raw['state'];
-      if (state === 'alive' || state === 'dead' || state === 'left') members.push({ id, state, ring: raw['ring'] });
-    }
-    return members.sort((a, b) => (a.ring < b.ring ? -1 : a.ring > b.ring ? 1 : 0));
+  private member(entry: { key: string }): MemberEntry | undefined {
+    const raw = this.items.get(entry.key);
+    const state = raw?.['state'];
+    if (!raw || typeof raw['ring'] !== 'string' || (state !== 'alive' && state !== 'dead' && state !== 'left')) return undefined;
+    return { id: String(raw['pk']).slice('node#'.length), state, ring: raw['ring'] };
   }
 
   async listMembers(): Promise<MemberEntry[]> {
-    return this.members();
+    return this.ringIndex.map((e) => this.member(e)).filter((m): m is MemberEntry => m !== undefined);
   }
 
   async ringSuccessors(after: string, limit: number): Promise<MemberEntry[]> {
-    return this.members()
-      .filter((m) => m.ring > after)
-      .slice(0, limit);
+    const out: MemberEntry[] = [];
+    for (let i = after === '' ? 0 : this.ringAt(after); i < this.ringIndex.length && out.length < limit; i++) {
+      const entry = this.ringIndex[i]!;
+      if (entry.ring <= after) continue;
+      const member = this.member(entry);
+      if (member) out.push(member);
+    }
+    return out;
   }
 
   async ringPredecessors(before: string, limit: number): Promise<MemberEntry[]> {
-    return this.members()
-      .filter((m) => m.ring < before)
-      .reverse()
-      .slice(0, limit);
+    const out: MemberEntry[] = [];
+    for (let i = this.ringAt(before) - 1; i >= 0 && out.length < limit; i--) {
+      const member = this.member(this.ringIndex[i]!);
+      if (member) out.push(member);
+    }
+    return out;
   }
 
   async declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean> {
-    const current = this.get(keys.node(id));
-    if (!current || current['inc'] !== observed.inc || current['counter'] !== observed.counter || current['state'] !== 'alive') return false;
-    current['state'] = 'dead';
-    current['deadBy'] = by;
-    return true;
+    return this.mutate(keys.node(id), (current) => {
+      if (!current || current['inc'] !== observed.inc || current['counter'] !== observed.counter || current['state'] !== 'alive') return false;
+      current['state'] = 'dead';
+      current['deadBy'] = by;
+      return true;
+    });
   }
 
   async markLeft(id: string, inc: number): Promise<boolean> {
-    const current = this.get(keys.node(id));
-    if (!current || current['inc'] !== inc || current['state'] !== 'alive') return false;
-    current['state'] = 'left';
-    return true;
+    return this.mutate(keys.node(id), (current) => {
+      if (!current || current['inc'] !== inc || current['state'] !== 'alive') return false;
+      current['state'] = 'left';
+      return true;
+    });
   }
 
   async removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean> {
     const current = this.get(keys.node(id));
     if (!current || current['inc'] !== expected.inc || current['state'] !== expected.state) return false;
-    this.items.delete(`${keys.node(id).pk}|${keys.node(id).sk}`);
+    this.delete(keys.node(id));
     return true;
   }
 
@@ -203,7 +262,7 @@ export class MemoryStore implements Store {
   async deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined> {
     const raw = this.get(keys.task(id));
     if (!raw || (expected && !this.owns(raw, expected))) return undefined;
-    this.items.delete(`${keys.task(id).pk}|${keys.task(id).sk}`);
+    this.delete(keys.task(id));
     return parseTask(structuredClone(raw), this.warn) ?? (raw as unknown as TaskItem);
   }
 
@@ -221,8 +280,8 @@ export class MemoryStore implements Store {
 
   private byOwner(owner: string, limit = Number.POSITIVE_INFINITY): TaskItem[] {
     const out: TaskItem[] = [];
-    const matching = [...this.items.values()]
-      .filter((raw) => raw['owner'] === owner && String(raw['pk']).startsWith('task#'))
+    const matching = [...(this.ownerIndex.get(owner) ?? [])]
+      .map((k) => this.items.get(k)!)
       .sort((a, b) => (String(a['id']) < String(b['id']) ? -1 : 1));
     for (const raw of matching) {
       if (out.length >= limit) break;
@@ -241,24 +300,26 @@ export class MemoryStore implements Store {
   }
 
   async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
-    const raw = this.get(keys.task(id));
-    if (!this.owns(raw, from)) return undefined;
-    raw['owner'] = to.owner ?? keys.freeOwner;
-    raw['ownerInc'] = to.ownerInc;
-    raw['token'] = from.token + 1;
-    delete raw['releaseRequested'];
-    return parseTask(structuredClone(raw), this.warn);
+    return this.mutate(keys.task(id), (raw) => {
+      if (!this.owns(raw, from)) return undefined;
+      raw['owner'] = to.owner ?? keys.freeOwner;
+      raw['ownerInc'] = to.ownerInc;
+      raw['token'] = from.token + 1;
+      delete raw['releaseRequested'];
+      return parseTask(structuredClone(raw), this.warn);
+    });
   }
 
   async updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean> {
-    const raw = this.get(keys.task(id));
-    if (!this.owns(raw, expected)) return false;
-    for (const [field, value] of Object.entries(patch)) {
-      if (value !== undefined) raw[field] = structuredClone(value);
-    }
-    const owner = ownerAttribute(expected.owner, patch.state ?? 'ready');
-    if (owner === undefined) delete raw['owner'];
-    return true;
+    return this.mutate(keys.task(id), (raw) => {
+      if (!this.owns(raw, expected)) return false;
+      for (const [field, value] of Object.entries(patch)) {
+        if (value !== undefined) raw[field] = structuredClone(value);
+      }
+      const owner = ownerAttribute(expected.owner, patch.state ?? 'ready');
+      if (owner === undefined) delete raw['owner'];
+      return true;
+    });
   }
 
   async requestRelease(id: string): Promise<TaskItem | undefined> {

@@ -1,0 +1,130 @@
+import { describe, expect, it } from 'vitest';
+import { benchmark, Detector } from '../lib/protocol/detector.js';
+import { placeTasks, rebalanceCount, rendezvous, ringKey, ringOrder, watchedPeers } from '../lib/protocol/placement.js';
+import type { NodeItem } from '../lib/store/store.js';
+
+function item(id: string, counter: number, extra: Partial<NodeItem> = {}): NodeItem {
+  return { id, inc: 1, counter, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j', ...extra };
+}
+const read = (...items: NodeItem[]) => new Map(items.map((i) => [i.id, i]));
+
+describe('detector: staleness from the cluster\'s own counters', () => {
+  it('takes the strongest evidence, discounting the single strongest once there are three witnesses', () => {
+    expect(benchmark([])).toBeUndefined();
+    expect(benchmark([5])).toBe(5);
+    expect(benchmark([9, 1])).toBe(9);
+    expect(benchmark([3, 9, 1])).toBe(3);
+    expect(benchmark([3, 9, 1, 8])).toBe(8);
+  });
+
+  it('counts ticks of the witnesses since the peer\'s value was first seen, not time on anyone\'s clock', () => {
+    const d = new Detector('me', 4);
+    d.observe(10, read(item('p', 7), item('w1', 100), item('w2', 50)), ['p', 'w1', 'w2']);
+    expect(d.staleness('p')).toBe(0);
+    d.observe(12, read(item('p', 7), item('w1', 102), item('w2', 52)), ['p', 'w1', 'w2']);
+    expect(d.staleness('p')).toBe(2);
+    d.observe(14, read(item('p', 7), item('w1', 104), item('w2', 54)), ['p', 'w1', 'w2']);
+    expect(d.suspects()).toEqual([{ id: 'p', inc: 1, counter: 7, staleness: 4 }]);
+    // The peer's counter moves: it starts over.
+    d.observe(15, read(item('p', 8), item('w1', 105), item('w2', 55)), ['p', 'w1', 'w2']);
+    expect(d.staleness('p')).toBe(0);
+  });
+
+  it('is not fooled by one witness whose clock runs far too fast', () => {
+    const d = new Detector('me', 4);
+    d.observe(10, read(item('p', 7), item('fast', 0), item('w', 0)), ['p', 'fast', 'w']);
+    d.observe(11, read(item('p', 7), item('fast', 50), item('w', 1)), ['p', 'fast', 'w']);
+    // Evidence: this node 1, w 1, fast 50: the outlier is discounted.
+    expect(d.staleness('p')).toBe(1);
+  });
+
+  it('leaves out witnesses that stopped advancing, so neighbours dying together do not hide each other', () => {
+    const d = new Detector('me', 4, 2);
+    d.observe(10, read(item('p', 7), item('q', 3), item('r', 4)), ['p', 'q', 'r']);
+    for (let c = 11; c <= 16; c++) d.observe(c, read(item('p', 7), item('q', 3), item('r', 4)), ['p', 'q', 'r']);
+    // q and r are stuck too; only this node's own counter still counts.
+    expect(d.staleness('p')).toBe(6);
+  });
+
+  it('uses a live witness\'s published sighting, so a fresh observer need not wait a full window', () => {
+    const d = new Detector('fresh', 4);
+    const witness = item('w', 40, { watch: { p: { inc: 1, counter: 7, since: 34 } } });
+    d.observe(1, read(item('p', 7), witness), ['p', 'w']);
+    d.observe(2, read(item('p', 7), { ...witness, counter: 41 }), ['p', 'w']);
+    expect(d.staleness('p')).toBe(7);
+    // A sighting of an older value is no evidence about the current one.
+    const d2 = new Detector('fresh', 4);
+    const old = item('w', 40, { watch: { p: { inc: 1, counter: 6, since: 30 } } });
+    d2.observe(1, read(item('p', 7), old), ['p', 'w']);
+    d2.observe(2, read(item('p', 7), { ...old, counter: 41 }), ['p', 'w']);
+    expect(d2.staleness('p')).toBe(1);
+  });
+
+  it('forgets a sighting when the item disappears, so a re-created item never inherits its age', () => {
+    const d = new Detector('me', 4);
+    d.observe(10, read(item('p', 7)), ['p']);
+    d.observe(13, read(), ['p']);
+    d.observe(14, read(item('p', 7)), ['p']);
+    expect(d.staleness('p')).toBe(0);
+  });
+
+  it('resumes its own published sightings after a restart', () => {
+    const d = new Detector('me', 4);
+    d.seed({ p: { inc: 1, counter: 7, since: 10 } });
+    d.observe(13, read(item('p', 7)), ['p']);
+    expect(d.staleness('p')).toBe(3);
+  });
+});
+
+describe('placement', () => {
+  it('orders the ring by hash and watches k successors', () => {
+    const ids = ['a', 'b', 'c', 'd', 'e'];
+    const ring = ringOrder(ids);
+    expect(ring.map(ringKey)).toEqual([...ring.map(ringKey)].sort());
+    const at = ring.indexOf('c');
+    expect(watchedPeers('c', ids, 2)).toEqual([ring[(at + 1) % 5], ring[(at + 2) % 5]]);
+    expect(watchedPeers('c', ['c', 'a'], 3)).toEqual(['a']);
+  });
+
+  it('rendezvous hashing spreads keys evenly and moves few when a node goes', () => {
+    const nodes = Array.from({ length: 10 }, (_, i) => `n${i}`);
+    const counts = new Map<string, number>();
+    const before = new Map<string, string>();
+    for (let i = 0; i < 10_000; i++) {
+      const owner = rendezvous(`task-${i}`, nodes)!;
+      before.set(`task-${i}`, owner);
+      counts.set(owner, (counts.get(owner) ?? 0) + 1);
+    }
+    for (const n of counts.values()) expect(n).toBeGreaterThan(850);
+    const without = nodes.filter((n) => n !== 'n3');
+    const moved = [...before].filter(([task, owner]) => owner !== 'n3' && rendezvous(task, without) !== owner);
+    expect(moved).toEqual([]);
+  });
+
+  it('places tasks least loaded first (relative to capacity), within capacity, only on nodes that run the type', () => {
+    const tasks = Array.from({ length: 12 }, (_, i) => ({ id: `t${i}`, type: i < 10 ? 'demo' : 'gpu' }));
+    const { assigned, unplaced } = placeTasks(tasks, [
+      { id: 'a', inc: 1, load: 6, capacity: 10, types: ['demo'] },
+      { id: 'b', inc: 1, load: 0, capacity: 2, types: ['demo'] },
+      { id: 'c', inc: 1, load: 0, capacity: 10, types: ['demo', 'gpu'] },
+    ]);
+    const got = (id: string) => assigned.get(id) ?? [];
+    expect(got('b').length).toBeGreaterThanOrEqual(1); // small, but it started empty ...
+    expect(got('b').length).toBeLessThanOrEqual(2); // ... and never past its capacity
+    expect(got('c').filter((t) => t.type === 'gpu')).toHaveLength(2); // the only node that runs gpu
+    expect(got('a').length + 6).toBeLessThanOrEqual(10);
+    expect(got('c').length).toBeGreaterThan(got('a').length); // c started empty, a did not
+    expect(unplaced).toEqual([]);
+    expect(placeTasks([{ id: 'x', type: 'gpu' }], [{ id: 'a', inc: 1, load: 0, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
+    expect(placeTasks([{ id: 'x', type: 'demo' }], [{ id: 'a', inc: 1, load: 9, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
+  });
+
+  it('rebalances by half the gap split among pushers, never for a gap below two', () => {
+    expect(rebalanceCount(10, 9, 100, 3, 20, true)).toBe(0);
+    expect(rebalanceCount(10, 8, 100, 3, 20, true)).toBe(1);
+    expect(rebalanceCount(10, 8, 100, 3, 20, false)).toBe(0);
+    expect(rebalanceCount(100, 10, 100, 3, 20, false)).toBe(15);
+    expect(rebalanceCount(100, 10, 100, 3, 5, false)).toBe(5);
+    expect(rebalanceCount(100, 10, 2, 3, 20, false)).toBe(2);
+  });
+});
