@@ -1,0 +1,515 @@
+import { spawnSync } from 'node:child_process';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { cpus, loadavg, release, totalmem } from 'node:os';
+import { join, relative, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { earliestDeclarationMs, failoverBoundMs, resolveConfig } from '../../lib/config.js';
+import { demoWorkIntervalMs } from '../../lib/demo.js';
+import { createDynamoClient, documentClient } from '../../lib/store/client.js';
+import { DynamoStore } from '../../lib/store/dynamo-store.js';
+import { ensureTable } from '../../lib/store/table.js';
+import { FaultProxy } from '../support/fault-proxy.js';
+import { checkRun, scanTable, type CheckResult } from './checker.js';
+import { DurableLocalDb } from './durable-local-db.js';
+import { FaultLog, type FaultKind, type FaultRecord } from './fault-log.js';
+import type { ChaosOptions } from './options.js';
+import { writeReport, type MachineInfo } from './report.js';
+import { planSchedule, quietTailMs, type Plan, type PlannedFault } from './schedule.js';
+import { SeededRandom } from './seeded-random.js';
+import { WorkerProcess } from './worker-process.js';
+
+/**
+ * The fault harness: DynamoDB Local on disk, one table, N real `keeper worker` processes, each
+ * behind its own fault proxy, and a seeded schedule of faults. When the schedule has run, the
+ * final table is read, every process is ended, the independent checker reads the logs, and
+ * a report is written.
+ *
+ * Protocol settings: a drift bound of 1.5 (clocks may run 1.5x fast or slow, so two clocks
+ * may differ by 2.25x) needs staleTicks >= 5 at these defaults; 6 leaves a margin. Every
+ * worker runs the same settings (the core refuses mixed ones).
+ */
+export const chaosProtocol = { staleTicks: 6, driftBound: 1.5 } as const;
+
+/** After the snapshot: how long work events are read to see who runs each task at the end. */
+const convergenceWindowMs = 2000;
+/** DynamoDB Local took about 4 s to restart on this machine when idle; planned with slack. */
+const storeRestartAllowanceMs = 6000;
+
+const repoRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
+
+export interface ChaosRun {
+  dir: string;
+  check: CheckResult;
+  reportPath: string;
+  svgPath: string;
+}
+
+export class HarnessAbortedError extends Error {
+  override name = 'HarnessAbortedError';
+}
+
+interface Instance {
+  name: string;
+  slot: number;
+  node: string;
+  proc: WorkerProcess;
+  proxy: FaultProxy;
+  terminated: boolean;
+}
+
+/** Why dist/ cannot be used as it is, or undefined. The workers run the built CLI. */
+export function buildProblem(root = repoRoot): string | undefined {
+  const main = join(root, 'dist', 'cli', 'main.js');
+  if (!existsSync(main)) return 'dist/ has not been built';
+  const newest = (dir: string, ext: string): number => {
+    let max = 0;
+    for (const entry of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+      if (entry.isFile() && entry.name.endsWith(ext)) max = Math.max(max, statSync(join(entry.parentPath, entry.name)).mtimeMs);
+    }
+    return max;
+  };
+  if (newest(join(root, 'lib'), '.ts') > statSync(main).mtimeMs) return 'dist/ is older than lib/';
+  return undefined;
+}
+
+/**
+ * The workers run from a copy of bin/ and dist/ taken at the start, not from the checkout:
+ * another engineer may rebuild dist/ during a 30-minute run, and a replacement worker must
+ * not start with different code (or a half-written build) than the workers it joins.
+ */
+function snapshotBuild(into: string): string {
+  mkdirSync(into, { recursive: true });
+  cpSync(join(repoRoot, 'dist'), join(into, 'dist'), { recursive: true });
+  cpSync(join(repoRoot, 'bin'), join(into, 'bin'), { recursive: true });
+  copyFileSync(join(repoRoot, 'package.json'), join(into, 'package.json')); // "type": "module"
+  symlinkSync(join(repoRoot, 'node_modules'), join(into, 'node_modules'), 'dir');
+  return join(into, 'bin', 'keeper.js');
+}
+
+function machineInfo(): MachineInfo {
+  const java = spawnSync('java', ['-version'], { encoding: 'utf8' });
+  const git = (args: string[]) => spawnSync('git', args, { cwd: repoRoot, encoding: 'utf8' }).stdout.trim();
+  const dirty = git(['status', '--porcelain', '--', 'lib', 'bin']).length > 0;
+  return {
+    cpus: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown'}`,
+    memoryGb: Math.round(totalmem() / 2 ** 30),
+    os: `${process.platform} ${release()}`,
+    node: process.version,
+    java: (java.stderr || java.stdout || 'unknown').split('\n')[0]!.trim(),
+    commit: `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' (lib/ or bin/ modified)' : ''}`,
+    loadBefore: loadavg().map((x) => x.toFixed(2)).join(' '),
+    loadAfter: '',
+  };
+}
+
+function stamp(): string {
+  const d = new Date();
+  const p = (n: number) => String(n).padStart(2, '0');
+  return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
+}
+
+export function resolveChaosConfig(periodMs: number) {
+  const config = resolveConfig({ periodMs, ...chaosProtocol });
+  return { config, boundMs: failoverBoundMs(config), earliestMs: earliestDeclarationMs(config) };
+}
+
+/** Plans the run without starting anything: the refusal of impossible schedules happens here. */
+export function planRun(options: ChaosOptions): Plan {
+  const { boundMs } = resolveChaosConfig(options.periodMs);
+  return planSchedule(
+    { seed: options.seed, workers: options.workers, seconds: options.seconds, ...(options.faults !== undefined ? { faultsPerKind: options.faults } : {}) },
+    { boundMs, driftBound: chaosProtocol.driftBound, storeRestartMs: storeRestartAllowanceMs },
+  );
+}
+
+export async function runChaos(options: ChaosOptions, say: (line: string) => void, abort?: AbortSignal): Promise<ChaosRun> {
+  const { config, boundMs, earliestMs } = resolveChaosConfig(options.periodMs);
+  const plan = planRun(options);
+  const problem = buildProblem();
+  if (problem) throw new Error(`${problem}; run \`npm run build\` first`);
+
+  const dir = resolve(options.out ?? join(repoRoot, 'reports', `chaos-${stamp()}-seed${options.seed}`));
+  const logs = join(dir, 'logs');
+  mkdirSync(logs, { recursive: true });
+  const keeperBin = snapshotBuild(join(dir, 'keeper-build'));
+  const machine = machineInfo();
+  const log = new FaultLog(join(dir, 'faults.jsonl'));
+  const table = `chaos-${options.seed}`;
+  const rng = new SeededRandom(options.seed ^ 0x5eed);
+  const started = performance.now();
+  let t0 = started;
+  const at = () => `[${((performance.now() - t0) / 1000).toFixed(1).padStart(7)}s]`;
+  const note = (line: string) => say(`${at()} ${line}`);
+
+  const db = new DurableLocalDb();
+  const instances: Instance[] = [];
+  const slots: Array<Instance | undefined> = Array.from({ length: options.workers }, () => undefined);
+  const generation = Array.from({ length: options.workers }, () => 0);
+  let spawned = 0;
+  let ending = false;
+  const background = new Set<Promise<unknown>>();
+  let fatal: Error | undefined;
+  const track = (p: Promise<unknown>) => {
+    const wrapped = p.catch((error: Error) => {
+      fatal ??= error;
+    });
+    background.add(wrapped);
+    void wrapped.finally(() => background.delete(wrapped));
+  };
+  // Last resort if the harness dies without its teardown (an uncaught error): no orphans.
+  const killAll = () => {
+    for (const i of instances) if (i.proc.running) i.proc.signal('SIGKILL');
+  };
+  process.once('exit', killAll);
+
+  const spawnWorker = async (slot: number, reason: 'initial' | 'replaces-kill' | 'replaces-term' | 'replaces-exit', node?: string): Promise<Instance> => {
+    generation[slot]! += 1;
+    const name = `w${slot + 1}.${generation[slot]}`;
+    const proxy = new FaultProxy(db.endpoint, () => rng.next());
+    await proxy.start();
+    const clock = plan.clocks[spawned] ?? { rate: 1, offsetMs: 0 };
+    spawned += 1;
+    const proc = new WorkerProcess({
+      instance: name,
+      slot: `w${slot + 1}`,
+      node: node ?? name,
+      keeperBin,
+      table,
+      endpoint: proxy.endpoint,
+      periodMs: config.periodMs,
+      staleTicks: config.staleTicks,
+      driftBound: config.driftBound,
+      clock,
+      auditPath: join(logs, `${name}.audit.jsonl`),
+      stderrPath: join(logs, `${name}.stderr.log`),
+      stdoutPath: join(logs, `${name}.stdout.log`),
+    });
+    const instance: Instance = { name, slot, node: node ?? name, proc, proxy, terminated: false };
+    instances.push(instance);
+    slots[slot] = instance;
+    log.write({
+      type: 'spawn',
+      instance: name,
+      slot: `w${slot + 1}`,
+      node: instance.node,
+      pid: proc.pid,
+      clockRate: clock.rate,
+      clockOffsetMs: clock.offsetMs,
+      audit: relative(dir, proc.spec.auditPath),
+      stderr: relative(dir, proc.spec.stderrPath),
+      reason,
+    });
+    const skew = clock.rate !== 1 || clock.offsetMs !== 0 ? ` clock x${clock.rate} ${clock.offsetMs >= 0 ? '+' : ''}${(clock.offsetMs / 3_600_000).toFixed(2)} h` : '';
+    if (reason !== 'initial') note(`start ${name} as node ${instance.node} (pid ${proc.pid}, ${reason})${skew}`);
+    void proc.exited.then(({ code, signal }) => {
+      if (ending && !proc.endedByHarness) proc.endedByHarness = true;
+      const expected = proc.endedByHarness;
+      const record: FaultRecord = { type: 'exit', instance: name, node: instance.node, code, signal, expected };
+      if (!expected) {
+        record.stderrTail = proc.stderrTail(20);
+        note(`FINDING: ${name} exited on its own (${signal ?? `code ${code}`}); stderr tail:\n${record.stderrTail}`);
+      }
+      log.write(record);
+      if (!expected && !ending && slots[slot] === instance) {
+        slots[slot] = undefined;
+        // Keep the cluster at its size; the exit itself stays a finding.
+        track(sleepMs(boundMs, abort).then(() => (ending ? undefined : spawnWorker(slot, 'replaces-exit'))));
+      }
+    });
+    return instance;
+  };
+
+  // Joins are seen in the workers' own logs ("worker running"); the harness only watches.
+  const watchLogs = () => {
+    for (const i of instances) {
+      for (const line of i.proc.readNewStderr()) {
+        let record: Record<string, unknown>;
+        try {
+          record = JSON.parse(line) as Record<string, unknown>;
+        } catch {
+          continue;
+        }
+        if (record['msg'] === 'worker running' && !i.proc.joined) {
+          i.proc.joined = true;
+          log.write({ type: 'joined', instance: i.name, node: i.node });
+        } else if (record['msg'] === 'declared peer dead') {
+          note(`${i.name} declared ${String(record['peer'])} dead`);
+        }
+      }
+    }
+  };
+  const watcher = setInterval(watchLogs, 250);
+
+  const teardown = async () => {
+    ending = true;
+    clearInterval(watcher);
+    const waits = instances.map(async (i) => {
+      if (i.proc.running) {
+        i.proc.signal('SIGKILL');
+        await Promise.race([i.proc.exited, sleepMs(10_000)]);
+      }
+      await i.proxy.close().catch(() => {});
+    });
+    await Promise.all(waits);
+    await db.destroy().catch(() => {});
+    process.removeListener('exit', killAll);
+    const left = instances.filter((i) => pidAlive(i.proc.pid)).map((i) => `${i.name} (pid ${i.proc.pid})`);
+    if (left.length > 0) throw new Error(`worker processes still alive after teardown: ${left.join(', ')}`);
+  };
+
+  let check: CheckResult | undefined;
+  try {
+    say(`chaos: seed ${options.seed}, ${options.workers} workers, ${options.tasks} tasks, ${options.seconds} s, ${plan.faultsPerKind} faults of each kind; ` +
+      `P ${config.periodMs} ms, K ${config.staleTicks}, f ${config.driftBound}, fence ${config.fenceMs} ms, failover bound ${boundMs.toFixed(0)} ms`);
+    say(`chaos: output in ${dir}`);
+    log.write({
+      type: 'run',
+      seed: options.seed,
+      workers: options.workers,
+      tasks: options.tasks,
+      seconds: options.seconds,
+      faultsPerKind: plan.faultsPerKind,
+      table,
+      settings: {
+        periodMs: config.periodMs,
+        staleTicks: config.staleTicks,
+        driftBound: config.driftBound,
+        requestTimeoutMs: config.requestTimeoutMs,
+        handlerStopMs: config.handlerStopMs,
+        fenceMs: config.fenceMs,
+      },
+      boundMs,
+      earliestDeclarationMs: earliestMs,
+      workIntervalMs: demoWorkIntervalMs,
+    });
+    writeFileSync(join(dir, 'plan.json'), `${JSON.stringify(plan, null, 2)}\n`);
+
+    await db.start();
+    const client = createDynamoClient({ endpoint: db.endpoint, requestTimeoutMs: 5000 });
+    const store = new DynamoStore({ client: documentClient(client), table, requestTimeoutMs: 5000 });
+    await ensureTable(client, table);
+    const ids = Array.from({ length: options.tasks }, (_, i) => `task-${String(i + 1).padStart(4, '0')}`);
+    const createdAt = new Date().toISOString();
+    for (let i = 0; i < ids.length; i += 25) {
+      await Promise.all(ids.slice(i, i + 25).map((id) => store.createTask({ id, type: 'demo', payload: { n: id } }, createdAt)));
+    }
+    client.destroy();
+    log.write({ type: 'tasks', ids });
+    say(`chaos: DynamoDB Local (on disk, ${db.dir}) at ${db.endpoint}, table ${table}, ${ids.length} tasks`);
+
+    for (let s = 0; s < options.workers; s++) await spawnWorker(s, 'initial');
+    const joinDeadline = performance.now() + 60_000 + options.workers * 5000;
+    while (!instances.every((i) => i.proc.joined)) {
+      watchLogs();
+      const dead = instances.find((i) => !i.proc.running);
+      if (dead) throw new Error(`${dead.name} exited during start-up:\n${dead.proc.stderrTail(10)}`);
+      if (performance.now() > joinDeadline) throw new Error(`workers did not join within ${Math.round((joinDeadline - started) / 1000)} s: ${instances.filter((i) => !i.proc.joined).map((i) => i.name).join(', ')}`);
+      await sleepMs(100, abort);
+    }
+    log.write({ type: 'ready' });
+    t0 = performance.now();
+    note(`all ${options.workers} workers joined (${((t0 - started) / 1000).toFixed(1)} s after start); faults begin`);
+
+    const actions = plan.faults.flatMap((f) => actionsFor(f));
+    actions.sort((a, b) => a.atMs - b.atMs);
+    for (const action of actions) {
+      await sleepMs(t0 + action.atMs - performance.now(), abort);
+      if (fatal) throw fatal;
+      track(Promise.resolve().then(action.run));
+    }
+    await sleepMs(t0 + plan.lastEffectMs + quietTailMs - performance.now(), abort);
+    await Promise.all([...background]);
+    if (fatal) throw fatal;
+
+    log.write({ type: 'end' });
+    const snapshot = await scanTable(db.endpoint, table);
+    writeFileSync(join(dir, 'table.json'), `${JSON.stringify(snapshot)}\n`);
+    log.write({ type: 'snapshot', windowMs: convergenceWindowMs });
+    await sleepMs(convergenceWindowMs + 200, abort);
+    note('fault phase over; final table read; stopping everything');
+    for (const i of instances) log.write({ type: 'proxy-stats', instance: i.name, ...i.proxy.stats });
+  } finally {
+    await teardown();
+  }
+  machine.loadAfter = loadavg().map((x) => x.toFixed(2)).join(' ');
+  const checkStarted = performance.now();
+  check = await checkRun(dir);
+  const checkMs = performance.now() - checkStarted;
+  const { reportPath, svgPath } = writeReport(dir, check, machine, { totalMs: performance.now() - started, checkMs });
+  return { dir, check, reportPath, svgPath };
+
+  function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void }> {
+    const victim = (slot: number, kind: FaultKind) => {
+      const i = slots[slot];
+      if (!i || !i.proc.running) {
+        log.write({ type: 'skip', fault: f.id, kind, slot: `w${slot + 1}`, reason: i ? `${i.name} is not running` : 'no worker in the slot' });
+        note(`skip ${kind} on w${slot + 1}: nothing running there`);
+        return undefined;
+      }
+      return i;
+    };
+    switch (f.kind) {
+      case 'kill':
+      case 'term': {
+        let target: Instance | undefined;
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              target = victim(f.slot, f.kind);
+              if (!target) return;
+              if (f.kind === 'kill') {
+                target.proc.signal('SIGKILL');
+                slots[f.slot] = undefined;
+                log.write({ type: 'kill', fault: f.id, instance: target.name, node: target.node });
+                note(`SIGKILL ${target.name} (pid ${target.proc.pid}); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
+              } else {
+                target.terminated = true;
+                target.proc.signal('SIGTERM');
+                slots[f.slot] = undefined;
+                log.write({ type: 'term', fault: f.id, instance: target.name, node: target.node });
+                note(`SIGTERM ${target.name} (graceful leave); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
+              }
+            },
+          },
+          {
+            atMs: f.atMs + f.replaceAfterMs,
+            run: async () => {
+              if (!target) return;
+              if (target.proc.running) {
+                // A leave that has not finished by now (up to 1.2 bounds later) is stuck.
+                const text = `${target.name} had not exited ${(f.replaceAfterMs / 1000).toFixed(1)} s after SIGTERM (graceful leave stuck); killing it`;
+                log.write({ type: 'finding', text });
+                note(`FINDING: ${text}`);
+                target.proc.signal('SIGKILL');
+              }
+              await target.proc.exited;
+              if (ending) return;
+              await spawnWorker(f.slot, f.kind === 'kill' ? 'replaces-kill' : 'replaces-term', f.reuseId ? target.node : undefined);
+            },
+          },
+        ];
+      }
+      case 'pause': {
+        let target: Instance | undefined;
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              target = victim(f.slot, 'pause');
+              if (!target || !target.proc.signal('SIGSTOP')) return;
+              log.write({ type: 'pause', fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
+              note(`SIGSTOP ${target.name} for ${(f.durationMs / 1000).toFixed(1)} s`);
+            },
+          },
+          {
+            atMs: f.atMs + f.durationMs,
+            run: () => {
+              if (!target?.proc.paused) return;
+              target.proc.signal('SIGCONT');
+              log.write({ type: 'resume', fault: f.id, instance: target.name, node: target.node });
+              note(`SIGCONT ${target.name}`);
+            },
+          },
+        ];
+      }
+      case 'partition': {
+        let target: Instance | undefined;
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              target = victim(f.slot, 'partition');
+              if (!target) return;
+              target.proxy.partition();
+              log.write({ type: 'partition', fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
+              note(`partition ${target.name} for ${(f.durationMs / 1000).toFixed(1)} s`);
+            },
+          },
+          {
+            atMs: f.atMs + f.durationMs,
+            run: () => {
+              if (!target) return;
+              target.proxy.heal();
+              log.write({ type: 'heal', fault: f.id, instance: target.name, node: target.node });
+              note(`heal ${target.name}`);
+            },
+          },
+        ];
+      }
+      case 'net': {
+        let targets: Instance[] = [];
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              targets = f.slots.map((s) => slots[s]).filter((i): i is Instance => i !== undefined && i.proc.running);
+              for (const i of targets) i.proxy.rates = { ...f.rates };
+              log.write({ type: 'net-start', fault: f.id, instances: targets.map((i) => i.name), rates: f.rates });
+              note(`network errors on ${targets.map((i) => i.name).join(', ')}: throttle ${f.rates.throttle}, 5xx ${f.rates.error500}, lost replies ${f.rates.dropReply}`);
+            },
+          },
+          {
+            atMs: f.atMs + f.durationMs,
+            run: () => {
+              for (const i of targets) i.proxy.rates = {};
+              log.write({ type: 'net-end', fault: f.id, instances: targets.map((i) => i.name) });
+            },
+          },
+        ];
+      }
+      case 'outage': {
+        let stopped: Promise<void> = Promise.resolve();
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              log.write({ type: 'outage-start', fault: f.id });
+              note(`store outage: stopping DynamoDB Local for ${(f.downMs / 1000).toFixed(1)} s`);
+              stopped = db.stop();
+              return stopped;
+            },
+          },
+          {
+            atMs: f.atMs + f.downMs,
+            run: async () => {
+              await stopped;
+              const restartAt = performance.now();
+              await db.restart();
+              log.write({ type: 'outage-end', fault: f.id });
+              note(`store back (restart took ${((performance.now() - restartAt) / 1000).toFixed(1)} s)`);
+            },
+          },
+        ];
+      }
+    }
+  }
+}
+
+function pidAlive(pid: number): boolean {
+  if (pid <= 0) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function sleepMs(ms: number, abort?: AbortSignal): Promise<void> {
+  return new Promise((resolvePromise, reject) => {
+    if (abort?.aborted) {
+      reject(new HarnessAbortedError('interrupted'));
+      return;
+    }
+    const timer = setTimeout(() => {
+      abort?.removeEventListener('abort', onAbort);
+      resolvePromise();
+    }, Math.max(0, ms));
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new HarnessAbortedError('interrupted'));
+    };
+    abort?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,73 @@
+import { parseArgs } from 'node:util';
+
+/**
+ * The `npm run chaos` command line. Nonsense is refused with one line (exit code 2) before
+ * anything starts: the harness spawns Java and a dozen processes, and a typo should not cost
+ * a minute of start-up to find out.
+ */
+export class UsageError extends Error {
+  override name = 'UsageError';
+}
+
+export interface ChaosOptions {
+  /** Length of the fault phase, from the moment every initial worker has joined. */
+  seconds: number;
+  workers: number;
+  tasks: number;
+  seed: number;
+  /** Faults of each kind; undefined: as many as fit into `seconds`. */
+  faults: number | undefined;
+  periodMs: number;
+  out: string | undefined;
+}
+
+export const defaults = { seconds: 120, workers: 5, tasks: 60, periodMs: 500 } as const;
+
+export const usage =
+  'usage: npm run chaos -- [--seconds N] [--workers N] [--tasks N] [--seed S] [--faults N per kind] [--period-ms P] [--out DIR]';
+
+function whole(name: string, text: string | undefined, min: number, max: number): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!/^\d+$/.test(text.trim()) || !Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`--${name} must be a whole number from ${min} to ${max}, got "${text}"`);
+  }
+  return n;
+}
+
+export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
+  let values: Record<string, string | boolean | undefined>;
+  try {
+    ({ values } = parseArgs({
+      args: [...argv],
+      strict: true,
+      allowPositionals: false,
+      options: {
+        seconds: { type: 'string' },
+        workers: { type: 'string' },
+        tasks: { type: 'string' },
+        seed: { type: 'string' },
+        faults: { type: 'string' },
+        'period-ms': { type: 'string' },
+        out: { type: 'string' },
+      },
+    }));
+  } catch (error) {
+    // node:util's messages are long and mention internals; keep the first sentence.
+    const message = (error as Error).message.split('\n')[0]!.replace(/\. To specify.*$/, '');
+    throw new UsageError(`${message}; ${usage.replace('usage: ', 'usage is ')}`);
+  }
+  const str = (k: string) => values[k] as string | undefined;
+  const workers = whole('workers', str('workers'), 0, 64) ?? defaults.workers;
+  // A fault takes a worker out while the rest must carry its tasks and judge its staleness:
+  // with fewer than three there is nobody left to take over from the second victim.
+  if (workers < 3) throw new UsageError(`--workers must be at least 3 (one victim at a time, and a live majority to take over), got ${workers}`);
+  const tasks = whole('tasks', str('tasks'), 1, 100_000) ?? defaults.tasks;
+  const seconds = whole('seconds', str('seconds'), 1, 7 * 24 * 3600) ?? defaults.seconds;
+  const seed = whole('seed', str('seed'), 0, 2 ** 32 - 1) ?? Math.floor(Math.random() * 2 ** 31);
+  const faults = whole('faults', str('faults'), 1, 100_000);
+  const periodMs = whole('period-ms', str('period-ms'), 50, 60_000) ?? defaults.periodMs;
+  const out = str('out');
+  if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
+  return { seconds, workers, tasks, seed, faults, periodMs, out };
+}
