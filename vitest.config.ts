@@ -10,5 +10,8 @@ export default defineConfig({
     testTimeout: 60_000,
     hookTimeout: 60_000,
     pool: 'forks',
+    // One file at a time: the timing-sensitive cluster tests and the fault harness should
+    // not compete for this machine's two cores.
+    fileParallelism: false,
   },
 });
