@@ -540,8 +540,9 @@ describe('against DynamoDB Local', () => {
     const owner = makeWorker({ id: 'owner', store: t.store() }, new Ledger(), { periodMs: 200 });
     await owner.start();
     try {
-      for (const id of ['owned-1', 'owned-2', 'owned-3']) await admin.add({ id });
-      await waitFor('the worker to run its tasks', () => owner.runningTasks().length === 3);
+      const owned = ['owned-1', 'owned-2', 'owned-3'];
+      for (const id of owned) await admin.add({ id });
+      await waitFor('the worker to run its tasks', () => owned.every((id) => owner.runningTasks().includes(id)));
       const post = (v: unknown) => api.create(event('POST /tasks', '/tasks', { body: JSON.stringify(v) }), context);
       const withId = (routeKey: string, id: string) => event(routeKey, `/tasks/${id}`, { pathParameters: { id } });
 
