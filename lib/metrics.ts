@@ -110,16 +110,16 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
       }
     };
 
+  const periodic = guarded('periodic publish', () => {
+    sample();
+    publish();
+  });
   const schedule = () => {
-    timer = worker.clock.setTimer(
-      intervalMs,
-      guarded('periodic publish', () => {
-        if (detached) return;
-        sample();
-        publish();
-        schedule();
-      }),
-    );
+    timer = worker.clock.setTimer(intervalMs, () => {
+      if (detached) return;
+      periodic();
+      schedule(); // even after a failed publish: the next one may well succeed
+    });
   };
 
   const listeners = {
