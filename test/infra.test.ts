@@ -1,6 +1,5 @@
-import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, request, type Server } from 'node:http';
-import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -48,6 +47,8 @@ beforeAll(() => {
   resources = template.toJSON()['Resources'] as Resources;
   synthMs = performance.now() - started;
 }, 120_000);
+
+afterAll(() => rmSync(outdir, { recursive: true, force: true }));
 
 const ofType = (type: string) => Object.entries(resources).filter(([, r]) => r.Type === type);
 const tableRef = () => ofType('AWS::DynamoDB::Table')[0]![0];
@@ -404,12 +405,14 @@ describe('invalid props fail the synth with one readable message and leave nothi
 
   it('the app refuses a bad context value the same way', async () => {
     const { spawnSync } = await import('node:child_process');
+    const badOut = mkdtempSync(join(tmpdir(), 'keeper-bad-'));
     const out = spawnSync(process.execPath, ['--import', 'tsx', join(repoRoot, 'infra/app.ts')], {
       cwd: repoRoot,
-      env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify({ 'keeper:minWorkers': '4', 'keeper:maxWorkers': '2' }), CDK_OUTDIR: mkdtempSync(join(tmpdir(), 'keeper-bad-')) },
+      env: { ...process.env, CDK_CONTEXT_JSON: JSON.stringify({ 'keeper:minWorkers': '4', 'keeper:maxWorkers': '2' }), CDK_OUTDIR: badOut },
       encoding: 'utf8',
       timeout: 60_000,
     });
+    rmSync(badOut, { recursive: true, force: true });
     expect(out.status).not.toBe(0);
     expect(out.stderr).toContain('KeeperCluster: minWorkers (4) is more than maxWorkers (2)');
   });
