@@ -26,3 +26,4 @@ export { ensureTable, createTableInput, tableSchema } from './store/table.js';
 export { keys, limits } from './store/items.js';
 export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, TaskState } from './store/store.js';
 export { AmbiguousWriteError, StoreUnavailableError } from './store/store.js';
+export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type DetachMetrics } from './metrics.js';

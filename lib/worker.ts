@@ -191,7 +191,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.join(true);
     if (this.phase !== 'joining') return;
     this.phase = 'running';
-    this.nextTickAt = this.clock.now() + this.config.periodMs;
+    // Beat at once: the lease runs from the join write, and a slow start (announcing, a cold
+    // table) must not eat into it.
+    this.nextTickAt = this.clock.now();
     this.scheduleTick();
     this.scheduleInboxPoll();
     this.kickMaintenance();
@@ -435,7 +437,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.tickTimer?.cancel();
     await this.join(false);
     if (this.phase !== 'running') return;
-    this.nextTickAt = this.clock.now() + this.config.periodMs;
+    this.nextTickAt = this.clock.now();
     this.scheduleTick();
     this.kickMaintenance();
   }

@@ -134,7 +134,22 @@ export function buildProgram(): Command {
         ['nodeId', 'nodeId'],
       ];
       const env = process.env;
-      if (env['KEEPER_PERIOD_MS'] !== undefined) settings.periodMs = numArg('KEEPER_PERIOD_MS')(env['KEEPER_PERIOD_MS']);
+      // The CDK construct configures workers through the environment; flags win.
+      const fromEnv: Array<[string, keyof KeeperOptions]> = [
+        ['KEEPER_PERIOD_MS', 'periodMs'],
+        ['KEEPER_STALE_TICKS', 'staleTicks'],
+        ['KEEPER_DRIFT_BOUND', 'driftBound'],
+        ['KEEPER_FENCE_MS', 'fenceMs'],
+        ['KEEPER_CAPACITY', 'capacity'],
+        ['KEEPER_INBOX_POLL_MS', 'inboxPollMs'],
+      ];
+      for (const [name, key] of fromEnv) {
+        const value = env[name];
+        if (value === undefined || value === '') continue;
+        const n = Number(value);
+        if (!Number.isFinite(n)) throw new UsageError(`${name} must be a number, got "${value}"`);
+        (settings as Record<string, unknown>)[key] = n;
+      }
       for (const [flag, key] of map) if (o[flag] !== undefined) (settings as Record<string, unknown>)[key] = o[flag];
       const config = resolveConfig(settings); // refuses unsafe settings before anything starts
       const rate = (o['clockRate'] as number | undefined) ?? 1;

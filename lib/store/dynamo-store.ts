@@ -54,6 +54,7 @@ export class TableMissingError extends Error {
 
 export class InvalidCursorError extends Error {
   override name = 'InvalidCursorError';
+  readonly status = 400;
 }
 
 type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal';
@@ -535,7 +536,10 @@ export class DynamoStore implements Store {
     if (cursor !== undefined) {
       try {
         start = JSON.parse(Buffer.from(cursor, 'base64url').toString('utf8')) as Record<string, unknown>;
-        if (typeof start !== 'object' || start === null || typeof start['pk'] !== 'string') throw new Error('shape');
+        // Exactly a table key (the scan's last evaluated item may be any kind of item);
+        // anything else would reach DynamoDB and come back as a validation error.
+        const fields = typeof start === 'object' && start !== null ? Object.keys(start).sort().join(',') : '';
+        if (fields !== 'pk,sk' || typeof start['pk'] !== 'string' || typeof start['sk'] !== 'string' || !start['pk'] || !start['sk']) throw new Error('shape');
       } catch {
         throw new InvalidCursorError('cursor is not one this API returned');
       }
