@@ -91,10 +91,11 @@ export class CapacityMeter {
         const metered = readOperations.has(operation) || writeOperations.has(operation);
         const input = args.input as Record<string, unknown>;
         const count = this.count(operation, this.label(operation, input));
-        count.requests += 1;
         const started = performance.now();
         try {
           const result = await next(metered ? { ...args, input: { ...input, ReturnConsumedCapacity: 'TOTAL' } } : args);
+          // Counted on completion, with its units, so a window never holds a request without them.
+          count.requests += 1;
           this.recordLatency(performance.now() - started);
           if (metered) {
             const consumed = (result.output as { ConsumedCapacity?: ConsumedCapacity | ConsumedCapacity[] }).ConsumedCapacity;
@@ -108,6 +109,7 @@ export class CapacityMeter {
           }
           return result;
         } catch (error) {
+          count.requests += 1;
           this.recordLatency(performance.now() - started);
           const name = (error as { name?: string }).name;
           if (name === 'ConditionalCheckFailedException') {

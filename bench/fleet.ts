@@ -28,6 +28,8 @@ export interface Fleet {
   close(): Promise<void>;
   /** Health counters (heartbeat failures, fences, lost leases): non-zero means the store struggled. */
   health(): Record<string, number>;
+  /** Heartbeats written so far and how many were due (baseline only: one per held lock per period). */
+  heartbeatLedger?(): { done: number; due: number };
 }
 
 export class KeeperFleet implements Fleet {
@@ -119,21 +121,77 @@ export class LockFleet implements Fleet {
     const c = this.cluster.counters();
     return { 'heartbeat failures': c.heartbeatFailures, 'leases lost': c.leasesLost, 'acquire errors (timeouts)': c.acquireErrors };
   }
+
+  private dueSince = performance.now();
+  private dueSoFar = 0;
+
+  heartbeatLedger(): { done: number; due: number } {
+    // Integrates held locks over time: each is due one heartbeat per period.
+    const now = performance.now();
+    this.dueSoFar += (this.cluster.heldTotal() * (now - this.dueSince)) / lockSettings.heartbeatPeriodMs;
+    this.dueSince = now;
+    return { done: this.cluster.counters().heartbeats, due: this.dueSoFar };
+  }
 }
 
 /**
  * Waits until every task runs on exactly one node and no handler has started for `quietMs`
- * (claims, rebalancing and handovers have stopped). Returns how long that took, or undefined
- * if it did not happen within `timeoutMs`.
+ * (claims, rebalancing and handovers have stopped), or, with `quietCapMs`, at most that long
+ * after every task runs: keeper's ring diffusion can keep nudging a task or two for a while
+ * after a join, which does not disturb a takeover. Returns how long that took, or undefined if
+ * not every task ran within `timeoutMs`.
  */
-export async function settle(fleet: Fleet, quietMs: number, timeoutMs: number): Promise<number | undefined> {
+export async function settle(fleet: Fleet, quietMs: number, timeoutMs: number, quietCapMs = Number.POSITIVE_INFINITY): Promise<number | undefined> {
   const started = performance.now();
+  let allRunningSince: number | undefined;
   const ok = await waitUntil(
-    () => performance.now() - fleet.ledger.lastStart >= quietMs && fleet.ledger.runningOnce(fleet.tasks) === fleet.tasks.length,
+    () => {
+      const now = performance.now();
+      if (fleet.ledger.runningOnce(fleet.tasks) !== fleet.tasks.length) {
+        allRunningSince = undefined;
+        return false;
+      }
+      allRunningSince ??= now;
+      return now - fleet.ledger.lastStart >= quietMs || now - allRunningSince >= quietCapMs;
+    },
     timeoutMs,
     100,
   );
   return ok ? performance.now() - started : undefined;
+}
+
+/**
+ * Whether the store keeps up with a fleet: watches it for `windowMs` and returns the evidence
+ * if not (tasks not running, health counters moving, lock heartbeats falling behind). Empty
+ * means it kept up.
+ */
+export async function saturationEvidence(fleet: Fleet, windowMs: number): Promise<string[]> {
+  const health = fleet.health();
+  const beats = fleet.heartbeatLedger?.();
+  const before = fleet.meter.read();
+  const end = performance.now() + windowMs;
+  // Sampled through the window, so heartbeats due follow the number of locks held.
+  while (performance.now() < end) {
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    fleet.heartbeatLedger?.();
+  }
+  const evidence: string[] = [];
+  const running = fleet.ledger.runningOnce(fleet.tasks);
+  if (running < fleet.tasks.length) evidence.push(`${running} of ${fleet.tasks.length} tasks running`);
+  for (const [k, v] of Object.entries(fleet.health())) if (v > (health[k] ?? 0)) evidence.push(`${k}: ${v - (health[k] ?? 0)} in ${windowMs / 1000} s`);
+  const after = fleet.heartbeatLedger?.();
+  if (beats && after) {
+    const done = after.done - beats.done;
+    const due = after.due - beats.due;
+    // The library renews one period after the previous renewal returned: a store that keeps up
+    // delivers nearly all that are due.
+    if (done < 0.9 * due) evidence.push(`${Math.round(done)} lock heartbeats written of ${Math.round(due)} due in ${windowMs / 1000} s`);
+  }
+  if (evidence.length > 0) {
+    const latency = fleet.meter.latenciesSince(before).sort((a, b) => a - b);
+    if (latency.length > 0) evidence.push(`request latency p50 ${Math.round(latency[Math.floor(latency.length / 2)]!)} ms, p99 ${Math.round(latency[Math.min(latency.length - 1, Math.ceil(latency.length * 0.99) - 1)]!)} ms`);
+  }
+  return evidence;
 }
 
 /** The node whose load is closest to the mean: a typical node, not the luckiest or unluckiest. */

@@ -1,7 +1,9 @@
 import type { BenchContext } from '../context.js';
-import { KeeperFleet, settle, typicalNode, type Fleet } from '../fleet.js';
+import { KeeperFleet, saturationEvidence, settle, typicalNode, type Fleet } from '../fleet.js';
 import { CpuWatch, loadSample, type LoadSample } from '../machine.js';
+import { seconds, table } from '../report.js';
 import { sleepMs } from '../run-ledger.js';
+import { summarize } from '../stats.js';
 
 /**
  * Repeated trials on one long-running cluster: each trial takes one typical node away (a
@@ -27,7 +29,10 @@ export interface Trial {
 export interface Series {
   label: string;
   system: 'keeper' | 'baseline';
+  tasks: number;
   trials: Trial[];
+  /** Set when the store could not keep up with this fleet: the evidence, and no trials. */
+  saturated?: string[];
   setupMs?: number;
   health: Record<string, number>;
   overlaps: number;
@@ -42,9 +47,13 @@ export interface ChurnOptions {
   action: 'kill' | 'stop';
   nodes: number;
   trials: number;
-  /** No handler may start for this long before a cluster counts as quiet. */
+  /** No handler may start for this long before a cluster counts as quiet... */
   quietMs: number;
+  /** ...or at most this long after every task runs again (replacements only). */
+  quietCapMs: number;
   settleTimeoutMs: number;
+  /** Watch the fleet this long after setup for saturation before any trial. */
+  probeMs: number;
 }
 
 export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: ChurnOptions): Promise<Series> {
@@ -54,7 +63,15 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
   const prefix = fleet.system === 'keeper' ? 'k' : 'l';
   await fleet.start(Array.from({ length: options.nodes }, (_, i) => `${prefix}${i}`));
   const setupMs = await settle(fleet, options.quietMs, options.settleTimeoutMs);
-  ctx.log(`  ${options.label}: ${options.nodes} nodes up${setupMs === undefined ? ' (not quiet within the time box)' : ` in ${(setupMs / 1000).toFixed(1)} s`}`);
+  ctx.log(`  ${options.label}: ${options.nodes} nodes up${setupMs === undefined ? ' (not every task running within the time box)' : ` in ${(setupMs / 1000).toFixed(1)} s`}`);
+  const evidence = setupMs === undefined ? [`only ${fleet.ledger.runningOnce(fleet.tasks)} of ${fleet.tasks.length} tasks running ${seconds(options.settleTimeoutMs)} after the start`] : [];
+  evidence.push(...(await saturationEvidence(fleet, options.probeMs)));
+  if (evidence.length > 0) {
+    ctx.log(`  ${options.label}: saturated (${evidence.join('; ')}); no trials at ${fleet.tasks.length} tasks`);
+    const series: Series = { label: options.label, system: fleet.system, tasks: fleet.tasks.length, trials: [], saturated: evidence, health: fleet.health(), overlaps: fleet.ledger.overlaps, cpu: cpu.read(), load, wallMs: performance.now() - began };
+    await fleet.close();
+    return series;
+  }
   const trials: Trial[] = [];
   let settleMs: number | undefined = setupMs;
   for (let t = 0; t < options.trials; t++) {
@@ -90,12 +107,13 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
     ctx.log(`  ${options.label} trial ${t + 1}/${options.trials}: ${trial.tasks} tasks, ${trial.ms === undefined ? `not all moved within ${fleet.takeoverTimeoutMs} ms (${trial.notMoved} left)` : `${Math.round(trial.ms)} ms`}`);
     if (t + 1 < options.trials) {
       await fleet.start([`${prefix}r${t}`]);
-      settleMs = await settle(fleet, options.quietMs, options.settleTimeoutMs);
+      settleMs = await settle(fleet, options.quietMs, options.settleTimeoutMs, options.quietCapMs);
     }
   }
   const series: Series = {
     label: options.label,
     system: fleet.system,
+    tasks: fleet.tasks.length,
     trials,
     ...(setupMs !== undefined ? { setupMs } : {}),
     health: fleet.health(),
@@ -106,4 +124,48 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
   };
   await fleet.close();
   return series;
+}
+
+/** Health of each series: did the store keep up, did anything run twice, how busy was the machine. */
+export function healthTable(all: readonly Series[]): string {
+  return table(
+    ['series', 'health counters (whole series, setup included)', 'two runners at once', 'CPU: DynamoDB Local / bench (% of one core)', 'load at start (other DynamoDB Locals, test runners)', 'wall time'],
+    all.map((s) => [
+      `${s.label} (${s.tasks.toLocaleString('en-US')} tasks)`,
+      Object.entries(s.health).map(([k, v]) => `${k} ${v}`).join(', '),
+      String(s.overlaps),
+      `${s.cpu[0]}% / ${s.cpu[1]}%`,
+      `${s.load.loadavg1} (${s.load.foreign.dynamoDbLocals}, ${s.load.foreign.testRunners})`,
+      seconds(s.wallMs),
+    ]),
+  );
+}
+
+export const completed = (s: Series) => s.trials.flatMap((t) => (t.ms === undefined ? [] : [t.ms]));
+export const censoredCount = (s: Series) => s.trials.filter((t) => t.ms === undefined).length;
+export const victimTasks = (s: Series) => Math.round(summarize(s.trials.map((t) => t.tasks)).median);
+
+/** The evidence for each saturated series, as report lines. */
+export function saturationNotes(all: readonly Series[]): string {
+  const saturated = all.filter((s) => s.saturated);
+  if (saturated.length === 0) return '';
+  return [
+    '**Saturation.** DynamoDB Local on this machine could not keep up with these series, so they have no trials (a takeover measured on a store that drops heartbeats measures the store, not the protocol):',
+    '',
+    ...saturated.map((s) => `- ${s.label}, ${s.tasks.toLocaleString('en-US')} tasks: ${s.saturated!.join('; ')}.`),
+    '',
+  ].join('\n');
+}
+
+/** How a baseline figure is shown: its own, or "saturated at N; at M tasks: figure". */
+export function baselineCell(primary: Series, fallback: Series | undefined, format: (s: Series) => string): string {
+  if (!primary.saturated) return format(primary);
+  const at = `saturated at ${primary.tasks.toLocaleString('en-US')}`;
+  return fallback && !fallback.saturated ? `${at}; at ${fallback.tasks.toLocaleString('en-US')} tasks: ${format(fallback)}` : at;
+}
+
+/** The baseline series that has figures: the primary one, else its smaller fallback. */
+export function measured(primary: Series, fallback: Series | undefined): Series | undefined {
+  if (!primary.saturated) return primary;
+  return fallback && !fallback.saturated ? fallback : undefined;
 }
