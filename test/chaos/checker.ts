@@ -98,7 +98,7 @@ export interface CheckResult {
   phaseMs: number;
   faults: Record<string, number>;
   skipped: number;
-  counts: { auditLines: number; runs: number; instances: number; declarations: number; fenced: number; zombies: number; heartbeatFailures: number };
+  counts: { auditLines: number; runs: number; instances: number; declarations: number; declaredWhileFenced: number; fenced: number; zombies: number; heartbeatFailures: number };
   takeover: Stats & { boundMs: number; formulaBoundMs: number; resumedInPlace: number; byKind: Record<string, Stats> };
   handover: Stats;
   outageResume: Stats;
@@ -194,6 +194,9 @@ interface InstanceInfo {
   exitUnexpected: number | undefined;
   exitCode: number | null | undefined;
   exitSignal: string | null | undefined;
+  exitAt: number | undefined;
+  /** When its own log says it had fenced itself (lease expired) until it renewed or rejoined. */
+  fenced: Interval[];
 }
 
 // ------------------------------------------------------------------ the check
@@ -266,6 +269,8 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
           exitUnexpected: undefined,
           exitCode: undefined,
           exitSignal: undefined,
+          exitAt: undefined,
+          fenced: [],
         });
         if (r.clockRate !== 1 || r.clockOffsetMs !== 0) {
           faultCounts['clock']! += 1;
@@ -342,6 +347,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
         const i = instances.get(r.instance)!;
         i.exitCode = r.code;
         i.exitSignal = r.signal;
+        i.exitAt = t;
         if (!r.expected) {
           i.exitUnexpected = t;
           i.end ??= t;
@@ -570,9 +576,15 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     let done = f.at;
     let count = 0;
     for (const [task, list] of runsByTask) {
-      const held = list.some((r) => r.instance === f.instance && r.works > 0 && r.start <= f.at && (r.stop === undefined || r.stop > f.at));
-      if (!held) continue;
-      const next = list.filter((r) => r.instance !== f.instance && r.start >= f.at).sort((x, y) => x.start - y.start)[0];
+      // The victim's tasks: those it was the last process to start before the fault. That
+      // includes tasks it had stopped only because it was fenced at that moment; it does not
+      // include tasks it had handed on (someone else started them before the fault).
+      let last: Run | undefined;
+      for (const r of list) if (r.start <= f.at && (!last || r.start > last.start)) last = r;
+      if (!last || last.instance !== f.instance) continue;
+      // Taken over: the first run after the fault under a newer token, by any process (the
+      // victim itself counts once it has rejoined as a new incarnation and got the task back).
+      const next = list.filter((r) => r.start >= f.at && r.token > last.token).sort((x, y) => x.start - y.start)[0];
       if (next && next.start <= endNs) {
         const took = ms(next.start - f.at);
         count += 1;
@@ -584,16 +596,16 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
         takeoverMs.push(took);
         (byKind[f.kind] ??= []).push(took);
         if (next.start - f.at > B) {
-          violations.slowTakeovers.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${f.kind} at ${fmt(f.at)}): started on ${next.instance} after ${(took / 1000).toFixed(2)} s > bound ${(run.boundMs / 1000).toFixed(2)} s` });
+          violations.slowTakeovers.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${f.kind} at ${fmt(f.at)}): started with token ${next.token} on ${next.instance} after ${(took / 1000).toFixed(2)} s > bound ${(run.boundMs / 1000).toFixed(2)} s` });
         }
         continue;
       }
-      // Not started elsewhere: the victim itself may have kept it (a partition healed before
-      // anyone could declare it dead). Whether it then ran is the lost-task check's concern.
-      const again = list.some((r) => r.instance === f.instance && r.works > 0 && r.lastWork > f.at);
+      // Not moved: the victim may have kept it (a partition healed before anyone could
+      // declare it dead). Whether it then ran in time is the lost-task check's concern.
+      const again = list.some((r) => r.instance === f.instance && r.token === last.token && r.works > 0 && r.lastWork > f.at);
       if (again && f.kind !== 'kill' && f.kind !== 'term') resumedInPlace += 1;
       else if (f.at + B < endNs) {
-        violations.lostTasks.push({ rule: 'not taken over', text: `${task}, held by ${f.instance} when it was hit (${f.kind} at ${fmt(f.at)}), never started anywhere else` });
+        violations.lostTasks.push({ rule: 'not taken over', text: `${task}, held by ${f.instance} when it was hit (${f.kind} at ${fmt(f.at)}), never ran again under a newer token` });
       }
     }
     if (count > 0) takeoverMarks.push({ slot: victim.slot, faultMs: ms(f.at), doneMs: ms(done), tasks: count });
@@ -617,13 +629,15 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
   }
 
   // ---- declarations of death: the workers' own logs, and the final table
-  const declarations: Array<{ at: number; by: string; peer: string; instance: string }> = [];
+  const declarations: Array<{ at: number; by: string; peer: string; instance: string; source: 'log' | 'zombie' }> = [];
   let fenced = 0;
   let zombies = 0;
   let heartbeatFailures = 0;
   const errorLines: string[] = [];
+  const zombieLines: Array<{ at: number; by: string; peer: string; instance: string }> = [];
   for (const inst of instances.values()) {
     if (!existsSync(inst.stderrPath)) continue;
+    let fenceOpen: number | undefined;
     for (const line of readFileSync(inst.stderrPath, 'utf8').split('\n')) {
       if (!line.startsWith('{')) {
         if (line.trim() !== '' && errorLines.length < 20) errorLines.push(`${inst.name}: ${line.slice(0, 200)}`);
@@ -636,13 +650,30 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
         continue;
       }
       const msg = rec['msg'];
+      const at = wallToRel(Date.parse(String(rec['time'])));
       if (msg === 'declared peer dead') {
-        declarations.push({ at: wallToRel(Date.parse(String(rec['time']))), by: String(rec['node']), peer: String(rec['peer']), instance: inst.name });
-      } else if (typeof msg === 'string' && msg.startsWith('lease expired')) fenced += 1;
-      else if (typeof msg === 'string' && msg.startsWith('this incarnation was declared dead')) zombies += 1;
-      else if (msg === 'heartbeat failed') heartbeatFailures += 1;
+        declarations.push({ at, by: String(rec['node']), peer: String(rec['peer']), instance: inst.name, source: 'log' });
+      } else if (typeof msg === 'string' && msg.startsWith('lease expired')) {
+        fenced += 1;
+        if (fenceOpen === undefined) fenceOpen = at;
+      } else if (msg === 'lease renewed; resuming tasks' || msg === 'joined the cluster') {
+        if (fenceOpen !== undefined) inst.fenced.push({ a: fenceOpen, b: at });
+        fenceOpen = undefined;
+      } else if (typeof msg === 'string' && msg.startsWith('this incarnation was declared dead')) {
+        zombies += 1;
+        // The declarer's own line is missing when its write's reply was lost; the victim's
+        // refused heartbeat still shows it. (Without deadBy the item was not declared dead:
+        // e.g. the node's own graceful leave had already marked it 'left'.)
+        if (typeof rec['declaredBy'] === 'string') zombieLines.push({ at, by: rec['declaredBy'], peer: inst.node, instance: inst.name });
+        if (fenceOpen === undefined) fenceOpen = at;
+      } else if (msg === 'heartbeat failed') heartbeatFailures += 1;
       if (rec['level'] === 'error' && errorLines.length < 20) errorLines.push(`${inst.name}: ${line.slice(0, 300)}`);
     }
+    if (fenceOpen !== undefined) inst.fenced.push({ a: fenceOpen, b: inst.end ?? Number.POSITIVE_INFINITY });
+  }
+  for (const z of zombieLines) {
+    const logged = declarations.some((d) => d.peer === z.peer && d.by === z.by && d.at <= z.at + 1e9 && d.at >= z.at - 60e9);
+    if (!logged) declarations.push({ ...z, source: 'zombie' });
   }
   if (errorLines.length > 0) findings.push(`error-level or unstructured lines in worker logs:\n${errorLines.join('\n')}`);
 
@@ -682,10 +713,27 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
       const after = (x: number | undefined) => x !== undefined && (t === undefined || t >= x);
       if (after(i.kill)) return `${i.name} was killed at ${fmt(i.kill!)}`;
       if (after(i.exitUnexpected)) return `${i.name} exited at ${fmt(i.exitUnexpected!)}`;
-      if (after(i.term)) return `${i.name} was sent SIGTERM at ${fmt(i.term!)}`;
+      if (i.term !== undefined && after(i.exitAt)) return `${i.name} had left (exited at ${fmt(i.exitAt!)})`;
       for (const p of i.pauses) if (t === undefined || (t >= p.a && t <= p.b + B)) return `${i.name} was paused from ${fmt(p.a)}`;
       for (const p of i.partitions) if (t === undefined || (t >= p.a && t <= p.b + B)) return `${i.name} was partitioned from ${fmt(p.a)}`;
       if (!inBound(i.rate)) return `${i.name} ran with clock rate ${i.rate}, outside the drift bound`;
+    }
+    return undefined;
+  };
+
+  /**
+   * A declaration without a fault of the node's own is still not a false takeover if the
+   * node itself says it could not renew its lease at the time (it had fenced itself: the
+   * store was too slow for it, or its process was starved), provided no store outage ended in
+   * the last (K-1)P/f + Pf before: a node cut off only by an outage must come back unharmed.
+   * These are counted apart, so a brown-out on this machine shows up as such.
+   */
+  const selfFenced = (peer: string, t: number): string | undefined => {
+    const lookBack = (run.earliestDeclarationMs + s.periodMs * s.driftBound) * 1e6;
+    if (outages.some((o) => o.a <= t && o.b >= t - lookBack)) return undefined;
+    for (const i of byNode.get(peer) ?? []) {
+      const f = i.fenced.find((x) => x.a <= t && t <= x.b);
+      if (f) return `${i.name} had fenced itself at ${fmt(f.a)} (could not renew its lease)`;
     }
     return undefined;
   };
@@ -696,17 +744,21 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     const list = byNode.get(node) ?? [];
     return [...list].reverse().find((i) => i.spawn <= t)?.slot ?? list[0]?.slot;
   };
+  let declaredWhileFenced = 0;
   for (const d of declarations) {
     const why = justify(d.peer, d.at);
-    declarationMarks.push({ slot: slotOf(d.peer, d.at), atMs: ms(d.at), peer: d.peer, by: d.by, justified: why !== undefined });
-    if (!why) {
+    const fencedWhy = why ? undefined : selfFenced(d.peer, d.at);
+    if (fencedWhy) declaredWhileFenced += 1;
+    declarationMarks.push({ slot: slotOf(d.peer, d.at), atMs: ms(d.at), peer: d.peer, by: d.by, justified: why !== undefined || fencedWhy !== undefined });
+    if (!why && !fencedWhy) {
       const inOutage = outages.find((o) => d.at >= o.a && d.at <= o.b + B);
       violations.falseTakeovers.push({
         rule: 'false takeover',
-        text: `${d.by} (${d.instance}) declared ${d.peer} dead at ${fmt(d.at)}, but no instance of ${d.peer} was killed, paused, partitioned, gone or outside the drift bound then${inOutage ? ` (a store outage ran from ${fmt(inOutage.a)} to ${fmt(inOutage.b)})` : ''}`,
+        text: `${d.by} (${d.source === 'log' ? d.instance : `seen in ${d.instance}'s log`}) declared ${d.peer} dead at ${fmt(d.at)}, but no instance of ${d.peer} was killed, paused, partitioned, gone or outside the drift bound then${inOutage ? ` (a store outage ran from ${fmt(inOutage.a)} to ${fmt(inOutage.b)})` : ''}`,
       });
       continue;
     }
+    if (!why) continue;
     // Detection latency: from the start of the fault that justified it.
     const list = byNode.get(d.peer) ?? [];
     const starts = list.flatMap((i) => [i.kill, i.exitUnexpected, i.term, ...i.pauses.map((p) => p.a), ...i.partitions.map((p) => p.a)]).filter((x): x is number => x !== undefined && x <= d.at);
@@ -782,7 +834,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     phaseMs: ms(endNs),
     faults: faultCounts,
     skipped,
-    counts: { auditLines, runs: runCount, instances: instances.size, declarations: declarations.length, fenced, zombies, heartbeatFailures },
+    counts: { auditLines, runs: runCount, instances: instances.size, declarations: declarations.length, declaredWhileFenced, fenced, zombies, heartbeatFailures },
     takeover: { ...takeover, boundMs: run.boundMs, formulaBoundMs, resumedInPlace, byKind: Object.fromEntries(Object.entries(byKind).map(([k, v]) => [k, stats(v)])) },
     handover: stats(handoverMs),
     outageResume: stats(outageResumeMs),

@@ -16,6 +16,7 @@ import type { ChaosOptions } from './options.js';
 import { writeReport, type MachineInfo } from './report.js';
 import { planSchedule, quietTailMs, type Plan, type PlannedFault } from './schedule.js';
 import { SeededRandom } from './seeded-random.js';
+import { TableHistory } from './table-history.js';
 import { WorkerProcess } from './worker-process.js';
 
 /**
@@ -30,6 +31,21 @@ import { WorkerProcess } from './worker-process.js';
  */
 export const chaosProtocol = { staleTicks: 6, driftBound: 1.5 } as const;
 
+/**
+ * The request timeout d defaults to half a period here, not the library's 0.2 P: DynamoDB
+ * Local on two shared cores (with Java, eight workers and other test runs beside it) often
+ * answers in more than 100 ms, and with d = 100 ms most heartbeats of an otherwise healthy
+ * cluster fail, which turns every run into one long brown-out instead of the faults it plans.
+ * At P = 500, K = 6, f = 1.5 the config accepts d up to about 385 ms.
+ */
+export const defaultRequestTimeoutMs = (periodMs: number) => periodMs / 2;
+
+/**
+ * How long a graceful leave may take before the harness calls it stuck: two failover bounds
+ * (a leave hands its tasks over and waits for its in-flight maintenance; under a network-error
+ * window each of those writes may take several attempts).
+ */
+const leaveLimitFactor = 2;
 /** After the snapshot: how long work events are read to see who runs each task at the end. */
 const convergenceWindowMs = 2000;
 /** DynamoDB Local took about 4 s to restart on this machine when idle; planned with slack. */
@@ -108,14 +124,14 @@ function stamp(): string {
   return `${d.getFullYear()}${p(d.getMonth() + 1)}${p(d.getDate())}-${p(d.getHours())}${p(d.getMinutes())}${p(d.getSeconds())}`;
 }
 
-export function resolveChaosConfig(periodMs: number) {
-  const config = resolveConfig({ periodMs, ...chaosProtocol });
+export function resolveChaosConfig(periodMs: number, requestTimeoutMs = defaultRequestTimeoutMs(periodMs)) {
+  const config = resolveConfig({ periodMs, requestTimeoutMs, ...chaosProtocol });
   return { config, boundMs: failoverBoundMs(config), earliestMs: earliestDeclarationMs(config) };
 }
 
 /** Plans the run without starting anything: the refusal of impossible schedules happens here. */
 export function planRun(options: ChaosOptions): Plan {
-  const { boundMs } = resolveChaosConfig(options.periodMs);
+  const { boundMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
   return planSchedule(
     { seed: options.seed, workers: options.workers, seconds: options.seconds, ...(options.faults !== undefined ? { faultsPerKind: options.faults } : {}) },
     { boundMs, driftBound: chaosProtocol.driftBound, storeRestartMs: storeRestartAllowanceMs },
@@ -123,7 +139,7 @@ export function planRun(options: ChaosOptions): Plan {
 }
 
 export async function runChaos(options: ChaosOptions, say: (line: string) => void, abort?: AbortSignal): Promise<ChaosRun> {
-  const { config, boundMs, earliestMs } = resolveChaosConfig(options.periodMs);
+  const { config, boundMs, earliestMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
   const plan = planRun(options);
   const problem = buildProblem();
   if (problem) throw new Error(`${problem}; run \`npm run build\` first`);
@@ -149,6 +165,9 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   let ending = false;
   const background = new Set<Promise<unknown>>();
   let fatal: Error | undefined;
+  /** How far the schedule has slipped behind plan because store restarts took longer than allowed for. */
+  let shiftMs = 0;
+  const leaveLimitMs = leaveLimitFactor * boundMs;
   const track = (p: Promise<unknown>) => {
     const wrapped = p.catch((error: Error) => {
       fatal ??= error;
@@ -179,6 +198,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       periodMs: config.periodMs,
       staleTicks: config.staleTicks,
       driftBound: config.driftBound,
+      requestTimeoutMs: config.requestTimeoutMs,
       clock,
       auditPath: join(logs, `${name}.audit.jsonl`),
       stderrPath: join(logs, `${name}.stderr.log`),
@@ -219,6 +239,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     return instance;
   };
 
+  let lastTrouble = performance.now();
+  let history: TableHistory | undefined;
   // Joins are seen in the workers' own logs ("worker running"); the harness only watches.
   const watchLogs = () => {
     for (const i of instances) {
@@ -234,6 +256,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
           log.write({ type: 'joined', instance: i.name, node: i.node });
         } else if (record['msg'] === 'declared peer dead') {
           note(`${i.name} declared ${String(record['peer'])} dead`);
+        } else if (record['msg'] === 'heartbeat failed' || String(record['msg']).startsWith('lease expired')) {
+          lastTrouble = performance.now();
         }
       }
     }
@@ -243,6 +267,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   const teardown = async () => {
     ending = true;
     clearInterval(watcher);
+    await history?.stop();
     const waits = instances.map(async (i) => {
       if (i.proc.running) {
         i.proc.signal('SIGKILL');
@@ -260,7 +285,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   let check: CheckResult | undefined;
   try {
     say(`chaos: seed ${options.seed}, ${options.workers} workers, ${options.tasks} tasks, ${options.seconds} s, ${plan.faultsPerKind} faults of each kind; ` +
-      `P ${config.periodMs} ms, K ${config.staleTicks}, f ${config.driftBound}, fence ${config.fenceMs} ms, failover bound ${boundMs.toFixed(0)} ms`);
+      `P ${config.periodMs} ms, K ${config.staleTicks}, f ${config.driftBound}, d ${config.requestTimeoutMs} ms, fence ${config.fenceMs} ms, failover bound ${boundMs.toFixed(0)} ms`);
     say(`chaos: output in ${dir}`);
     log.write({
       type: 'run',
@@ -298,6 +323,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     say(`chaos: DynamoDB Local (on disk, ${db.dir}) at ${db.endpoint}, table ${table}, ${ids.length} tasks`);
 
     for (let s = 0; s < options.workers; s++) await spawnWorker(s, 'initial');
+    history = new TableHistory(db.endpoint, table, join(dir, 'table-history.jsonl'));
+    history.start(options.tasks > 200 ? 2000 : 1000);
     const joinDeadline = performance.now() + 60_000 + options.workers * 5000;
     while (!instances.every((i) => i.proc.joined)) {
       watchLogs();
@@ -306,6 +333,25 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       if (performance.now() > joinDeadline) throw new Error(`workers did not join within ${Math.round((joinDeadline - started) / 1000)} s: ${instances.filter((i) => !i.proc.joined).map((i) => i.name).join(', ')}`);
       await sleepMs(100, abort);
     }
+    // Start-up is the heaviest moment on a small machine (every worker loads at once, Java
+    // warms up) and heartbeats fail for several seconds. Faults begin once the cluster has
+    // settled: every task owned by a live node, and no failed heartbeat or fencing logged for
+    // three seconds. Otherwise the first faults would be measured against a brown-out.
+    const settleDeadline = performance.now() + 90_000;
+    for (;;) {
+      watchLogs();
+      await history.poll();
+      const alive = new Set((history.latest?.nodes ?? []).filter((n) => n['state'] === 'alive').map((n) => String(n['id'])));
+      const tasksOwned = (history.latest?.tasks ?? []).filter((t) => alive.has(String(t['owner']))).length;
+      if (tasksOwned === options.tasks && performance.now() - lastTrouble > 3000) break;
+      if (performance.now() > settleDeadline) {
+        const text = `the cluster had not settled 90 s after every worker joined (${tasksOwned} of ${options.tasks} tasks owned by live nodes); faults start anyway`;
+        log.write({ type: 'finding', text });
+        note(`FINDING: ${text}`);
+        break;
+      }
+      await sleepMs(250, abort);
+    }
     log.write({ type: 'ready' });
     t0 = performance.now();
     note(`all ${options.workers} workers joined (${((t0 - started) / 1000).toFixed(1)} s after start); faults begin`);
@@ -313,11 +359,15 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     const actions = plan.faults.flatMap((f) => actionsFor(f));
     actions.sort((a, b) => a.atMs - b.atMs);
     for (const action of actions) {
-      await sleepMs(t0 + action.atMs - performance.now(), abort);
+      await sleepMs(t0 + shiftMs + action.atMs - performance.now(), abort);
       if (fatal) throw fatal;
-      track(Promise.resolve().then(action.run));
+      // The store's restart is awaited here: nothing else is planned inside an outage window,
+      // and if the restart overruns its allowance the rest of the schedule moves with it, so
+      // that no later fault lands in the outage's shadow.
+      if (action.inline) await action.run();
+      else track(Promise.resolve().then(action.run));
     }
-    await sleepMs(t0 + plan.lastEffectMs + quietTailMs - performance.now(), abort);
+    await sleepMs(t0 + shiftMs + plan.lastEffectMs + quietTailMs - performance.now(), abort);
     await Promise.all([...background]);
     if (fatal) throw fatal;
 
@@ -338,7 +388,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   const { reportPath, svgPath } = writeReport(dir, check, machine, { totalMs: performance.now() - started, checkMs });
   return { dir, check, reportPath, svgPath };
 
-  function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void }> {
+  function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void; inline?: boolean }> {
     const victim = (slot: number, kind: FaultKind) => {
       const i = slots[slot];
       if (!i || !i.proc.running) {
@@ -369,6 +419,16 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
                 slots[f.slot] = undefined;
                 log.write({ type: 'term', fault: f.id, instance: target.name, node: target.node });
                 note(`SIGTERM ${target.name} (graceful leave); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
+                const leaving = target;
+                track(
+                  Promise.race([leaving.proc.exited, sleepMs(leaveLimitMs)]).then(() => {
+                    if (!leaving.proc.running || ending) return;
+                    const text = `${leaving.name} had not exited ${(leaveLimitMs / 1000).toFixed(1)} s after SIGTERM (a graceful leave that does not finish); killing it`;
+                    log.write({ type: 'finding', text });
+                    note(`FINDING: ${text}`);
+                    leaving.proc.signal('SIGKILL');
+                  }),
+                );
               }
             },
           },
@@ -376,14 +436,9 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
             atMs: f.atMs + f.replaceAfterMs,
             run: async () => {
               if (!target) return;
-              if (target.proc.running) {
-                // A leave that has not finished by now (up to 1.2 bounds later) is stuck.
-                const text = `${target.name} had not exited ${(f.replaceAfterMs / 1000).toFixed(1)} s after SIGTERM (graceful leave stuck); killing it`;
-                log.write({ type: 'finding', text });
-                note(`FINDING: ${text}`);
-                target.proc.signal('SIGKILL');
-              }
-              await target.proc.exited;
+              // A replacement under the same node id waits for the old process to be gone: two
+              // live processes with one id is a configuration error the core refuses, not a fault.
+              if (f.reuseId) await target.proc.exited;
               if (ending) return;
               await spawnWorker(f.slot, f.kind === 'kill' ? 'replaces-kill' : 'replaces-term', f.reuseId ? target.node : undefined);
             },
@@ -472,12 +527,15 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
           },
           {
             atMs: f.atMs + f.downMs,
+            inline: true,
             run: async () => {
               await stopped;
               const restartAt = performance.now();
               await db.restart();
+              const took = performance.now() - restartAt;
               log.write({ type: 'outage-end', fault: f.id });
-              note(`store back (restart took ${((performance.now() - restartAt) / 1000).toFixed(1)} s)`);
+              shiftMs += Math.max(0, took - storeRestartAllowanceMs);
+              note(`store back (restart took ${(took / 1000).toFixed(1)} s${took > storeRestartAllowanceMs ? `; the rest of the schedule moves ${((took - storeRestartAllowanceMs) / 1000).toFixed(1)} s later` : ''})`);
             },
           },
         ];

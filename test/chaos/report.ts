@@ -50,7 +50,7 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   const violationCount = Object.values(check.violations).reduce((n, list) => n + list.length, 0);
   lines.push(`# Chaos run: seed ${r.seed}, ${r.workers} workers, ${r.tasks} tasks, ${r.seconds} s: ${check.ok ? 'no violations' : `${violationCount} violations`}`);
   lines.push('');
-  lines.push(`Command: \`npm run chaos -- --seconds ${r.seconds} --workers ${r.workers} --tasks ${r.tasks} --seed ${r.seed} --faults ${r.faultsPerKind} --period-ms ${st.periodMs}\``);
+  lines.push(`Command: \`npm run chaos -- --seconds ${r.seconds} --workers ${r.workers} --tasks ${r.tasks} --seed ${r.seed} --faults ${r.faultsPerKind} --period-ms ${st.periodMs} --request-timeout-ms ${st.requestTimeoutMs}\``);
   lines.push('');
   lines.push(`- Fault phase ${s1(check.phaseMs)} s; whole run ${s1(timing.totalMs)} s including start-up and teardown; the checker took ${s1(timing.checkMs)} s.`);
   lines.push(`- Protocol settings: P = ${st.periodMs} ms, K = ${st.staleTicks}, f = ${st.driftBound}, d = ${st.requestTimeoutMs} ms, c = ${st.handlerStopMs} ms, F = ${st.fenceMs} ms.`);
@@ -87,7 +87,7 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   const c = check.counts;
   const p = check.proxies;
   lines.push(`- ${c.instances} worker processes, ${c.auditLines} audit lines, ${c.runs} task runs.`);
-  lines.push(`- ${c.declarations} declarations of death, ${c.fenced} self-fencings, ${c.zombies} zombie rejoins, ${c.heartbeatFailures} failed heartbeats logged.`);
+  lines.push(`- ${c.declarations} declarations of death, ${c.declaredWhileFenced} of them of a node that had fenced itself without an injected fault (its own requests were failing: a brown-out, not a false takeover); ${c.fenced} self-fencings, ${c.zombies} zombie rejoins, ${c.heartbeatFailures} failed heartbeats logged.`);
   lines.push(`- Proxies: ${p.requests} requests; ${p.blackholed} blackholed, ${p.throttled} throttled, ${p.errors500} answered 5xx, ${p.droppedReplies} replies dropped after the write was applied.`);
   lines.push('');
   lines.push('## Timeline');
