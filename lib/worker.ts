@@ -6,7 +6,16 @@ import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { livePredecessors, readNeighbourhood } from './membership.js';
 import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
-import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type NodeItem, type ProtocolSettings, type Store, type TaskItem } from './store/store.js';
+import {
+  AmbiguousWriteError,
+  StoreUnavailableError,
+  type MemberEntry,
+  type NodeItem,
+  type ProtocolSettings,
+  type Store,
+  type TaskItem,
+  type TaskOwnership,
+} from './store/store.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
 export interface WorkerOptions extends KeeperOptions {
@@ -109,6 +118,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private gap: MemberEntry[] = [];
   private clusterSize = 1;
   private readonly emptySweeps = new Map<string, number>();
+  /** When to sweep each tombstone that appeared in the gap (maintenance tick). */
+  private readonly sweepAt = new Map<string, number>();
   private watched: string[] = [];
   private peers = new Map<string, NodeItem>();
   private neighboursDirty = true;
@@ -124,6 +135,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private freeBacklog = false;
   private readonly freeSeen = new Map<string, number>();
   private readonly followUps: Array<{ node: string; atTick: number }> = [];
+  /** Our own tasks whose move away had an unknown outcome, with the ownership that move expected. */
+  private readonly unsettled = new Map<string, TaskOwnership>();
+  /** joinedAt of each join write sent since the last successful join, with its send time. */
+  private readonly joinAttempts = new Map<string, number>();
   /** Spreads the thinned cluster-item reads of a big cluster evenly over nodes. */
   private readonly phaseOffset: number;
 
@@ -215,6 +230,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (wasRunning) {
       try {
         handedOver = await this.distribute(tasks, { exclude: this.id, reason: 'leave' });
+        // Moves that timed out were settled back to us under a new token (or their outcome
+        // is still unknown); try those again before leaving, rather than leave them to the
+        // sweep.
+        for (let round = 1; round <= 2 && handedOver < tasks.length; round++) {
+          for (const id of this.unsettled.keys()) await this.settle(id);
+          const left = (await this.store.tasksOwnedBy(this.id)).filter((t) => this.isMine(t) && !this.unsettled.has(t.id));
+          if (left.length === 0) break;
+          handedOver += await this.distribute(left, { exclude: this.id, reason: 'leave' });
+        }
         if (await this.store.markLeft(this.id, this.inc)) await this.announce();
       } catch (error) {
         this.log.warn('graceful leave incomplete; peers will take over what is left', { error: errorText(error) });
@@ -247,6 +271,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       try {
         if (firstStart && attempt === 1) await this.checkSettings();
         const existing = await this.store.getNode(this.id);
+        const ours = existing && existing.state === 'alive' ? this.joinAttempts.get(existing.joinedAt) : undefined;
+        if (existing && ours !== undefined) {
+          // An earlier attempt of ours whose reply was lost landed after all: the lease runs
+          // from that attempt's send time.
+          await this.joined(existing, ours);
+          return;
+        }
         if (existing && existing.state === 'alive' && existing.inc !== this.inc) {
           await this.waitForHolder(existing);
           continue;
@@ -268,18 +299,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
           settings: this.settings(),
           joinedAt: new Date().toISOString(),
         };
+        this.joinAttempts.set(node.joinedAt, sentAt);
         if (!(await this.joinAs(node, existing))) continue;
-        this.inc = node.inc;
-        this.counter = node.counter;
-        this.joinedAt = node.joinedAt;
-        this.detector = this.newDetector();
-        this.detector.seed(node.watch);
-        this.renew(sentAt);
-        this.neighboursDirty = true;
-        this.processedInbox = -1;
-        await this.announce();
-        this.emit('joined', { inc: this.inc });
-        this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
+        await this.joined(node, sentAt);
         return;
       } catch (error) {
         // Only an unreachable or ambiguous store is worth waiting out; a missing table or
@@ -289,6 +311,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await sleep(this.clock, this.backoffMs(attempt));
       }
     }
+  }
+
+  private async joined(node: NodeItem, sentAt: number): Promise<void> {
+    this.joinAttempts.clear();
+    this.inc = node.inc;
+    this.counter = node.counter;
+    this.joinedAt = node.joinedAt;
+    this.detector = this.newDetector();
+    this.detector.seed(node.watch);
+    this.renew(sentAt);
+    this.neighboursDirty = true;
+    this.processedInbox = -1;
+    await this.announce();
+    this.emit('joined', { inc: this.inc });
+    this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
   }
 
   private settings(): ProtocolSettings {
@@ -405,20 +442,28 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (sentAt > this.leaseSentAt) this.leaseSentAt = sentAt;
     this.fenceTimer?.cancel();
     this.fenceTimer = this.clock.setTimer(this.leaseSentAt + this.config.fenceMs - this.clock.now(), () => this.checkFence());
-    if (this.fenced && this.clock.now() - this.leaseSentAt < this.config.fenceMs) {
+    if (this.clock.now() - this.leaseSentAt >= this.config.fenceMs) return;
+    if (this.fenced) {
       // Renewed while fenced: nobody declared us dead in between (the heartbeat's condition
-      // proves it), so our tasks are still ours. Start them again.
+      // proves it), so our tasks are still ours.
       this.fenced = false;
       this.emit('unfenced', { tasks: this.owned.size });
       this.log.info('lease renewed; resuming tasks', { node: this.id, tasks: this.owned.size });
-      for (const id of this.owned.keys()) this.startRun(id);
     }
+    // Start every task we own that is not running: the ones stopped by fencing, and any that
+    // arrived while the lease was out (startRun refuses to start those).
+    for (const id of this.owned.keys()) this.startRun(id);
   }
 
   private checkFence(): void {
     if (this.fenced || this.phase === 'stopped') return;
     const since = this.clock.now() - this.leaseSentAt;
-    if (since < this.config.fenceMs) return;
+    if (since < this.config.fenceMs) {
+      // Timers may fire a little early: look again when the lease really runs out.
+      this.fenceTimer?.cancel();
+      this.fenceTimer = this.clock.setTimer(this.config.fenceMs - since, () => this.checkFence());
+      return;
+    }
     this.fenced = true;
     this.emit('fenced', { sinceRenewalMs: since, tasks: this.owned.size });
     this.log.warn('lease expired; stopping all tasks until a heartbeat succeeds', { node: this.id, sinceRenewalMs: Math.round(since) });
@@ -432,6 +477,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.fenced = true;
     await this.stopAllRuns('declared dead');
     this.owned.clear();
+    // Pending moves of the old incarnation's tasks race the new incarnation's reclaims, which
+    // are conditional writes on the same state: nothing left to settle by hand.
+    this.unsettled.clear();
     this.fenced = false;
     this.leaseSentAt = Number.NEGATIVE_INFINITY;
     this.tickTimer?.cancel();
@@ -542,6 +590,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
       await this.takeOver(due.node, true);
     }
 
+    for (const id of [...this.unsettled.keys()]) {
+      const now = await this.settle(id);
+      if (now && this.isMine(now) && !this.unsettled.has(id)) this.adopt(now);
+    }
+
     const inbox = this.latestInbox;
     if (inbox !== undefined && inbox !== this.processedInbox) {
       this.processedInbox = inbox;
@@ -556,7 +609,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (cluster) this.seenTasks = cluster.tasks;
     if (tasksChanged || this.freeBacklog || this.periodic()) await this.claimUnowned();
     if (this.config.takeover === 'balanced') await this.rebalance();
-    if (this.periodic()) await this.sweepTombstones();
+    if (this.periodic() || [...this.sweepAt.values()].some((at) => at <= this.ticks)) await this.sweepTombstones();
   }
 
   /**
@@ -583,6 +636,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.neighboursDirty = false;
     if (this.ticks >= this.refreshAgainAt) this.refreshAgainAt = Number.POSITIVE_INFINITY;
     this.successors = view.successors.map((m) => m.id);
+    for (const tomb of view.gap) {
+      // A departed node's leftovers can be swept at once; a dead one's only after its
+      // declarer had time to hand them out and look again (follow-ups at 2 and 6 periods).
+      if (!this.gap.some((t) => t.id === tomb.id && t.state === tomb.state)) this.sweepAt.set(tomb.id, this.ticks + (tomb.state === 'left' ? 1 : 8));
+    }
     this.gap = view.gap;
     this.clusterSize = view.size;
     this.watched = this.successors.slice(0, this.config.watchPeers);
@@ -691,10 +749,45 @@ export class Worker extends EventEmitter<WorkerEvents> {
       return await this.store.moveTask(task.id, task, to);
     } catch (error) {
       if (!(error instanceof AmbiguousWriteError)) throw error;
+      if (task.owner === this.id && task.ownerInc === this.inc && to.owner !== this.id) {
+        // One of our own tasks on its way out: a read proves nothing, settle it (see settle()).
+        this.unsettled.set(task.id, { owner: task.owner, ownerInc: task.ownerInc, token: task.token });
+        const now = await this.settle(task.id);
+        return now && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1 ? now : undefined;
+      }
+      // Anyone else's task (a claim, a takeover): if the write lands late, the new owner
+      // finds the task on its next resync, and nobody runs it meanwhile.
       const now = await this.store.getTask(task.id).catch(() => undefined);
       if (now && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1) return now;
       if (!now) this.resyncPending = Math.max(this.resyncPending, 1);
       return undefined;
+    }
+  }
+
+  /**
+   * Settles a move of one of our own tasks whose outcome is unknown. Such a write may still
+   * land at any time: a request the client gave up on is not cancelled, so a read that shows
+   * the task still here proves nothing, and running it again could let the late write hand
+   * it to a peer that runs it too. A conditional write on the same expected state settles it:
+   * it keeps the task here under a new token, and of the two writes exactly one can win. Once
+   * the token has moved past the expected one, the pending write can never land. Until then
+   * the task does not run here (see adopt()).
+   */
+  private async settle(id: string): Promise<TaskItem | undefined> {
+    const expected = this.unsettled.get(id);
+    if (!expected) return this.store.getTask(id).catch(() => undefined);
+    try {
+      const kept = await this.store.moveTask(id, expected, { owner: this.id, ownerInc: this.inc });
+      if (kept) {
+        this.unsettled.delete(id);
+        return kept;
+      }
+      const now = await this.store.getTask(id);
+      // Not where we expected it: the token moved on (or the task ended), so nothing of ours is pending.
+      this.unsettled.delete(id);
+      return now;
+    } catch {
+      return undefined; // still unknown; tried again next period
     }
   }
 
@@ -728,7 +821,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const id of [...this.owned.keys()]) {
       if (seen.has(id)) continue;
       const task = await this.store.getTask(id);
-      if (task && task.owner === this.id && task.ownerInc === this.inc && task.state === 'ready') {
+      if (task && this.isMine(task)) {
         if (task.releaseRequested) await this.release(id, task);
         continue;
       }
@@ -811,7 +904,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** After a failed or ambiguous move of one of our tasks: re-read it and take it back if still ours. */
   private async resyncOne(id: string): Promise<void> {
     const task = await this.store.getTask(id).catch(() => undefined);
-    if (task && task.owner === this.id && task.ownerInc === this.inc && task.state === 'ready') this.adopt(task);
+    if (task && this.isMine(task)) this.adopt(task);
+  }
+
+  /** Whether the table says this incarnation should run the task. */
+  private isMine(task: TaskItem): boolean {
+    return task.owner === this.id && task.ownerInc === this.inc && task.state === 'ready';
   }
 
   /**
@@ -821,8 +919,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * its gap), and empty tombstones are removed.
    */
   private async sweepTombstones(): Promise<void> {
+    for (const id of this.sweepAt.keys()) if (!this.gap.some((t) => t.id === id)) this.sweepAt.delete(id);
     for (const tomb of this.gap) {
       if (this.phase !== 'running') return;
+      const due = this.sweepAt.get(tomb.id);
+      if (due !== undefined && due > this.ticks && !this.periodic()) continue;
+      this.sweepAt.delete(tomb.id);
       const tasks = await this.orphansOf(tomb.id);
       if (tasks.length > 0) {
         this.emptySweeps.delete(tomb.id);
@@ -844,6 +946,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private adopt(task: TaskItem): void {
     if (this.phase !== 'running') return;
+    const pending = this.unsettled.get(task.id);
+    if (pending && task.token <= pending.token) {
+      // An outgoing move of this task may still land: settle before running it again.
+      void this.settle(task.id).then((now) => {
+        if (now && this.isMine(now) && !this.unsettled.has(task.id)) this.adopt(now);
+      });
+      return;
+    }
     const existing = this.owned.get(task.id);
     if (existing && existing.task.token === task.token) return;
     if (existing?.run) void existing.run.stop('superseded');
@@ -859,7 +969,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private startRun(id: string): void {
     const entry = this.owned.get(id);
     const registration = entry && this.handlers.get(entry.task.type);
-    if (!entry || !registration || (entry.run && !entry.run.aborted) || this.fenced || !this.leaseValid()) return;
+    if (!entry || !registration || (entry.run && !entry.run.aborted)) return;
+    // Only a running node with a valid lease starts tasks: not while fenced, and not while
+    // leaving (the heartbeats that go on during a leave renew the lease).
+    if (this.phase !== 'running' || this.fenced || !this.leaseValid()) return;
     entry.run = new TaskRun(entry.task, registration, this.runHost);
     this.emit('task-started', { task: id, token: entry.task.token });
   }

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
+import { failoverBoundMs } from '../lib/config.js';
 import { AmbiguousWriteError } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
@@ -149,4 +150,52 @@ describe('worker under network faults', () => {
   }, 60_000);
 });
 
+describe('regressions found by the fault harness (docs/chaos-findings.md)', () => {
+  it('finding 1: a move that times out but lands later never lets two nodes run the task', async () => {
+    const t = await table();
+    const proxy = await proxyFor(t);
+    // Every write that hands a task to B is held past A's request timeout, then applied.
+    proxy.hold = { match: (operation, body) => operation === 'UpdateItem' && body.includes('":toOwner":{"S":"b"}'), ms: 600 };
+    const ledger = new Ledger();
+    const tasks = Array.from({ length: 10 }, (_, i) => `task-${i}`);
+    for (const id of tasks) await t.store().createTask({ id, type: 'demo', payload: null }, 'now');
+    await t.store().bumpCluster('tasks');
+    const a = makeWorker({ id: 'a', store: storeVia(proxy, t, 100) }, ledger, { periodMs: 500 });
+    cleanup.push(() => a.kill());
+    await a.start();
+    await waitFor('a runs every task', () => a.runningTasks().length === tasks.length);
+    // B looks at its own tasks every 4 periods, so it finds the ones that landed late soon.
+    const b = makeWorker({ id: 'b', store: t.store(), options: { resyncTicks: 4 } }, ledger, { periodMs: 500 });
+    cleanup.push(() => b.kill());
+    await b.start();
+    await waitFor('some moves held back and landed late', () => proxy.stats.held >= 3, 20_000);
+    await new Promise((resolve) => setTimeout(resolve, 5000));
+    ledger.expectSafe();
+    // Nothing lost either: every task runs on exactly one node once things settle.
+    await waitFor('every task runs once', () => runningOnce(ledger, tasks) === tasks.length);
+  }, 60_000);
+
+  it('finding 3: tasks whose handover timed out during a graceful leave run elsewhere within the failover bound', async () => {
+    const t = await table();
+    const proxy = await proxyFor(t);
+    const ledger = new Ledger();
+    const tasks = Array.from({ length: 10 }, (_, i) => `task-${i}`);
+    for (const id of tasks) await t.store().createTask({ id, type: 'demo', payload: null }, 'now');
+    await t.store().bumpCluster('tasks');
+    const leaving = makeWorker({ id: 'leaving', store: storeVia(proxy, t, 100, 1) }, ledger, { periodMs: 500, maxMovesPerTick: 0 });
+    cleanup.push(() => leaving.kill());
+    await leaving.start();
+    await waitFor('leaving runs every task', () => leaving.runningTasks().length === tasks.length);
+    const peer = makeWorker({ id: 'peer', store: t.store() }, ledger, { periodMs: 500, maxMovesPerTick: 0 });
+    cleanup.push(() => peer.kill());
+    await peer.start();
+    // Every handover from the leaving node times out and never lands.
+    proxy.hold = { match: (operation, body) => operation === 'UpdateItem' && body.includes('":toOwner"'), ms: 60_000 };
+    const started = performance.now();
+    await leaving.stop();
+    await waitFor('peer runs every task', () => tasks.every((task) => ledger.runners(task)[0] === 'peer'), 30_000);
+    expect(performance.now() - started).toBeLessThan(failoverBoundMs(peer.config));
+    ledger.expectSafe();
+  }, 60_000);
+});
 

@@ -26,6 +26,7 @@ export interface ProxyStats {
   throttled: number;
   errors500: number;
   droppedReplies: number;
+  held: number;
 }
 
 const errorBody = (type: string, message: string) => JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${type}`, message });
@@ -36,7 +37,12 @@ export class FaultProxy {
   private blackholed = false;
   private queued: Array<{ fault: Fault; operation?: string }> = [];
   rates: FaultRates = {};
-  readonly stats: ProxyStats = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0 };
+  /**
+   * Requests this matches are held for `ms` before they are forwarded: the client times out
+   * first, and the write lands later anyway (a request the client gave up on is not cancelled).
+   */
+  hold: { match: (operation: string, body: string) => boolean; ms: number } | undefined;
+  readonly stats: ProxyStats = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0, held: 0 };
   port = 0;
 
   constructor(
@@ -103,6 +109,10 @@ export class FaultProxy {
     const operation = String(req.headers['x-amz-target'] ?? '').split('.').pop() ?? '';
     const fault = this.pickFault(operation);
     if (this.rates.delayMs) await new Promise((resolve) => setTimeout(resolve, this.rates.delayMs));
+    if (this.hold?.match(operation, Buffer.concat(chunks).toString())) {
+      this.stats.held += 1;
+      await new Promise((resolve) => setTimeout(resolve, this.hold!.ms));
+    }
     if (fault === 'throttle') {
       this.stats.throttled += 1;
       res.writeHead(400, { 'content-type': 'application/x-amz-json-1.0' }).end(errorBody('ThrottlingException', 'Rate of requests exceeds the allowed throughput (injected).'));

@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { systemClock, type Clock } from '../lib/clock.js';
+import { MemoryStore } from '../lib/store/memory-store.js';
+import type { Store } from '../lib/store/store.js';
+import { Worker } from '../lib/worker.js';
+import { waitFor } from './support/cluster.js';
+
+/**
+ * The lease on one node: how it runs out and how it is renewed, with the in-memory store
+ * answering late on purpose (a unit of the counter loop, not of DynamoDB).
+ */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe('lease', () => {
+  it('finding 2 (docs/chaos-findings.md): a fence timer that fires early still fences, and tasks that arrive meanwhile start after renewal', async () => {
+    // Timers that fire 1 ms early, as Node's sometimes do relative to performance.now().
+    const early: Clock = { now: () => systemClock.now(), setTimer: (ms, fn) => systemClock.setTimer(Math.max(0, ms - 1), fn) };
+    const memory = new MemoryStore();
+    let lateReplyMs = 0;
+    // Writes land at once; their replies arrive late.
+    const store = new Proxy(memory, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        if (key !== 'heartbeat' && key !== 'moveTask') return (value as (...a: unknown[]) => unknown).bind(target);
+        return async (...args: unknown[]) => {
+          const out = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          if (lateReplyMs) await sleep(key === 'heartbeat' ? lateReplyMs : lateReplyMs / 2);
+          return out;
+        };
+      },
+    }) as Store;
+    const worker = new Worker({ nodeId: 'a', periodMs: 500, store, clock: early }).handle('demo', (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
+    let fenced = 0;
+    worker.on('fenced', () => (fenced += 1));
+    await memory.createTask({ id: 'first', type: 'demo', payload: null }, 'now');
+    await worker.start();
+    await waitFor('first task running', () => worker.runningTasks().includes('first'));
+
+    // Heartbeat replies now take 700 ms: longer than F - P, shorter than F. The lease runs out
+    // shortly before each renewal arrives.
+    lateReplyMs = 700;
+    let expiredUnfenced = 0;
+    for (let i = 0; i < 60; i++) {
+      if (i % 8 === 0) {
+        await memory.createTask({ id: `t${i / 8}`, type: 'demo', payload: null }, 'now');
+        await memory.bumpCluster('tasks');
+      }
+      await sleep(50);
+      if (!worker.leaseValid() && !worker.snapshot().fenced) expiredUnfenced += 1;
+    }
+    lateReplyMs = 0;
+    expect(fenced).toBeGreaterThan(0);
+    // Between the lease running out and the (re-armed) fence timer there is at most a
+    // millisecond or two; sampling every 50 ms should practically never land in it.
+    expect(expiredUnfenced).toBeLessThanOrEqual(1);
+    await waitFor('every owned task running', () => {
+      const owned = worker.snapshot().tasks;
+      return owned.length === 9 && owned.every((id) => worker.runningTasks().includes(id));
+    });
+    await worker.kill();
+  }, 30_000);
+});
