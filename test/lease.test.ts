@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { systemClock, type Clock } from '../lib/clock.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
-import type { Store } from '../lib/store/store.js';
+import { StoreUnavailableError, type Store } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
-import { waitFor } from './support/cluster.js';
+import { Ledger, waitFor } from './support/cluster.js';
 
 /**
  * The lease on one node: how it runs out and how it is renewed, with the in-memory store
@@ -59,5 +59,52 @@ describe('lease', () => {
       return owned.length === 9 && owned.every((id) => worker.runningTasks().includes(id));
     });
     await worker.kill();
+  }, 30_000);
+
+  it('finding 4: a node whose lease is renewed during its graceful leave does not start the tasks it hands over', async () => {
+    const memory = new MemoryStore();
+    const failing = new Set<string>();
+    let slowMovesMs = 0;
+    const storeFor = (node: string): Store =>
+      new Proxy(memory, {
+        get(target, key, receiver) {
+          const value = Reflect.get(target, key, receiver) as unknown;
+          if (typeof value !== 'function') return value;
+          if (key === 'heartbeat') {
+            return async (...args: unknown[]) => {
+              if (failing.has(node)) throw new StoreUnavailableError('heartbeat failed: injected');
+              return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            };
+          }
+          if (key === 'moveTask') {
+            return async (...args: unknown[]) => {
+              const out = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+              if (slowMovesMs) await sleep(args[0] === 't5' ? slowMovesMs * 3 : slowMovesMs);
+              return out;
+            };
+          }
+          return (value as (...a: unknown[]) => unknown).bind(target);
+        },
+      }) as Store;
+    const ledger = new Ledger();
+    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const a = new Worker({ nodeId: 'a', periodMs: 200, store: storeFor('a') }).handle('demo', ledger.handler('a'));
+    await a.start();
+    await waitFor('a runs all six', () => a.runningTasks().length === 6);
+    const b = new Worker({ nodeId: 'b', periodMs: 200, store: storeFor('b'), maxMovesPerTick: 0, resyncTicks: 1 }).handle('demo', ledger.handler('b'));
+    await b.start();
+    const restarted: string[] = [];
+    failing.add('a');
+    await new Promise<void>((resolve) => a.once('fenced', () => resolve()));
+    a.on('task-started', ({ task }) => restarted.push(task));
+    slowMovesMs = 800; // the handover takes a while ...
+    const left = a.stop();
+    await sleep(100);
+    failing.delete('a'); // ... and a's heartbeat succeeds in the middle of it
+    await left;
+    await waitFor('b runs all six', () => b.runningTasks().length === 6);
+    expect(restarted).toEqual([]);
+    ledger.expectSafe();
+    await b.kill();
   }, 30_000);
 });
