@@ -96,7 +96,7 @@ export async function runLocalCluster(options: LocalClusterOptions): Promise<voi
     for (const n of nodes) {
       const mine = owners.get(n.id) ?? [];
       const state = n.state === 'alive' ? 'alive' : n.state === 'dead' ? `DEAD (declared by ${n.deadBy ?? '?'})` : n.state;
-      lines.push(`${n.id.padEnd(10)} ${state.padEnd(26)} counter ${String(n.counter).padStart(5)}  ${String(mine.length).padStart(3)} tasks  ${mine.join(' ')}`);
+      lines.push(`${n.id.padEnd(10)} ${state.padEnd(28)} counter ${String(n.counter).padStart(5)}  ${String(mine.length).padStart(3)} tasks  ${mine.join(' ')}`);
     }
     const unowned = tasks.filter((t) => t.state === 'ready' && !t.owner).length;
     lines.push('', `unowned tasks: ${unowned}`, '', 'events:', ...events.slice(-12));
