@@ -125,3 +125,18 @@ export class CpuWatch {
     });
   }
 }
+
+/**
+ * Which code was measured: the commit, and whether lib/ or bin/ had uncommitted changes (other
+ * engineers edit this checkout while a bench runs). A run from an exported snapshot has no
+ * .git and names its commit in KEEPER_BENCH_COMMIT.
+ */
+export function measuredCode(): string {
+  const named = process.env['KEEPER_BENCH_COMMIT'];
+  if (named) return `${named} (clean export of that commit)`;
+  const head = spawnSync('git', ['rev-parse', '--short', 'HEAD'], { encoding: 'utf8' });
+  if (head.status !== 0) return 'unknown (not a git checkout)';
+  const dirty = spawnSync('git', ['status', '--porcelain', '--', 'lib', 'bin'], { encoding: 'utf8' });
+  const changed = dirty.stdout.trim().split('\n').filter(Boolean).length;
+  return `${head.stdout.trim()}${changed ? ` plus uncommitted changes in ${changed} file(s) under lib/ or bin/` : ' (lib/ and bin/ as committed)'}`;
+}

@@ -13,6 +13,7 @@ export interface RunRecord {
   sections: SectionReport[];
   loads: Array<{ scenario: string; load: LoadSample }>;
   endpoint: string;
+  code: string;
 }
 
 export function machineTable(m: MachineInfo): string {
@@ -27,12 +28,42 @@ export function headlineTable(sections: readonly SectionReport[]): string {
   return table(['figure', 'keeper (median / p99)', 'lock per task (median / p99)', 'baseline / keeper', 'issue target (keeper)', 'keeper'], rows);
 }
 
+/**
+ * The README's "## Benchmarks" section: headline table, charts (as committed under
+ * docs/bench/), machine and command. Written to reports/readme-benchmarks.md for pasting.
+ */
+export function renderReadmeSection(run: RunRecord, chartDir = 'docs/bench'): string {
+  const m = run.machine;
+  const out: string[] = [];
+  out.push('## Benchmarks', '');
+  out.push(
+    `keeper against a lock per task (\`dynamodb-lock-client\` 0.7.3, the settings of its README: FailOpen, 10 s lease, 3 s heartbeat) doing the same work, in the same run, against the same DynamoDB Local. Medians / p99 over repeated trials (p99 is nearest-rank: with fewer than 100 trials, the slowest trial). "Saturated" means DynamoDB Local on this machine could not serve that system at that size; the report gives the evidence and, where possible, the figure at a smaller size.`,
+    '',
+    headlineTable(run.sections),
+    '',
+  );
+  for (const s of run.sections) for (const c of s.charts) out.push(`![${c.title}](${chartDir}/${c.file})`, '');
+  out.push(
+    `Measured at ${run.code}. Machine: ${m.cores} x ${m.cpuModel}, ${m.memoryGiB} GiB, Node.js ${m.node}, Java ${m.java}, DynamoDB Local ${m.dynamoDbLocal} (in memory), shared with other test suites (load average ${run.loads.map((l) => l.load.loadavg1).join(', ')} at the start of each scenario). Full report with method, per-purpose request counts, health counters and noise: [${chartDir}/report.md](${chartDir}/report.md).`,
+    '',
+    'Reproduce (about 45 minutes; starts and stops its own DynamoDB Local, needs Java 17+):',
+    '',
+    '```sh',
+    'npm ci && npm run build && npm run bench          # writes reports/bench.md and the charts',
+    'npm run bench -- --quick                         # smoke run, a few minutes',
+    'npm run bench -- --only crash,leave              # crash | leave | cost | scale | memory',
+    '```',
+    '',
+  );
+  return out.join('\n');
+}
+
 export function renderReport(run: RunRecord): { markdown: string } {
   const command = `npm run bench${run.quick || run.only.length < 5 ? ` --${run.quick ? ' --quick' : ''}${run.only.length < 5 ? ` --only ${run.only.join(',')}` : ''}` : ''}`;
   const minutes = ((run.finishedAt.getTime() - run.startedAt.getTime()) / 60_000).toFixed(1);
   const out: string[] = [];
   out.push('# keeper benchmark report', '');
-  out.push(`Command: \`${command}\` (seed ${run.seed}). Run ${run.startedAt.toISOString()} .. ${run.finishedAt.toISOString()} (${minutes} min)${run.quick ? ' — **quick smoke run: few trials, small sizes; not for quoting**' : ''}.`, '');
+  out.push(`Command: \`${command}\` (seed ${run.seed}), measuring keeper at ${run.code}. Run ${run.startedAt.toISOString()} .. ${run.finishedAt.toISOString()} (${minutes} min)${run.quick ? ' — **quick smoke run: few trials, small sizes; not for quoting**' : ''}.`, '');
   out.push('## Machine', '', machineTable(run.machine), '');
   out.push(
     'Load average (1 min) and other processes competing for the same cores when each scenario started ' +

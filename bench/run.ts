@@ -3,9 +3,9 @@ import { join } from 'node:path';
 import { startLocalDb, type LocalDb } from '../lib/local-db.js';
 import type { BenchContext, SectionReport } from './context.js';
 import { seededRandom } from './context.js';
-import { loadSample, machineInfo, type LoadSample } from './machine.js';
+import { loadSample, machineInfo, measuredCode, type LoadSample } from './machine.js';
 import { killSpawned, spawnedPids } from './processes.js';
-import { renderReport } from './render.js';
+import { renderReadmeSection, renderReport } from './render.js';
 import { BenchTables } from './tables.js';
 import { warmUp } from './warm-up.js';
 import { crashTakeover } from './scenarios/crash-takeover.js';
@@ -65,6 +65,7 @@ async function main(): Promise<number> {
   mkdirSync(reports, { recursive: true });
   const log = (line: string) => process.stdout.write(`[${new Date().toISOString().slice(11, 19)}] ${line}\n`);
   const machine = machineInfo();
+  const code = measuredCode();
   const startedAt = new Date();
   let db: LocalDb | undefined;
   const cleanup = async () => {
@@ -93,9 +94,11 @@ async function main(): Promise<number> {
       sections.push(await scenarios[name]!(ctx));
       log(`${name} done in ${((performance.now() - began) / 1000).toFixed(0)} s`);
       // Written after every scenario, so a later failure keeps what was measured.
-      const rendered = renderReport({ machine, startedAt, finishedAt: new Date(), quick, only, seed, sections, loads, endpoint: db.endpoint });
+      const record = { machine, startedAt, finishedAt: new Date(), quick, only, seed, sections, loads, endpoint: db.endpoint, code };
+      const rendered = renderReport(record);
       writeFileSync(join(reports, 'bench.md'), rendered.markdown);
-      writeFileSync(join(reports, 'bench.json'), `${JSON.stringify({ machine, startedAt, quick, only, seed, loads, sections: sections.map((s) => ({ id: s.id, headline: s.headline, misses: s.misses, data: s.data })) }, null, 1)}\n`);
+      writeFileSync(join(reports, 'readme-benchmarks.md'), renderReadmeSection(record));
+      writeFileSync(join(reports, 'bench.json'), `${JSON.stringify({ machine, code, startedAt, quick, only, seed, loads, sections: sections.map((s) => ({ id: s.id, headline: s.headline, misses: s.misses, data: s.data })) }, null, 1)}\n`);
       for (const section of sections) for (const chart of section.charts) writeFileSync(join(reports, chart.file), chart.svg);
     }
     tables.close();

@@ -24,6 +24,8 @@ export interface Trial {
   notMoved: number;
   /** How long the cluster took to become quiet again before this trial. */
   settleMs?: number;
+  /** Health counters that moved between the kill (or leave) and the last task's start. */
+  healthDuring: Record<string, number>;
 }
 
 export interface Series {
@@ -79,6 +81,7 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
     await sleepMs(ctx.random() * fleet.cycleMs);
     const { id: victim } = typicalNode(fleet);
     const lost = fleet.tasksOf(victim);
+    const healthBefore = fleet.health();
     let at: number;
     let leaving: Promise<number> | undefined;
     if (options.action === 'kill') {
@@ -98,6 +101,7 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
       firstMs: first === undefined ? undefined : first - at,
       notMoved: done === undefined ? fleet.ledger.notMoved(lost, victim, at).length : 0,
       settleMs,
+      healthDuring: healthDelta(healthBefore, fleet.health()),
     };
     if (fleet instanceof KeeperFleet) {
       const declared = fleet.cluster.events.declarations.find((d) => d.node === victim && d.at >= at);
@@ -129,16 +133,23 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
 /** Health of each series: did the store keep up, did anything run twice, how busy was the machine. */
 export function healthTable(all: readonly Series[]): string {
   return table(
-    ['series', 'health counters (whole series, setup included)', 'two runners at once', 'CPU: DynamoDB Local / bench (% of one core)', 'load at start (other DynamoDB Locals, test runners)', 'wall time'],
+    ['series', 'health counters (whole series, setup included)', 'trials with any of them during the measured interval', 'two runners at once', 'CPU: DynamoDB Local / bench (% of one core)', 'load at start (other DynamoDB Locals, test runners)', 'wall time'],
     all.map((s) => [
       `${s.label} (${s.tasks.toLocaleString('en-US')} tasks)`,
       Object.entries(s.health).map(([k, v]) => `${k} ${v}`).join(', '),
+      s.saturated ? '-' : `${s.trials.filter((t) => Object.keys(t.healthDuring).length > 0).length} of ${s.trials.length}`,
       String(s.overlaps),
       `${s.cpu[0]}% / ${s.cpu[1]}%`,
       `${s.load.loadavg1} (${s.load.foreign.dynamoDbLocals}, ${s.load.foreign.testRunners})`,
       seconds(s.wallMs),
     ]),
   );
+}
+
+export function healthDelta(before: Record<string, number>, after: Record<string, number>): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const [k, v] of Object.entries(after)) if (v !== (before[k] ?? 0)) out[k] = v - (before[k] ?? 0);
+  return out;
 }
 
 export const completed = (s: Series) => s.trials.flatMap((t) => (t.ms === undefined ? [] : [t.ms]));

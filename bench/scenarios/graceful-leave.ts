@@ -35,16 +35,16 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
     keeper.push(await churnTrials(ctx, new KeeperFleet(ctx.endpoint, table, tasks, settings), { ...churn, label, trials }));
     await ctx.tables.drop(table);
   }
-  const baselineRun = async (count: number, runTrials: number) => {
+  const baselineRun = async (count: number, runTrials: number, settleTimeoutMs: number) => {
     const ids = taskIds(count);
     const lockTable = await ctx.tables.lockTable('leave-lock');
-    const series = await churnTrials(ctx, new LockFleet(ctx.endpoint, lockTable, ids, LockFleet.capacityFor(count, nodes), ctx.random), { ...churn, label: 'lock per task (release)', trials: runTrials });
+    const series = await churnTrials(ctx, new LockFleet(ctx.endpoint, lockTable, ids, LockFleet.capacityFor(count, nodes), ctx.random), { ...churn, label: 'lock per task (release)', trials: runTrials, settleTimeoutMs });
     await ctx.tables.drop(lockTable);
     if (series.saturated) await sleepMs(5000);
     return series;
   };
-  const baselinePrimary = await baselineRun(taskCount, trials);
-  const baselineFallback = baselinePrimary.saturated ? await baselineRun(fallbackTasks, fallbackTrials) : undefined;
+  const baselinePrimary = await baselineRun(taskCount, trials, 45_000);
+  const baselineFallback = baselinePrimary.saturated ? await baselineRun(fallbackTasks, fallbackTrials, 90_000) : undefined;
   const baseline = measured(baselinePrimary, baselineFallback);
 
   const all = [...keeper, baselinePrimary, ...(baselineFallback ? [baselineFallback] : [])];

@@ -104,9 +104,8 @@ async function measureRow(ctx: BenchContext, row: Omit<Row, 'windows' | 'load' |
     const prefix = `window ${i + 1}:`;
     if (w.runningOnce < row.tasks) saturated.push(`${prefix} ${w.runningOnce} of ${row.tasks} tasks running`);
     if (Object.keys(w.healthDelta).length > 0) saturated.push(`${prefix} ${Object.entries(w.healthDelta).map(([k, v]) => `${k} ${v}`).join(', ')}`);
-    // The library schedules each heartbeat one period after the previous one returned, so a
-    // store that keeps up delivers close to all that are due; far fewer means it fell behind.
-    if (w.heartbeats && w.heartbeats.done < 0.9 * w.heartbeats.due) saturated.push(`${prefix} ${Math.round(w.heartbeats.done)} lock heartbeats written of ${Math.round(w.heartbeats.due)} due`);
+    // As in saturationEvidence: renewals come in step, so only a shortfall beyond rounding counts.
+    if (w.heartbeats && w.heartbeats.done < 0.75 * w.heartbeats.due) saturated.push(`${prefix} ${Math.round(w.heartbeats.done)} lock heartbeats written of ${Math.round(w.heartbeats.due)} due`);
   }
   return { ...row, ...(settleMs !== undefined ? { settleMs } : {}), windows, load, saturated };
 }
@@ -114,8 +113,10 @@ async function measureRow(ctx: BenchContext, row: Omit<Row, 'windows' | 'load' |
 export async function steadyCost(ctx: BenchContext): Promise<SectionReport> {
   const nodes = 10;
   const sizes = ctx.quick ? [100, 1000] : [100, 1000, 10_000];
-  const windowCount = ctx.quick ? 1 : 3;
-  const windowMs = ctx.quick ? 10_000 : 20_000;
+  // 30 s: keeper's periodic reads (resync, membership, unowned tasks) come once per 30 periods,
+  // so at P = 1 s every node does exactly one in every window.
+  const windowCount = ctx.quick ? 1 : 2;
+  const windowMs = ctx.quick ? 10_000 : 30_000;
   const fallbackTasks = ctx.quick ? 300 : 200;
   ctx.log(`steady-state cost: ${nodes} nodes, ${sizes.join(' / ')} tasks, ${windowCount} windows of ${windowMs / 1000} s per row`);
   const rows: Row[] = [];
@@ -136,7 +137,7 @@ export async function steadyCost(ctx: BenchContext): Promise<SectionReport> {
   const baselineRow = async (tasks: number) => {
     const ids = taskIds(tasks);
     const table = await ctx.tables.lockTable('cost-lock');
-    const row = await measureRow(ctx, { key: `baseline-${tasks}`, label: 'lock per task', system: 'baseline', tasks, nodes, periodMs: lockSettings.heartbeatPeriodMs }, new LockFleet(ctx.endpoint, table, ids, LockFleet.capacityFor(tasks, nodes), ctx.random), windowCount, windowMs, 90_000);
+    const row = await measureRow(ctx, { key: `baseline-${tasks}`, label: 'lock per task', system: 'baseline', tasks, nodes, periodMs: lockSettings.heartbeatPeriodMs }, new LockFleet(ctx.endpoint, table, ids, LockFleet.capacityFor(tasks, nodes), ctx.random), windowCount, windowMs, tasks > fallbackTasks ? 45_000 : 90_000);
     await ctx.tables.drop(table);
     // Let DynamoDB Local drain whatever a saturated baseline left in flight.
     if (row.saturated.length > 0) await sleepMs(5000);
@@ -212,7 +213,7 @@ export async function steadyCost(ctx: BenchContext): Promise<SectionReport> {
   const saturatedRows = rows.filter((r) => r.saturated.length > 0);
 
   const body = [
-    `Each row starts a fresh cluster on a fresh table, waits until every task runs on exactly one node and no handler has started for 3 s, then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes), plus the computed units of failed conditional writes (the last column of the breakdown). keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
+    `Each row starts a fresh cluster on a fresh table, waits until every task runs on exactly one node and no handler has started for 3 s, then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes; it reports 0 for a Query that returns nothing), plus the computed units of failed conditional writes (the last column of the breakdown). At P = 3 s keeper's periodic reads come every 90 s, so a 30 s window holds them for some nodes only. keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
     '',
     table(['system', 'tasks', 'requests / node-hour', 'read requests', 'read units', 'write requests', 'write units', 'write units / task-hour', 'latency p50 / p99 (median window)', 'CPU: DynamoDB Local / bench'], mainRows),
     '',
