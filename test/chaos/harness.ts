@@ -337,7 +337,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     // warms up) and heartbeats fail for several seconds. Faults begin once the cluster has
     // settled: every task owned by a live node, and no failed heartbeat or fencing logged for
     // three seconds. Otherwise the first faults would be measured against a brown-out.
-    const settleDeadline = performance.now() + 90_000;
+    const settleLimitMs = 60_000 + options.tasks * 200;
+    const settleDeadline = performance.now() + settleLimitMs;
     for (;;) {
       watchLogs();
       await history.poll();
@@ -345,7 +346,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       const tasksOwned = (history.latest?.tasks ?? []).filter((t) => alive.has(String(t['owner']))).length;
       if (tasksOwned === options.tasks && performance.now() - lastTrouble > 3000) break;
       if (performance.now() > settleDeadline) {
-        const text = `the cluster had not settled 90 s after every worker joined (${tasksOwned} of ${options.tasks} tasks owned by live nodes); faults start anyway`;
+        const text = `the cluster had not settled ${settleLimitMs / 1000} s after every worker joined (${tasksOwned} of ${options.tasks} tasks owned by live nodes, last failed heartbeat or fencing ${((performance.now() - lastTrouble) / 1000).toFixed(1)} s ago); faults start anyway`;
         log.write({ type: 'finding', text });
         note(`FINDING: ${text}`);
         break;
@@ -385,7 +386,10 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   const checkStarted = performance.now();
   check = await checkRun(dir);
   const checkMs = performance.now() - checkStarted;
-  const { reportPath, svgPath } = writeReport(dir, check, machine, { totalMs: performance.now() - started, checkMs });
+  const timing = { totalMs: performance.now() - started, checkMs };
+  // Kept so that `tsx test/chaos/checker.ts <dir>` can re-check the run and rewrite the report.
+  writeFileSync(join(dir, 'machine.json'), `${JSON.stringify({ machine, timing }, null, 2)}\n`);
+  const { reportPath, svgPath } = writeReport(dir, check, machine, timing);
   return { dir, check, reportPath, svgPath };
 
   function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void; inline?: boolean }> {
