@@ -36,7 +36,7 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
   const plotW = width - left - right;
   const lanesH = model.lanes.length * (laneH + gap);
   const legendY = top + lanesH + 34;
-  const height = legendY + 56;
+  const height = legendY + 48;
   const endMs = Math.max(model.endMs, 1);
   const x = (t: number) => left + (Math.min(Math.max(t, 0), endMs) / endMs) * plotW;
   const laneIndex = new Map(model.lanes.map((l, i) => [l.slot, i]));
@@ -138,16 +138,20 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
     ['arrow', colors.takeover, 'takeover done'],
   ];
   let lx = left;
+  let ly = legendY;
   for (const [shape, color, label] of legend) {
-    const ly = legendY;
+    const w = 24 + label.length * 6.2;
+    if (lx + w > width - right) {
+      lx = left;
+      ly += 18;
+    }
     if (shape === 'rect') out.push(`<rect x="${lx}" y="${ly - 8}" width="14" height="10" fill="${color}" opacity="0.6"/>`);
     else if (shape === 'line') out.push(`<line x1="${lx + 7}" y1="${ly - 10}" x2="${lx + 7}" y2="${ly + 3}" stroke="${color}" stroke-width="2"/>`);
     else if (shape === 'dot') out.push(`<circle cx="${lx + 7}" cy="${ly - 3}" r="4" fill="${color}"/>`);
     else if (shape === 'diamond') out.push(`<path d="M ${lx + 7} ${ly - 9} L ${lx + 11} ${ly - 3} L ${lx + 7} ${ly + 3} L ${lx + 3} ${ly - 3} Z" fill="${color}"/>`);
     else out.push(`<path d="M ${lx} ${ly - 3} L ${lx + 10} ${ly - 3} M ${lx + 10} ${ly - 7} L ${lx + 15} ${ly - 3} L ${lx + 10} ${ly + 1} Z" stroke="${color}" stroke-width="2" fill="${color}"/>`);
     out.push(`<text x="${lx + 19}" y="${ly}">${esc(label)}</text>`);
-    lx += 24 + label.length * 6.2;
-    if (lx > width - 150) lx = left;
+    lx += w;
   }
   out.push('</svg>');
   return `${out.join('\n')}\n`;

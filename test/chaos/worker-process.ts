@@ -19,6 +19,7 @@ export interface WorkerSpec {
   periodMs: number;
   staleTicks: number;
   driftBound: number;
+  requestTimeoutMs: number;
   clock: ClockSkew;
   auditPath: string;
   stderrPath: string;
@@ -46,6 +47,7 @@ export class WorkerProcess {
       '--period-ms', String(spec.periodMs),
       '--stale-ticks', String(spec.staleTicks),
       '--drift-bound', String(spec.driftBound),
+      '--request-timeout-ms', String(spec.requestTimeoutMs),
     ];
     if (spec.clock.rate !== 1) args.push('--clock-rate', String(spec.clock.rate));
     if (spec.clock.offsetMs !== 0) args.push('--clock-offset-ms', String(spec.clock.offsetMs));
