@@ -168,6 +168,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   /** How far the schedule has slipped behind plan because store restarts took longer than allowed for. */
   let shiftMs = 0;
   const leaveLimitMs = leaveLimitFactor * boundMs;
+  /** The end state is not read before this (performance.now() time). */
+  let settleUntil = 0;
   const track = (p: Promise<unknown>) => {
     const wrapped = p.catch((error: Error) => {
       fatal ??= error;
@@ -371,6 +373,19 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     await sleepMs(t0 + shiftMs + plan.lastEffectMs + quietTailMs - performance.now(), abort);
     await Promise.all([...background]);
     if (fatal) throw fatal;
+    await sleepMs(settleUntil - performance.now(), abort);
+    // As at the start: the end state is read once the cluster is calm (no failed heartbeat
+    // or fencing for three seconds), or after a minute of waiting for it.
+    const calmDeadline = performance.now() + 60_000;
+    while (performance.now() - lastTrouble < 3000 && performance.now() < calmDeadline) {
+      watchLogs();
+      await sleepMs(250, abort);
+    }
+    if (performance.now() - lastTrouble < 3000) {
+      const text = 'the cluster was still fencing or failing heartbeats a minute after the last fault; the end state is read anyway';
+      log.write({ type: 'finding', text });
+      note(`FINDING: ${text}`);
+    }
 
     log.write({ type: 'end' });
     const snapshot = await scanTable(db.endpoint, table);
@@ -431,6 +446,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
                     log.write({ type: 'finding', text });
                     note(`FINDING: ${text}`);
                     leaving.proc.signal('SIGKILL');
+                    // Its tasks now need a takeover, which the end state must not cut short.
+                    settleUntil = Math.max(settleUntil, performance.now() + boundMs + quietTailMs);
                   }),
                 );
               }
