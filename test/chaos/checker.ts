@@ -851,7 +851,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
       running: lanes.get(slot)!,
       instances: [...instances.values()]
         .filter((i) => i.slot === slot)
-        .map((i) => ({ name: i.name, node: i.node, fromMs: ms(i.spawn), toMs: ms(i.end ?? endNs), clock: i.rate !== 1 || i.offsetMs !== 0 ? `x${i.rate} ${(i.offsetMs / 3_600_000).toFixed(1)}h` : '' })),
+        .map((i) => ({ name: i.name, node: i.node, fromMs: ms(i.spawn), toMs: ms(i.end ?? endNs), clock: i.rate !== 1 || i.offsetMs !== 0 ? `x${Number(i.rate.toFixed(2))}${i.offsetMs >= 0 ? '+' : ''}${(i.offsetMs / 3_600_000).toFixed(1)}h` : '' })),
     }));
 
   const takeover = stats(takeoverMs);

@@ -28,7 +28,7 @@ function tickStep(totalS: number): number {
 
 export function renderTimelineSvg(model: TimelineModel, title: string): string {
   const width = 1400;
-  const left = 150;
+  const left = 190;
   const right = 20;
   const top = 56;
   const laneH = 56;
@@ -48,12 +48,6 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
   out.push(`<text x="${left}" y="20" font-size="15" font-weight="bold">${esc(title)}</text>`);
   out.push(`<text x="${left}" y="38" fill="#555">blue area: tasks at work per worker slot (max ${maxRunning}); bands and marks: faults, declarations of death, takeovers. Time in seconds after all workers joined.</text>`);
 
-  // Store outages span every lane.
-  for (const f of model.faults.filter((f) => f.kind === 'outage')) {
-    const a = x(f.fromMs);
-    const b = x(f.toMs ?? endMs);
-    out.push(`<rect x="${a.toFixed(1)}" y="${top - 6}" width="${Math.max(1, b - a).toFixed(1)}" height="${lanesH + 6}" fill="${colors.outage}" opacity="0.25"><title>${esc(f.label)} ${(f.fromMs / 1000).toFixed(1)}-${((f.toMs ?? endMs) / 1000).toFixed(1)} s</title></rect>`);
-  }
   // Axis.
   const step = tickStep(endMs / 1000);
   for (let s = 0; s * 1000 <= endMs; s += step) {
@@ -61,7 +55,7 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
     out.push(`<line x1="${px.toFixed(1)}" y1="${top - 6}" x2="${px.toFixed(1)}" y2="${top + lanesH}" stroke="#e5e5e5"/>`);
     out.push(`<text x="${px.toFixed(1)}" y="${top + lanesH + 14}" text-anchor="middle" fill="#555">${s}</text>`);
   }
-  out.push(`<text x="${left + plotW}" y="${top + lanesH + 28}" text-anchor="end" fill="#555">seconds</text>`);
+  out.push(`<text x="${left - 8}" y="${top + lanesH + 14}" text-anchor="end" fill="#555">time (s)</text>`);
 
   for (const lane of model.lanes) {
     const y0 = laneTop(lane.slot);
@@ -73,8 +67,10 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
       const b = x(i.toMs);
       out.push(`<rect x="${a.toFixed(1)}" y="${y0}" width="${Math.max(1, b - a).toFixed(1)}" height="4" fill="${k % 2 === 0 ? '#999' : '#555'}"><title>${esc(`${i.name} as node ${i.node}${i.clock ? `, clock ${i.clock}` : ''}, ${(i.fromMs / 1000).toFixed(1)}-${(i.toMs / 1000).toFixed(1)} s`)}</title></rect>`);
     });
-    const names = lane.instances.map((i) => `${i.name}${i.clock ? ` (${i.clock})` : ''}`);
-    out.push(`<text x="${left - 8}" y="${y0 + 30}" text-anchor="end" fill="#555" font-size="9">${esc(names.slice(0, 2).join(', '))}${names.length > 2 ? ` +${names.length - 2}` : ''}</text>`);
+    // The processes that held the slot, two per line, with their clocks.
+    const names = lane.instances.map((i) => `${i.name}${i.node !== i.name ? `=${i.node}` : ''}${i.clock ? ` ${i.clock}` : ''}`);
+    const rows = [names.slice(0, 2).join(', '), names.slice(2, 4).join(', ') + (names.length > 4 ? ` +${names.length - 4}` : '')].filter((r) => r !== '');
+    rows.forEach((r, k) => out.push(`<text x="${left - 8}" y="${y0 + 29 + k * 11}" text-anchor="end" fill="#555" font-size="8.5">${esc(r)}</text>`));
     // Tasks at work, as a step area.
     const base = y0 + laneH;
     const h = laneH - 8;
@@ -89,6 +85,12 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
     out.push(`<polygon points="${pts.join(' ')}" fill="${colors.running}" opacity="0.55"/>`);
   }
 
+  // Store outages span every lane.
+  for (const f of model.faults.filter((f) => f.kind === 'outage')) {
+    const a = x(f.fromMs);
+    const b = x(f.toMs ?? endMs);
+    out.push(`<rect x="${a.toFixed(1)}" y="${top - 6}" width="${Math.max(1, b - a).toFixed(1)}" height="${lanesH + 6}" fill="${colors.outage}" opacity="0.25"><title>${esc(f.label)} ${(f.fromMs / 1000).toFixed(1)}-${((f.toMs ?? endMs) / 1000).toFixed(1)} s</title></rect>`);
+  }
   // Faults on one worker.
   for (const f of model.faults) {
     if (f.kind === 'outage' || !f.slot) continue;
