@@ -199,8 +199,10 @@ interface InstanceInfo {
   exitCode: number | null | undefined;
   exitSignal: string | null | undefined;
   exitAt: number | undefined;
-  /** When its own log says it had fenced itself (lease expired) until it renewed or rejoined. */
+  /** When its own log says it held no valid lease: from "lease expired" or a refused heartbeat, until it renewed or rejoined. */
   fenced: Interval[];
+  /** The part of `fenced` that began with "lease expired" (it could not renew), not with being declared dead. */
+  leaseLost: Interval[];
 }
 
 // ------------------------------------------------------------------ the check
@@ -275,6 +277,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
           exitSignal: undefined,
           exitAt: undefined,
           fenced: [],
+          leaseLost: [],
         });
         if (r.clockRate !== 1 || r.clockOffsetMs !== 0) {
           faultCounts['clock']! += 1;
@@ -395,6 +398,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
   for (const inst of instances.values()) {
     if (!existsSync(inst.stderrPath)) continue;
     let fenceOpen: number | undefined;
+    let leaseLostAt: number | undefined;
     for (const line of readFileSync(inst.stderrPath, 'utf8').split('\n')) {
       if (!line.startsWith('{')) {
         if (line.trim() !== '' && errorLines.length < 20) errorLines.push(`${inst.name}: ${line.slice(0, 200)}`);
@@ -413,9 +417,12 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
       } else if (typeof msg === 'string' && msg.startsWith('lease expired')) {
         fenced += 1;
         if (fenceOpen === undefined) fenceOpen = at;
+        if (leaseLostAt === undefined) leaseLostAt = at;
       } else if (msg === 'lease renewed; resuming tasks' || msg === 'joined the cluster') {
         if (fenceOpen !== undefined) inst.fenced.push({ a: fenceOpen, b: at });
+        if (leaseLostAt !== undefined) inst.leaseLost.push({ a: leaseLostAt, b: at });
         fenceOpen = undefined;
+        leaseLostAt = undefined;
       } else if (typeof msg === 'string' && msg.startsWith('this incarnation was declared dead')) {
         zombies += 1;
         // The declarer's own line is missing when its write's reply was lost; the victim's
@@ -427,6 +434,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
       if (rec['level'] === 'error' && errorLines.length < 20) errorLines.push(`${inst.name}: ${line.slice(0, 300)}`);
     }
     if (fenceOpen !== undefined) inst.fenced.push({ a: fenceOpen, b: inst.end ?? Number.POSITIVE_INFINITY });
+    if (leaseLostAt !== undefined) inst.leaseLost.push({ a: leaseLostAt, b: inst.end ?? Number.POSITIVE_INFINITY });
   }
   for (const z of zombieLines) {
     const logged = declarations.some((d) => d.peer === z.peer && d.by === z.by && d.at <= z.at + 1e9 && d.at >= z.at - 60e9);
@@ -751,7 +759,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     const lookBack = (run.earliestDeclarationMs + s.periodMs * s.driftBound) * 1e6;
     if (outages.some((o) => o.a <= t && o.b >= t - lookBack)) return undefined;
     for (const i of byNode.get(peer) ?? []) {
-      const f = i.fenced.find((x) => x.a <= t && t <= x.b);
+      const f = i.leaseLost.find((x) => x.a <= t && t <= x.b);
       if (f) return `${i.name} had fenced itself at ${fmt(f.a)} (could not renew its lease)`;
     }
     return undefined;
