@@ -23,7 +23,7 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
   const fallbackTasks = ctx.quick ? 100 : 200;
   const fallbackTrials = ctx.quick ? 2 : 10;
   const tasks = taskIds(taskCount);
-  const churn = { action: 'stop' as const, nodes, quietMs: 2000, quietCapMs: 8000, settleTimeoutMs: 90_000, probeMs: 10_000 };
+  const churn = { action: 'stop' as const, nodes, quietMs: 2000, quietCapMs: 3000, settleTimeoutMs: 90_000, probeMs: 10_000 };
   const configs: Array<{ label: string; settings: KeeperOptions }> = [
     { label: 'keeper, defaults', settings: {} },
     { label: 'keeper, inboxPollMs 100', settings: { inboxPollMs: 100 } },

@@ -53,8 +53,8 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
     const before = process.memoryUsage();
     const fleet = new KeeperFleet(ctx.endpoint, table, tasks, settings);
     await fleet.start(Array.from({ length: nodes }, (_, i) => `k${i}`));
-    const settleMs = await settle(fleet, 3000, 300_000, 20_000);
-    ctx.log(`  ${nodes} nodes: ${settleMs === undefined ? `not quiet within 300 s (${fleet.ledger.runningOnce(tasks)} of ${taskCount} running once)` : `quiet after ${seconds(settleMs)}`}`);
+    const settleMs = await settle(fleet, 3000, 240_000);
+    ctx.log(`  ${nodes} nodes: ${settleMs === undefined ? `not quiet within 240 s (${fleet.ledger.runningOnce(tasks)} of ${taskCount} running once)` : `quiet after ${seconds(settleMs)}`}`);
     const windows: SizeResult['windows'] = [];
     for (let i = 0; i < windowCount; i++) {
       const r0 = fleet.meter.read();
@@ -75,7 +75,7 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
       const declared = fleet.cluster.events.declarations.find((d) => d.node === id && d.at >= at);
       killResults.push({ tasks: lost.length, ...(done !== undefined ? { ms: done - at } : {}), ...(declared ? { detectionMs: declared.at - at } : {}) });
       ctx.log(`  ${nodes} nodes, kill ${k + 1}/${kills}: ${lost.length} tasks, ${done === undefined ? 'not all moved' : `${Math.round(done - at)} ms`}`);
-      if (k + 1 < kills) await settle(fleet, 2000, 60_000, 8000);
+      if (k + 1 < kills) await settle(fleet, 2000, 60_000, 3000);
     }
     const health = fleet.health();
     await fleet.close();
@@ -107,7 +107,7 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
     return [
       String(r.nodes),
       `${Math.round(r.tasks / r.nodes)} (capacity ${r.capacity})`,
-      r.settleMs === undefined ? 'not quiet in 300 s' : seconds(r.settleMs),
+      r.settleMs === undefined ? 'not quiet in 240 s' : seconds(r.settleMs),
       medianP99(perNodePeriod(r, readReq), (v) => v.toFixed(2)),
       medianP99(perNodePeriod(r, readUnits), (v) => v.toFixed(2)),
       medianP99(perNodePeriod(r, writeReq), (v) => v.toFixed(2)),
@@ -126,7 +126,7 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
   ]);
 
   const body = [
-    `${taskCount.toLocaleString('en-US')} tasks over N keeper nodes at default settings (P = ${seconds(periodMs)}, k = 3 watched peers) except capacity, all nodes in this process with a client each. After every task runs (and no handler started for 3 s, or 20 s passed), ${windowCount} windows of ${windowMs / 1000} s count every read; "per node per period" = reads in the window / N / (window / P). Then ${kills} typical nodes are killed one after another (no replacement; capacity leaves room for the survivors) and the takeover is timed as in scenario 1.`,
+    `${taskCount.toLocaleString('en-US')} tasks over N keeper nodes at default settings (P = ${seconds(periodMs)}, k = 3 watched peers) except capacity, all nodes in this process with a client each. After every task runs and no handler has started for 3 s (or 240 s passed), ${windowCount} windows of ${windowMs / 1000} s count every read; "per node per period" = reads in the window / N / (window / P). Then ${kills} typical nodes are killed one after another (no replacement; capacity leaves room for the survivors) and the takeover is timed as in scenario 1.`,
     '',
     table(['nodes', 'tasks per node', 'quiet after', 'read requests / node / period', 'read units / node / period', 'write requests / node / period', 'takeover after a kill (median / p99)', 'detection (median / p99)', 'this process, per node: RSS / heap MiB (after a forced GC)', 'CPU: DynamoDB Local / bench', 'health counters'], rows),
     '',
