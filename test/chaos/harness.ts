@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, release, totalmem } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -93,26 +93,35 @@ export function buildProblem(root = repoRoot): string | undefined {
  * another engineer may rebuild dist/ during a 30-minute run, and a replacement worker must
  * not start with different code (or a half-written build) than the workers it joins.
  */
-function snapshotBuild(into: string): string {
+function snapshotBuild(from: string, into: string): string {
   mkdirSync(into, { recursive: true });
-  cpSync(join(repoRoot, 'dist'), join(into, 'dist'), { recursive: true });
-  cpSync(join(repoRoot, 'bin'), join(into, 'bin'), { recursive: true });
-  copyFileSync(join(repoRoot, 'package.json'), join(into, 'package.json')); // "type": "module"
+  cpSync(join(from, 'dist'), join(into, 'dist'), { recursive: true });
+  cpSync(join(from, 'bin'), join(into, 'bin'), { recursive: true });
+  copyFileSync(join(from, 'package.json'), join(into, 'package.json')); // "type": "module"
   symlinkSync(join(repoRoot, 'node_modules'), join(into, 'node_modules'), 'dir');
   return join(into, 'bin', 'keeper.js');
 }
 
-function machineInfo(): MachineInfo {
+function machineInfo(keeperRoot: string): MachineInfo {
   const java = spawnSync('java', ['-version'], { encoding: 'utf8' });
   const git = (args: string[]) => spawnSync('git', args, { cwd: repoRoot, encoding: 'utf8' }).stdout.trim();
+  // A build of another tree (--keeper, e.g. an export of a commit) names itself in COMMIT.
+  const exported = existsSync(join(keeperRoot, 'COMMIT')) ? readFileSync(join(keeperRoot, 'COMMIT'), 'utf8').trim() : undefined;
+  if (keeperRoot !== repoRoot) {
+    return { ...baseInfo(java), commit: exported ? `${exported} (exported and built apart from the checkout)` : `build in ${keeperRoot}` };
+  }
   const dirty = git(['status', '--porcelain', '--', 'lib', 'bin']).length > 0;
+  return { ...baseInfo(java), commit: `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' (with uncommitted changes in lib/ or bin/)' : ''}` };
+}
+
+function baseInfo(java: { stderr: string; stdout: string }): MachineInfo {
   return {
     cpus: `${cpus().length} x ${cpus()[0]?.model ?? 'unknown'}`,
     memoryGb: Math.round(totalmem() / 2 ** 30),
     os: `${process.platform} ${release()}`,
     node: process.version,
     java: (java.stderr || java.stdout || 'unknown').split('\n')[0]!.trim(),
-    commit: `${git(['rev-parse', '--short', 'HEAD'])}${dirty ? ' (lib/ or bin/ modified)' : ''}`,
+    commit: '',
     loadBefore: loadavg().map((x) => x.toFixed(2)).join(' '),
     loadAfter: '',
   };
@@ -141,14 +150,15 @@ export function planRun(options: ChaosOptions): Plan {
 export async function runChaos(options: ChaosOptions, say: (line: string) => void, abort?: AbortSignal): Promise<ChaosRun> {
   const { config, boundMs, earliestMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
   const plan = planRun(options);
-  const problem = buildProblem();
-  if (problem) throw new Error(`${problem}; run \`npm run build\` first`);
+  const keeperRoot = resolve(options.keeper ?? repoRoot);
+  const problem = buildProblem(keeperRoot);
+  if (problem) throw new Error(`${problem} (in ${keeperRoot}); run \`npm run build\` there first`);
 
   const dir = resolve(options.out ?? join(repoRoot, 'reports', `chaos-${stamp()}-seed${options.seed}`));
   const logs = join(dir, 'logs');
   mkdirSync(logs, { recursive: true });
-  const keeperBin = snapshotBuild(join(dir, 'keeper-build'));
-  const machine = machineInfo();
+  const keeperBin = snapshotBuild(keeperRoot, join(dir, 'keeper-build'));
+  const machine = machineInfo(keeperRoot);
   const log = new FaultLog(join(dir, 'faults.jsonl'));
   const table = `chaos-${options.seed}`;
   const rng = new SeededRandom(options.seed ^ 0x5eed);

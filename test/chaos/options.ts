@@ -1,3 +1,5 @@
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 
 /**
@@ -21,6 +23,11 @@ export interface ChaosOptions {
   /** Per-request timeout d of the workers; undefined: half a period (see harness.ts). */
   requestTimeoutMs: number | undefined;
   out: string | undefined;
+  /**
+   * The keeper tree whose bin/ and dist/ the workers run (default: this checkout). Lets a run
+   * test a commit exported and built elsewhere while the checkout is being edited.
+   */
+  keeper?: string | undefined;
 }
 
 /**
@@ -33,7 +40,7 @@ export interface ChaosOptions {
 export const defaults = { seconds: 300, workers: 5, tasks: 60, periodMs: 1000 } as const;
 
 export const usage =
-  'usage: npm run chaos -- [--seconds N] [--workers N] [--tasks N] [--seed S] [--faults N per kind] [--period-ms P] [--request-timeout-ms D] [--out DIR]';
+  'usage: npm run chaos -- [--seconds N] [--workers N] [--tasks N] [--seed S] [--faults N per kind] [--period-ms P] [--request-timeout-ms D] [--out DIR] [--keeper DIR]';
 
 function whole(name: string, text: string | undefined, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;
@@ -60,6 +67,7 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
         'period-ms': { type: 'string' },
         'request-timeout-ms': { type: 'string' },
         out: { type: 'string' },
+        keeper: { type: 'string' },
       },
     }));
   } catch (error) {
@@ -80,5 +88,7 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
   const requestTimeoutMs = whole('request-timeout-ms', str('request-timeout-ms'), 1, 60_000);
   const out = str('out');
   if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
-  return { seconds, workers, tasks, seed, faults, periodMs, requestTimeoutMs, out };
+  const keeper = str('keeper');
+  if (keeper !== undefined && !existsSync(join(keeper, 'bin', 'keeper.js'))) throw new UsageError(`--keeper ${keeper}: no bin/keeper.js there`);
+  return { seconds, workers, tasks, seed, faults, periodMs, requestTimeoutMs, out, keeper };
 }
