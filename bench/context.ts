@@ -12,6 +12,11 @@ export interface BenchContext {
   log(line: string): void;
   /** Processes this run started (not counted as foreign load). */
   ownPids: Set<number>;
+  /**
+   * Baseline sizes found saturated earlier in this run, with the evidence: a later scenario
+   * does not start the same fleet again just to watch it fall over.
+   */
+  saturated: Map<string, string[]>;
 }
 
 export interface Chart {

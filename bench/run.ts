@@ -83,7 +83,7 @@ async function main(): Promise<number> {
     const ownPids = spawnedPids();
     ownPids.add(db.process.pid!);
     const tables = new BenchTables(db.endpoint);
-    const ctx: BenchContext = { endpoint: db.endpoint, dbPid: db.process.pid!, tables, quick, random: seededRandom(seed), log, ownPids };
+    const ctx: BenchContext = { endpoint: db.endpoint, dbPid: db.process.pid!, tables, quick, random: seededRandom(seed), log, ownPids, saturated: new Map() };
     log(`DynamoDB Local ${machine.dynamoDbLocal} at ${db.endpoint}; ${machine.cores} x ${machine.cpuModel}; ${quick ? 'quick' : 'full'} run of ${only.join(', ')}`);
     await warmUp(ctx);
     const sections: SectionReport[] = [];

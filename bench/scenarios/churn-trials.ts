@@ -44,6 +44,11 @@ export interface Series {
   wallMs: number;
 }
 
+/** One fleet shape: a system, its node count and its task count. */
+export function saturationKey(system: string, nodes: number, tasks: number): string {
+  return `${system}/${nodes}/${tasks}`;
+}
+
 export interface ChurnOptions {
   label: string;
   action: 'kill' | 'stop';
@@ -62,6 +67,11 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
   const load = loadSample(ctx.ownPids);
   const cpu = new CpuWatch([ctx.dbPid, process.pid]);
   const began = performance.now();
+  const known = ctx.saturated.get(saturationKey(fleet.system, options.nodes, fleet.tasks.length));
+  if (known) {
+    ctx.log(`  ${options.label}: saturated at ${fleet.tasks.length} tasks earlier in this run; not started again`);
+    return { label: options.label, system: fleet.system, tasks: fleet.tasks.length, trials: [], saturated: [`found earlier in this run: ${known.join('; ')}`], health: {}, overlaps: 0, cpu: [Number.NaN, Number.NaN], load, wallMs: 0 };
+  }
   const prefix = fleet.system === 'keeper' ? 'k' : 'l';
   await fleet.start(Array.from({ length: options.nodes }, (_, i) => `${prefix}${i}`));
   const setupMs = await settle(fleet, options.quietMs, options.settleTimeoutMs);
@@ -69,6 +79,7 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
   const evidence = setupMs === undefined ? [`only ${fleet.ledger.runningOnce(fleet.tasks)} of ${fleet.tasks.length} tasks running ${seconds(options.settleTimeoutMs)} after the start`] : [];
   evidence.push(...(await saturationEvidence(fleet, options.probeMs)));
   if (evidence.length > 0) {
+    ctx.saturated.set(saturationKey(fleet.system, options.nodes, fleet.tasks.length), evidence);
     ctx.log(`  ${options.label}: saturated (${evidence.join('; ')}); no trials at ${fleet.tasks.length} tasks`);
     const series: Series = { label: options.label, system: fleet.system, tasks: fleet.tasks.length, trials: [], saturated: evidence, health: fleet.health(), overlaps: fleet.ledger.overlaps, cpu: cpu.read(), load, wallMs: performance.now() - began };
     await fleet.close();
