@@ -140,3 +140,21 @@ export function measuredCode(): string {
   const changed = dirty.stdout.trim().split('\n').filter(Boolean).length;
   return `${head.stdout.trim()}${changed ? ` plus uncommitted changes in ${changed} file(s) under lib/ or bin/` : ' (lib/ and bin/ as committed)'}`;
 }
+
+/**
+ * Waits until a process (DynamoDB Local) has used less than `belowPercent` of one core for
+ * two seconds in a row, or `timeoutMs` passes: a saturated fleet leaves a backlog behind
+ * that would otherwise land on the next series. Returns how long it waited.
+ */
+export async function waitForIdle(pid: number, belowPercent = 50, timeoutMs = 60_000): Promise<number> {
+  const began = performance.now();
+  let calm = 0;
+  while (performance.now() - began < timeoutMs && calm < 2) {
+    const before = cpuSeconds(pid);
+    await new Promise((resolve) => setTimeout(resolve, 1000));
+    const after = cpuSeconds(pid);
+    if (before === undefined || after === undefined) break;
+    calm = (after - before) * 100 < belowPercent ? calm + 1 : 0;
+  }
+  return performance.now() - began;
+}

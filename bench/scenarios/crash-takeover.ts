@@ -3,7 +3,7 @@ import { colors, dotPlot, type DotSeries } from '../charts.js';
 import type { BenchContext, SectionReport } from '../context.js';
 import { KeeperFleet, LockFleet, saturationEvidence, type Fleet } from '../fleet.js';
 import { lockSettings } from '../lock-worker.js';
-import { CpuWatch, loadSample } from '../machine.js';
+import { CpuWatch, loadSample, waitForIdle } from '../machine.js';
 import { medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { sleepMs, waitUntil } from '../run-ledger.js';
 import { summarize } from '../stats.js';
@@ -141,7 +141,7 @@ async function baselineChurn(ctx: BenchContext, taskCount: number, options: Chur
   const series = await churnTrials(ctx, new LockFleet(ctx.endpoint, table, tasks, LockFleet.capacityFor(taskCount, options.nodes), ctx.random), options);
   await ctx.tables.drop(table);
   // Whatever a saturated fleet left in flight drains before the next series.
-  if (series.saturated) await sleepMs(5000);
+  if (series.saturated) await waitForIdle(ctx.dbPid);
   return series;
 }
 
@@ -212,7 +212,7 @@ async function soloSeries(ctx: BenchContext, system: 'keeper' | 'baseline', task
     overlaps += fleet.ledger.overlaps;
     await fleet.close();
     await ctx.tables.drop(table);
-    if (saturated) await sleepMs(5000);
+    if (saturated) await waitForIdle(ctx.dbPid);
   }
   return { label, system, tasks: taskCount, trials: saturated ? [] : results, ...(saturated ? { saturated } : {}), health, overlaps, cpu: cpu.read(), load, wallMs: performance.now() - began };
 }

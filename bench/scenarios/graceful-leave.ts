@@ -5,7 +5,7 @@ import { KeeperFleet, LockFleet } from '../fleet.js';
 import { medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { summarize } from '../stats.js';
 import { taskIds } from '../tables.js';
-import { sleepMs } from '../run-ledger.js';
+import { waitForIdle } from '../machine.js';
 import { baselineCell, censoredCount, churnTrials, completed, healthTable, measured, saturationNotes, victimTasks, type Series } from './churn-trials.js';
 
 /**
@@ -40,7 +40,7 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
     const lockTable = await ctx.tables.lockTable('leave-lock');
     const series = await churnTrials(ctx, new LockFleet(ctx.endpoint, lockTable, ids, LockFleet.capacityFor(count, nodes), ctx.random), { ...churn, label: 'lock per task (release)', trials: runTrials, settleTimeoutMs });
     await ctx.tables.drop(lockTable);
-    if (series.saturated) await sleepMs(5000);
+    if (series.saturated) await waitForIdle(ctx.dbPid);
     return series;
   };
   const baselinePrimary = await baselineRun(taskCount, trials, 45_000);

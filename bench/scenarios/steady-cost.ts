@@ -4,7 +4,7 @@ import { barChart, colors } from '../charts.js';
 import type { BenchContext, SectionReport } from '../context.js';
 import { KeeperFleet, LockFleet, saturationEvidence, settle, type Fleet } from '../fleet.js';
 import { lockSettings } from '../lock-worker.js';
-import { CpuWatch, loadSample, type LoadSample } from '../machine.js';
+import { CpuWatch, loadSample, type LoadSample, waitForIdle } from '../machine.js';
 import { amount, medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { sleepMs } from '../run-ledger.js';
 import { summarize, type Summary } from '../stats.js';
@@ -151,7 +151,7 @@ export async function steadyCost(ctx: BenchContext): Promise<SectionReport> {
     // Let DynamoDB Local drain whatever a saturated baseline left in flight.
     if (row.saturated.length > 0) {
       ctx.saturated.set(saturationKey('baseline', nodes, tasks), row.saturated);
-      await sleepMs(5000);
+      await waitForIdle(ctx.dbPid);
     }
     rows.push(row);
     return row;
