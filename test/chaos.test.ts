@@ -21,7 +21,7 @@ describe('fault harness', () => {
     expect(buildProblem(), 'the harness runs the built CLI: npm test builds it first').toBeUndefined();
     const out = mkdtempSync(join(tmpdir(), 'keeper-chaos-test-'));
     const progress: string[] = [];
-    const run = await runChaos({ seconds: 120, workers: 5, tasks: 60, seed, faults: 3, periodMs: 500, requestTimeoutMs: undefined, out }, (line) => progress.push(line));
+    const run = await runChaos({ seconds: 130, workers: 5, tasks: 60, seed, faults: 3, periodMs: 500, requestTimeoutMs: undefined, out }, (line) => progress.push(line));
     const check = run.check;
     const where = `report: ${run.reportPath}`;
 

@@ -153,6 +153,14 @@ describe('chaos checker', () => {
     expect(count(r)).toMatchObject({ lostTasks: 1 });
     expect(r.violations.lostTasks[0]!.text).toMatch(/no work from 5.000 s to 13.000 s/);
 
+    // Nor while every worker had fenced itself (a brown-out), even when they fenced one by one.
+    const brownOut = new Fixture(['a']).worker('w1.1').worker('w2.1').run('w1.1', 'a', 1, -1, 5, 5.01).run('w1.1', 'a', 1, 13, 22.5).owner('a', 'w1.1', 1).node('w1.1').node('w2.1');
+    brownOut.log('w1.1', 5, 'lease expired; stopping all tasks until a heartbeat succeeds').log('w2.1', 5.5, 'lease expired; stopping all tasks until a heartbeat succeeds');
+    brownOut.log('w2.1', 12.5, 'lease renewed; resuming tasks').log('w1.1', 12.9, 'lease renewed; resuming tasks');
+    const b = await check(brownOut);
+    expect(count(b)).toMatchObject({ lostTasks: 0 });
+    expect(b.brownOutMs).toBeCloseTo(7000, 0);
+
     const outage = new Fixture(['a']).worker('w1.1').run('w1.1', 'a', 1, -1, 5, 5.01).run('w1.1', 'a', 1, 13, 22.5).owner('a', 'w1.1', 1).node('w1.1');
     outage.fault(5, { type: 'outage-start', fault: 1 }).fault(11, { type: 'outage-end', fault: 1 });
     expect(count(await check(outage))).toMatchObject({ lostTasks: 0 });

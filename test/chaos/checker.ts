@@ -464,9 +464,10 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
   let healthy = 0;
   let since = Number.NEGATIVE_INFINITY;
   for (const e of events) {
-    if (healthy <= 0 && e.d > 0 && healthy + e.d > 0) noHealthy.push({ a: since, b: e.t });
+    const before = healthy;
     healthy += e.d;
-    if (healthy <= 0 && e.d < 0) since = e.t;
+    if (before > 0 && healthy <= 0) since = e.t;
+    if (before <= 0 && healthy > 0) noHealthy.push({ a: since, b: e.t });
   }
   if (healthy <= 0) noHealthy.push({ a: since, b: Number.POSITIVE_INFINITY });
   const cannotAct = union([...outages, ...noHealthy]);
