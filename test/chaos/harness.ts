@@ -70,7 +70,6 @@ interface Instance {
   node: string;
   proc: WorkerProcess;
   proxy: FaultProxy;
-  terminated: boolean;
 }
 
 /** Why dist/ cannot be used as it is, or undefined. The workers run the built CLI. */
@@ -216,7 +215,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       stderrPath: join(logs, `${name}.stderr.log`),
       stdoutPath: join(logs, `${name}.stdout.log`),
     });
-    const instance: Instance = { name, slot, node: node ?? name, proc, proxy, terminated: false };
+    const instance: Instance = { name, slot, node: node ?? name, proc, proxy };
     instances.push(instance);
     slots[slot] = instance;
     log.write({
@@ -443,7 +442,6 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
                 log.write({ type: 'kill', fault: f.id, instance: target.name, node: target.node });
                 note(`SIGKILL ${target.name} (pid ${target.proc.pid}); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
               } else {
-                target.terminated = true;
                 target.proc.signal('SIGTERM');
                 slots[f.slot] = undefined;
                 log.write({ type: 'term', fault: f.id, instance: target.name, node: target.node });
