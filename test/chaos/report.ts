@@ -67,7 +67,7 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   lines.push('');
   lines.push('| measure | samples | p50 | p99 | max | bound |');
   lines.push('|---|---|---|---|---|---|');
-  lines.push(row('takeover: fault -> first start of the task in another process (all failures)', check.takeover, r.boundMs));
+  lines.push(row('takeover: fault -> first start of the task under a newer token (all failures)', check.takeover, r.boundMs));
   for (const [kind, stats] of Object.entries(check.takeover.byKind)) lines.push(row(`  after ${kind}`, stats, r.boundMs));
   lines.push(row('handover on SIGTERM: signal -> start elsewhere', check.handover));
   lines.push(row('store outage: store back -> task at work again', check.outageResume));
