@@ -31,31 +31,40 @@ export class AuditLog {
 export const demoWorkIntervalMs = 100;
 
 /**
- * The built-in `demo` task: a long-running loop that does one unit of work every 100 ms
+ * The built-in `demo` task: a long-running task that does one unit of work every 100 ms
  * until revoked, logging each unit to the audit log. It shows the pattern task code should
  * follow: check `isValid()` before each side effect, stop on the signal.
+ *
+ * All demo tasks of a worker share one timer (a worker may run a thousand of them; a timer
+ * and a promise each per unit of work would be ten thousand allocations a second).
  */
 export function demoHandler(audit?: AuditLog): TaskHandler {
-  return async (ctx: TaskContext) => {
-    audit?.write('start', ctx.task.id, ctx.token);
-    try {
-      while (!ctx.signal.aborted) {
-        // The timestamp is taken before the check: the lease was valid at that instant, so
-        // the event never claims work at a moment the lease had already run out.
-        const at = process.hrtime.bigint();
-        if (ctx.isValid()) audit?.write('work', ctx.task.id, ctx.token, at);
-        await new Promise<void>((resolve) => {
-          const timer = setTimeout(done, demoWorkIntervalMs);
-          function done() {
-            clearTimeout(timer);
-            ctx.signal.removeEventListener('abort', done);
-            resolve();
-          }
-          ctx.signal.addEventListener('abort', done, { once: true });
-        });
-      }
-    } finally {
-      audit?.write('stop', ctx.task.id, ctx.token);
+  const running = new Set<TaskContext>();
+  let timer: NodeJS.Timeout | undefined;
+  const beat = () => {
+    for (const ctx of running) {
+      // The timestamp is taken before the check: the lease was valid at that instant, so the
+      // event never claims work at a moment the lease had already run out.
+      const at = process.hrtime.bigint();
+      if (!ctx.signal.aborted && ctx.isValid()) audit?.write('work', ctx.task.id, ctx.token, at);
     }
   };
+  return (ctx: TaskContext) =>
+    new Promise<void>((resolve) => {
+      audit?.write('start', ctx.task.id, ctx.token);
+      const stop = () => {
+        // Removed from the set before the stop line: no work after it.
+        running.delete(ctx);
+        if (running.size === 0 && timer) {
+          clearInterval(timer);
+          timer = undefined;
+        }
+        audit?.write('stop', ctx.task.id, ctx.token);
+        resolve();
+      };
+      if (ctx.signal.aborted) return stop();
+      running.add(ctx);
+      timer ??= setInterval(beat, demoWorkIntervalMs);
+      ctx.signal.addEventListener('abort', stop, { once: true });
+    });
 }

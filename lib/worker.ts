@@ -4,6 +4,7 @@ import { systemClock, sleep, type Clock, type Timer } from './clock.js';
 import { ConfigError, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
+import { Lease } from './protocol/lease.js';
 import { livePredecessors, readNeighbourhood } from './membership.js';
 import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
 import {
@@ -97,8 +98,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private inc = 0;
   private joinedAt = '';
   private counter = 0;
-  private leaseSentAt = Number.NEGATIVE_INFINITY;
-  private fenced = false;
+  private readonly lease: Lease;
   /** The newest inbox value seen (heartbeat reply or inbox poll) and the one acted on. */
   private latestInbox: number | undefined;
   private detector!: Detector;
@@ -106,7 +106,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private nextTickAt = 0;
   private tickTimer: Timer | undefined;
-  private fenceTimer: Timer | undefined;
   private maintaining: Promise<void> | undefined;
   private maintainAgain = false;
   private inboxAgain = false;
@@ -153,6 +152,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.id = this.config.nodeId ?? defaultNodeId();
     this.detector = this.newDetector();
     this.runHost = this.createRunHost();
+    this.lease = new Lease(this.clock, this.config.fenceMs, (since) => this.fence(since));
     this.phaseOffset = Math.floor(this.random() * 1_000_000);
   }
 
@@ -260,7 +260,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private halt(): void {
     this.phase = 'stopped';
     this.tickTimer?.cancel();
-    this.fenceTimer?.cancel();
+    this.lease.cancel();
     this.inboxTimer?.cancel();
   }
 
@@ -427,7 +427,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     } catch (error) {
       this.emit('heartbeat-failed', { error: errorText(error) });
       this.log.warn('heartbeat failed', { node: this.id, error: errorText(error) });
-      this.checkFence();
+      this.lease.check();
     }
     if (this.phase === 'running' || this.phase === 'leaving') this.scheduleTick();
     if (this.phase === 'running') this.kickMaintenance();
@@ -435,18 +435,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** True while the lease is valid on this node's monotonic clock. Synchronous by design. */
   leaseValid(): boolean {
-    return !this.fenced && this.phase !== 'stopped' && this.clock.now() - this.leaseSentAt < this.config.fenceMs;
+    return this.phase !== 'stopped' && this.lease.valid();
   }
 
   private renew(sentAt: number): void {
-    if (sentAt > this.leaseSentAt) this.leaseSentAt = sentAt;
-    this.fenceTimer?.cancel();
-    this.fenceTimer = this.clock.setTimer(this.leaseSentAt + this.config.fenceMs - this.clock.now(), () => this.checkFence());
-    if (this.clock.now() - this.leaseSentAt >= this.config.fenceMs) return;
-    if (this.fenced) {
-      // Renewed while fenced: nobody declared us dead in between (the heartbeat's condition
-      // proves it), so our tasks are still ours.
-      this.fenced = false;
+    const outcome = this.lease.renew(sentAt);
+    if (outcome === 'late') return;
+    if (outcome === 'unfenced') {
       this.emit('unfenced', { tasks: this.owned.size });
       this.log.info('lease renewed; resuming tasks', { node: this.id, tasks: this.owned.size });
     }
@@ -455,18 +450,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     for (const id of this.owned.keys()) this.startRun(id);
   }
 
-  private checkFence(): void {
-    if (this.fenced || this.phase === 'stopped') return;
-    const since = this.clock.now() - this.leaseSentAt;
-    if (since < this.config.fenceMs) {
-      // Timers may fire a little early: look again when the lease really runs out.
-      this.fenceTimer?.cancel();
-      this.fenceTimer = this.clock.setTimer(this.config.fenceMs - since, () => this.checkFence());
-      return;
-    }
-    this.fenced = true;
-    this.emit('fenced', { sinceRenewalMs: since, tasks: this.owned.size });
-    this.log.warn('lease expired; stopping all tasks until a heartbeat succeeds', { node: this.id, sinceRenewalMs: Math.round(since) });
+  /** The lease ran out: stop every task before any peer may take them. */
+  private fence(sinceRenewalMs: number): void {
+    if (this.phase === 'stopped') return;
+    this.emit('fenced', { sinceRenewalMs, tasks: this.owned.size });
+    this.log.warn('lease expired; stopping all tasks until a heartbeat succeeds', { node: this.id, sinceRenewalMs: Math.round(sinceRenewalMs) });
     void this.stopAllRuns('fenced');
   }
 
@@ -474,14 +462,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async becomeZombie(current: NodeItem | undefined): Promise<void> {
     this.emit('zombie', { declaredBy: current?.deadBy });
     this.log.warn('this incarnation was declared dead; stopping every task and rejoining', { node: this.id, inc: this.inc, declaredBy: current?.deadBy });
-    this.fenced = true;
+    this.lease.revoke();
     await this.stopAllRuns('declared dead');
     this.owned.clear();
     // Pending moves of the old incarnation's tasks race the new incarnation's reclaims, which
     // are conditional writes on the same state: nothing left to settle by hand.
     this.unsettled.clear();
-    this.fenced = false;
-    this.leaseSentAt = Number.NEGATIVE_INFINITY;
     this.tickTimer?.cancel();
     await this.join(false);
     if (this.phase !== 'running') return;
@@ -868,7 +854,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Uses only what this node reads anyway, so balancing costs no extra reads.
    */
   private async rebalance(): Promise<void> {
-    if (this.fenced || !this.leaseValid()) return;
+    if (!this.leaseValid()) return;
     let budget = this.config.maxMovesPerTick;
     for (const [index, id] of this.watched.entries()) {
       if (budget <= 0) return;
@@ -972,7 +958,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (!entry || !registration || (entry.run && !entry.run.aborted)) return;
     // Only a running node with a valid lease starts tasks: not while fenced, and not while
     // leaving (the heartbeats that go on during a leave renew the lease).
-    if (this.phase !== 'running' || this.fenced || !this.leaseValid()) return;
+    if (this.phase !== 'running' || !this.leaseValid()) return;
     entry.run = new TaskRun(entry.task, registration, this.runHost);
     this.emit('task-started', { task: id, token: entry.task.token });
   }
@@ -998,7 +984,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** A snapshot for status displays and tests. */
   snapshot(): { id: string; inc: number; counter: number; phase: Phase; fenced: boolean; tasks: string[]; watched: string[] } {
-    return { id: this.id, inc: this.inc, counter: this.counter, phase: this.phase, fenced: this.fenced, tasks: [...this.owned.keys()].sort(), watched: [...this.watched] };
+    return { id: this.id, inc: this.inc, counter: this.counter, phase: this.phase, fenced: this.lease.fenced, tasks: [...this.owned.keys()].sort(), watched: [...this.watched] };
   }
 
   /** Staleness, in benchmark ticks, of each watched peer as this node judges it now. */

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { systemClock, type Clock } from '../lib/clock.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
 import { StoreUnavailableError, type Store } from '../lib/store/store.js';
+import { Lease } from '../lib/protocol/lease.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, waitFor } from './support/cluster.js';
 
@@ -11,7 +12,70 @@ import { Ledger, waitFor } from './support/cluster.js';
  */
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-describe('lease', () => {
+/** A clock moved by hand; timers fire when it passes them. */
+function manualClock() {
+  let now = 0;
+  const timers: Array<{ at: number; fn: () => void; live: boolean }> = [];
+  return {
+    now: () => now,
+    setTimer(ms: number, fn: () => void) {
+      const timer = { at: now + Math.max(0, ms), fn, live: true };
+      timers.push(timer);
+      return { cancel: () => (timer.live = false) };
+    },
+    advance(ms: number) {
+      now += ms;
+      for (const timer of timers.filter((t) => t.live && t.at <= now)) {
+        timer.live = false;
+        timer.fn();
+      }
+    },
+  };
+}
+
+describe('Lease', () => {
+  it('runs from the send time of the renewing heartbeat, not from when its reply arrived', () => {
+    const clock = manualClock();
+    const expired: number[] = [];
+    const lease = new Lease(clock, 1000, (since) => expired.push(since));
+    expect(lease.valid()).toBe(false);
+    clock.advance(100);
+    const sentAt = clock.now();
+    clock.advance(400); // the reply takes 400 ms
+    expect(lease.renew(sentAt)).toBe('renewed');
+    clock.advance(599);
+    expect(lease.valid()).toBe(true);
+    clock.advance(1);
+    expect(lease.valid()).toBe(false); // 1000 ms after the send, though only 600 after the reply
+    expect(expired).toEqual([1000]);
+    expect(lease.fenced).toBe(true);
+  });
+
+  it('ends a fence on the next successful renewal, and ignores a renewal whose lease already ran out', () => {
+    const clock = manualClock();
+    const lease = new Lease(clock, 1000, () => {});
+    lease.renew(clock.now());
+    clock.advance(1500);
+    expect(lease.fenced).toBe(true);
+    expect(lease.renew(clock.now() - 1200)).toBe('late');
+    expect(lease.fenced).toBe(true);
+    expect(lease.renew(clock.now())).toBe('unfenced');
+    expect(lease.valid()).toBe(true);
+  });
+
+  it('is invalid at once when revoked (declared dead), without fencing', () => {
+    const clock = manualClock();
+    const expired: number[] = [];
+    const lease = new Lease(clock, 1000, (since) => expired.push(since));
+    lease.renew(clock.now());
+    lease.revoke();
+    expect(lease.valid()).toBe(false);
+    clock.advance(5000);
+    expect(expired).toEqual([]);
+  });
+});
+
+describe('lease on a worker', () => {
   it('finding 2 (docs/chaos-findings.md): a fence timer that fires early still fences, and tasks that arrive meanwhile start after renewal', async () => {
     // Timers that fire 1 ms early, as Node's sometimes do relative to performance.now().
     const early: Clock = { now: () => systemClock.now(), setTimer: (ms, fn) => systemClock.setTimer(Math.max(0, ms - 1), fn) };

@@ -150,7 +150,7 @@ export function healthTable(all: readonly Series[]): string {
       Object.entries(s.health).map(([k, v]) => `${k} ${v}`).join(', '),
       s.saturated ? '-' : `${s.trials.filter((t) => Object.keys(t.healthDuring).length > 0).length} of ${s.trials.length}`,
       String(s.overlaps),
-      `${s.cpu[0]}% / ${s.cpu[1]}%`,
+      s.cpu.every((c) => Number.isFinite(c)) ? `${s.cpu[0]}% / ${s.cpu[1]}%` : '-',
       `${s.load.loadavg1} (${s.load.foreign.dynamoDbLocals}, ${s.load.foreign.testRunners})`,
       seconds(s.wallMs),
     ]),

@@ -21,7 +21,16 @@ import { baselineCell, censoredCount, healthDelta, churnTrials, completed, healt
  * the store cannot serve that, the series is reported as saturated, with the evidence, and
  * repeated at a smaller size so there is still a takeover time to compare with.
  */
-export async function crashTakeover(ctx: BenchContext): Promise<SectionReport> {
+export interface CrashData {
+  nodes: number;
+  target: number;
+  bound: number;
+  /** keeper's settings in the text (recorded so a later rendering does not assume today's defaults). */
+  config?: { periodMs: number; staleTicks: number; driftBound: number; requestTimeoutMs: number };
+  series: Series[];
+}
+
+export async function measureCrash(ctx: BenchContext): Promise<CrashData> {
   const nodes = 10;
   const taskCount = ctx.quick ? 200 : 1000;
   const trials = ctx.quick ? 3 : 20;
@@ -45,8 +54,25 @@ export async function crashTakeover(ctx: BenchContext): Promise<SectionReport> {
   const keeperSolo = await soloSeries(ctx, 'keeper', taskCount, soloTrials);
   const baselineSolo = await soloSeries(ctx, 'baseline', taskCount, soloTrials);
   const baselineSoloFallback = baselineSolo.saturated ? await soloSeries(ctx, 'baseline', fallbackTasks, fallbackSoloTrials) : undefined;
+  const series = [keeper, baseline, baselineFallback, keeperSolo, baselineSolo, baselineSoloFallback].filter((s): s is Series => s !== undefined);
+  const { periodMs, staleTicks, driftBound, requestTimeoutMs } = config;
+  return { nodes, target, bound, config: { periodMs, staleTicks, driftBound, requestTimeoutMs }, series };
+}
 
-  const all = [keeper, baseline, baselineFallback, keeperSolo, baselineSolo, baselineSoloFallback].filter((s): s is Series => s !== undefined);
+const holdsAll = (s: Series) => s.label.includes('holds all');
+
+/** The report section, from measured (or recorded) data alone. */
+export function renderCrash(data: CrashData): SectionReport {
+  const { nodes, target, bound } = data;
+  const config = data.config ?? resolveConfig({});
+  const all = data.series;
+  const keeper = all.find((s) => s.system === 'keeper' && !holdsAll(s))!;
+  const keeperSolo = all.find((s) => s.system === 'keeper' && holdsAll(s))!;
+  const taskCount = keeper.tasks;
+  const baseline = all.find((s) => s.system === 'baseline' && !holdsAll(s) && s.tasks === taskCount)!;
+  const baselineFallback = all.find((s) => s.system === 'baseline' && !holdsAll(s) && s.tasks !== taskCount);
+  const baselineSolo = all.find((s) => s.system === 'baseline' && holdsAll(s) && s.tasks === taskCount)!;
+  const baselineSoloFallback = all.find((s) => s.system === 'baseline' && holdsAll(s) && s.tasks !== taskCount);
   const sum = (s: Series) => summarize(completed(s));
   const meets = (s: Series, limit: number) => (completed(s).length === 0 ? undefined : censoredCount(s) === 0 && sum(s).p99 <= limit);
   const stat = (s: Series, pick: (t: Trial) => number | undefined) => summarize(s.trials.flatMap((t) => { const v = pick(t); return v === undefined ? [] : [v]; }));
@@ -121,7 +147,7 @@ export async function crashTakeover(ctx: BenchContext): Promise<SectionReport> {
       },
     ],
     misses,
-    data: { target, bound, series: all },
+    data,
   };
 }
 

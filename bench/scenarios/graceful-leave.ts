@@ -16,7 +16,13 @@ import { baselineCell, censoredCount, churnTrials, completed, healthTable, measu
  */
 const targetMs = 300;
 
-export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
+export interface LeaveData {
+  targetMs: number;
+  periodMs?: number;
+  series: Series[];
+}
+
+export async function measureLeave(ctx: BenchContext): Promise<LeaveData> {
   const nodes = 10;
   const taskCount = ctx.quick ? 200 : 1000;
   const trials = ctx.quick ? 3 : 20;
@@ -45,9 +51,19 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
   };
   const baselinePrimary = await baselineRun(taskCount, trials, 45_000);
   const baselineFallback = baselinePrimary.saturated ? await baselineRun(fallbackTasks, fallbackTrials, 90_000) : undefined;
-  const baseline = measured(baselinePrimary, baselineFallback);
+  return { targetMs, periodMs: resolveConfig({}).periodMs, series: [...keeper, baselinePrimary, ...(baselineFallback ? [baselineFallback] : [])] };
+}
 
-  const all = [...keeper, baselinePrimary, ...(baselineFallback ? [baselineFallback] : [])];
+/** The report section, from measured (or recorded) data alone. */
+export function renderLeave(data: LeaveData): SectionReport {
+  const { targetMs } = data;
+  const all = data.series;
+  const keeper = all.filter((s) => s.system === 'keeper');
+  const taskCount = keeper[0]!.tasks;
+  const baselinePrimary = all.find((s) => s.system === 'baseline' && s.tasks === taskCount)!;
+  const baselineFallback = all.find((s) => s.system === 'baseline' && s.tasks !== taskCount);
+  const baseline = measured(baselinePrimary, baselineFallback);
+  const configs = keeper.map((s) => ({ label: s.label }));
   const sum = (s: Series) => summarize(completed(s));
   const meets = (s: Series) => (completed(s).length === 0 ? undefined : censoredCount(s) === 0 && sum(s).p99 <= targetMs);
   const rows = all.filter((s) => !s.saturated).map((s) => [
@@ -60,7 +76,7 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
     `${seconds(sum(s).min)} .. ${seconds(sum(s).max)}`,
     s.system === 'keeper' ? `${verdict(meets(s))} (p99 <= ${targetMs} ms)` : '-',
   ]);
-  const periodMs = resolveConfig({}).periodMs;
+  const periodMs = data.periodMs ?? resolveConfig({}).periodMs;
   const body = [
     `The leaving node is the one whose task count is closest to the mean; the call to stop() comes at a uniformly random phase of the system's cycle. Times run from the call to the handler start of its last task on another node. keeper hands the tasks straight to live peers (no detection wait) and notifies them; a receiver notices at its next heartbeat (P = ${seconds(periodMs)}) or, with inboxPollMs, at its next inbox poll. The baseline releases every lock (FailOpen: the item stays, with a 1 ms lease); waiting acquirers notice when their lease-long wait ends.`,
     '',
@@ -102,6 +118,6 @@ export async function gracefulLeave(ctx: BenchContext): Promise<SectionReport> {
       verdict: verdict(meets(s)),
     })),
     misses,
-    data: { targetMs, series: all },
+    data,
   };
 }

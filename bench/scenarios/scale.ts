@@ -16,7 +16,7 @@ import { taskIds } from '../tables.js';
  * to 200 nodes, within 10 %. (Worker memory against the 100 MB target is measured on a real
  * worker process in scenario 5.)
  */
-interface SizeResult {
+export interface SizeResult {
   nodes: number;
   tasks: number;
   capacity: number;
@@ -31,7 +31,15 @@ interface SizeResult {
 
 const mib = (bytes: number) => bytes / 2 ** 20;
 
-export async function scale(ctx: BenchContext): Promise<SectionReport> {
+export interface ScaleData {
+  windowMs: number;
+  windowCount: number;
+  kills: number;
+  periodMs: number;
+  results: SizeResult[];
+}
+
+export async function measureScale(ctx: BenchContext): Promise<ScaleData> {
   const sizes = ctx.quick ? [10, 20] : [10, 50, 200];
   const taskCount = ctx.quick ? 2000 : 20_000;
   const windowCount = ctx.quick ? 1 : 2;
@@ -86,6 +94,14 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
       health, load, wallMs: performance.now() - began,
     });
   }
+  return { windowMs, windowCount, kills, periodMs, results };
+}
+
+/** The report section, from measured (or recorded) data alone. */
+export function renderScale(data: ScaleData): SectionReport {
+  const { windowMs, windowCount, kills, periodMs, results } = data;
+  const sizes = results.map((r) => r.nodes);
+  const taskCount = results[0]!.tasks;
 
   const perNodePeriod = (r: SizeResult, pick: (ops: Record<string, OperationCount>) => number): Summary =>
     summarize(r.windows.map((w) => pick(w.ops) / r.nodes / ((w.seconds * 1000) / periodMs)));
@@ -184,6 +200,6 @@ export async function scale(ctx: BenchContext): Promise<SectionReport> {
       },
     ],
     misses,
-    data: { results },
+    data,
   };
 }

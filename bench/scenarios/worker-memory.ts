@@ -22,7 +22,7 @@ import { taskIds } from '../tables.js';
  */
 const targetMiB = 100;
 
-interface ProcessSample {
+export interface ProcessSample {
   label: string;
   samples: Array<[number, number]>;
   ownedAt?: number;
@@ -51,7 +51,13 @@ async function stopChild(child: ReturnType<typeof spawn>): Promise<void> {
   clearTimeout(timer);
 }
 
-export async function workerMemory(ctx: BenchContext): Promise<SectionReport> {
+export interface MemoryData {
+  taskCount: number;
+  sampleMs: number;
+  results: ProcessSample[];
+}
+
+export async function measureMemory(ctx: BenchContext): Promise<MemoryData> {
   const taskCount = ctx.quick ? 200 : 1000;
   const sampleMs = ctx.quick ? 10_000 : 60_000;
   const env = { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' };
@@ -115,6 +121,12 @@ export async function workerMemory(ctx: BenchContext): Promise<SectionReport> {
     ctx.log(`  baseline process: median RSS ${amount(summarize(sample.samples.map((s) => s[1])).median)} MiB`);
   }
 
+  return { taskCount, sampleMs, results };
+}
+
+/** The report section, from measured (or recorded) data alone. */
+export function renderMemory(data: MemoryData): SectionReport {
+  const { taskCount, sampleMs, results } = data;
   const [keeper, baseline] = results as [ProcessSample, ProcessSample];
   const stats = (s: ProcessSample) => summarize(s.samples.map((p) => p[1]));
   const met = keeper.problem ? undefined : stats(keeper).max <= targetMiB;
@@ -157,6 +169,6 @@ export async function workerMemory(ctx: BenchContext): Promise<SectionReport> {
       verdict: verdict(met),
     }],
     misses: met === false ? [`Worker memory: keeper process RSS max ${amount(stats(keeper).max)} MiB (median ${amount(stats(keeper).median)}) with ${taskCount} tasks; target <= ${targetMiB} MB.`] : [],
-    data: { results },
+    data,
   };
 }
