@@ -50,8 +50,9 @@ export class Lease {
     if (this.expired) return;
     const since = this.clock.now() - this.sentAt;
     if (since < this.fenceMs) {
-      // Timers may fire a little early: look again when the lease really runs out.
-      this.arm();
+      // Timers may fire a little early: look again when the lease really runs out (at least
+      // a millisecond later, so that rounding can never make this spin).
+      this.arm(1);
       return;
     }
     this.expired = true;
@@ -70,8 +71,8 @@ export class Lease {
     this.timer = undefined;
   }
 
-  private arm(): void {
+  private arm(atLeastMs = 0): void {
     this.cancel();
-    this.timer = this.clock.setTimer(this.sentAt + this.fenceMs - this.clock.now(), () => this.check());
+    this.timer = this.clock.setTimer(Math.max(atLeastMs, this.sentAt + this.fenceMs - this.clock.now()), () => this.check());
   }
 }
