@@ -24,6 +24,7 @@ describe('fault harness', () => {
     const run = await runChaos({ seconds: 130, workers: 5, tasks: 60, seed, faults: 3, periodMs: 500, requestTimeoutMs: undefined, out }, (line) => progress.push(line));
     const check = run.check;
     const where = `report: ${run.reportPath}`;
+    expect(run.failure?.message, where).toBeUndefined();
 
     for (const kind of faultKinds) expect(check.faults[kind], `${kind} faults injected (${where})`).toBeGreaterThanOrEqual(3);
     const problems = Object.entries(check.violations).flatMap(([rule, list]) => list.map((v) => `${rule}: ${v.text.split('\n')[0]}`));

@@ -119,6 +119,8 @@ export interface CheckResult {
   };
   findings: string[];
   proxies: { requests: number; blackholed: number; throttled: number; errors500: number; droppedReplies: number };
+  /** DynamoDB Local restarts after the outages, and the largest size its data reached. */
+  store: { restarts: Stats; dataMb: number };
   timeline: TimelineModel;
 }
 
@@ -247,6 +249,8 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
   const openNet = new Map<number, { at: number; instances: string[] }>();
   let openOutage: number | undefined;
   let skipped = 0;
+  const storeRestarts: number[] = [];
+  let storeBytes = 0;
   const proxies = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0 };
   const inBound = (rate: number) => rate <= s.driftBound * (1 + 1e-9) && rate >= (1 / s.driftBound) * (1 - 1e-9);
   const failures: Array<{ kind: 'kill' | 'pause' | 'partition' | 'term'; instance: string; at: number }> = [];
@@ -365,6 +369,10 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
         }
         break;
       }
+      case 'store':
+        storeRestarts.push(r.restartMs);
+        storeBytes = Math.max(storeBytes, r.dataBytes);
+        break;
       case 'skip':
         skipped += 1;
         findings.push(`fault ${r.fault} (${r.kind} on ${r.slot}) skipped: ${r.reason}`);
@@ -879,6 +887,7 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     violations,
     findings,
     proxies,
+    store: { restarts: stats(storeRestarts), dataMb: storeBytes / 2 ** 20 },
     timeline: { endMs: ms(endNs), bucketMs: ms(bucketNs), lanes: laneModel, faults: faultMarks, declarations: declarationMarks, takeovers: takeoverMarks },
   };
   result.ok = Object.values(violations).every((list) => list.length === 0);

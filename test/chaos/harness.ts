@@ -58,6 +58,8 @@ export interface ChaosRun {
   check: CheckResult;
   reportPath: string;
   svgPath: string;
+  /** Set when the harness itself could not finish the run; the report covers what ran. */
+  failure?: Error;
 }
 
 export class HarnessAbortedError extends Error {
@@ -294,6 +296,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   };
 
   let check: CheckResult | undefined;
+  let failure: Error | undefined;
+  let readyReached = false;
   try {
     say(`chaos: seed ${options.seed}, ${options.workers} workers, ${options.tasks} tasks, ${options.seconds} s, ${plan.faultsPerKind} faults of each kind; ` +
       `P ${config.periodMs} ms, K ${config.staleTicks}, f ${config.driftBound}, d ${config.requestTimeoutMs} ms, fence ${config.fenceMs} ms, failover bound ${boundMs.toFixed(0)} ms`);
@@ -365,6 +369,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       await sleepMs(250, abort);
     }
     log.write({ type: 'ready' });
+    readyReached = true;
     t0 = performance.now();
     note(`all ${options.workers} workers joined (${((t0 - started) / 1000).toFixed(1)} s after start); faults begin`);
 
@@ -403,6 +408,14 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     await sleepMs(convergenceWindowMs + 200, abort);
     note('fault phase over; final table read; stopping everything');
     for (const i of instances) log.write({ type: 'proxy-stats', instance: i.name, ...i.proxy.stats });
+  } catch (error) {
+    // Once faults have begun, the logs are worth judging even if the harness cannot go on
+    // (DynamoDB Local failing to restart, say): the failure goes into the fault log and the
+    // report, and the run still fails.
+    if (error instanceof HarnessAbortedError || !readyReached) throw error;
+    failure = error as Error;
+    log.write({ type: 'finding', text: `the harness stopped before the end of the run: ${failure.message.split('\n')[0]}` });
+    note(`harness failure: ${failure.message.split('\n')[0]}; checking what ran`);
   } finally {
     await teardown();
   }
@@ -414,7 +427,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   // Kept so that `tsx test/chaos/checker.ts <dir>` can re-check the run and rewrite the report.
   writeFileSync(join(dir, 'machine.json'), `${JSON.stringify({ machine, timing }, null, 2)}\n`);
   const { reportPath, svgPath } = writeReport(dir, check, machine, timing);
-  return { dir, check, reportPath, svgPath };
+  return { dir, check, reportPath, svgPath, ...(failure ? { failure } : {}) };
 
   function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void; inline?: boolean }> {
     const victim = (slot: number, kind: FaultKind) => {
@@ -563,6 +576,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
               await db.restart();
               const took = performance.now() - restartAt;
               log.write({ type: 'outage-end', fault: f.id });
+              log.write({ type: 'store', restartMs: Math.round(took), dataBytes: db.dataBytes() });
               shiftMs += Math.max(0, took - storeRestartAllowanceMs);
               note(`store back (restart took ${(took / 1000).toFixed(1)} s${took > storeRestartAllowanceMs ? `; the rest of the schedule moves ${((took - storeRestartAllowanceMs) / 1000).toFixed(1)} s later` : ''})`);
             },

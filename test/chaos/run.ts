@@ -52,7 +52,8 @@ try {
   for (const line of summarize(run.check)) say(line);
   for (const finding of run.check.findings) say(`finding: ${finding.split('\n')[0]}`);
   say(`\nreport: ${run.reportPath}\ntimeline: ${run.svgPath}`);
-  process.exit(run.check.ok ? 0 : 1);
+  if (run.failure) process.stderr.write(`chaos: the harness could not finish the run: ${run.failure.message.split('\n')[0]}\n`);
+  process.exit(run.check.ok && !run.failure ? 0 : 1);
 } catch (error) {
   if (error instanceof HarnessAbortedError) {
     say('chaos: interrupted; everything the harness started has been stopped');
