@@ -59,6 +59,9 @@ export class InvalidCursorError extends Error {
 
 type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal';
 
+/** Items per page of an index query (about 20 KB of tasks). */
+const queryPage = 100;
+
 const throttles = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'LimitExceededException']);
 /** Network errors raised before a request could reach the server: retrying them cannot apply a write twice. */
 const undelivered = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
@@ -581,7 +584,9 @@ export class DynamoStore implements Store {
             ExpressionAttributeNames: { '#owner': 'owner' },
             ExpressionAttributeValues: { ':owner': owner },
             ExclusiveStartKey: start,
-            ...(limit !== undefined ? { Limit: limit - tasks.length } : {}),
+            // Pages small enough to come back well within the request timeout (a period's
+            // fraction), however many tasks the owner has.
+            Limit: Math.min(queryPage, limit === undefined ? queryPage : limit - tasks.length),
           }),
         ),
       );
