@@ -161,6 +161,13 @@ describe('chaos checker', () => {
     expect(count(b)).toMatchObject({ lostTasks: 0 });
     expect(b.brownOutMs).toBeCloseTo(7000, 0);
 
+    // Nor while the store answered the harness's own reads slower than d.
+    const slow = new Fixture(['a']).worker('w1.1').run('w1.1', 'a', 1, -1, 5, 5.01).run('w1.1', 'a', 1, 13, 22.5).owner('a', 'w1.1', 1).node('w1.1');
+    slow.fault(12, { type: 'store-slow', from_ns: String(base + 6 * s), to_ns: String(base + 12 * s) });
+    const sl = await check(slow);
+    expect(count(sl)).toMatchObject({ lostTasks: 0 });
+    expect(sl.store.slowMs).toBeCloseTo(6000, 0);
+
     const outage = new Fixture(['a']).worker('w1.1').run('w1.1', 'a', 1, -1, 5, 5.01).run('w1.1', 'a', 1, 13, 22.5).owner('a', 'w1.1', 1).node('w1.1');
     outage.fault(5, { type: 'outage-start', fault: 1 }).fault(11, { type: 'outage-end', fault: 1 });
     expect(count(await check(outage))).toMatchObject({ lostTasks: 0 });

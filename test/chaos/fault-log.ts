@@ -66,6 +66,8 @@ export type FaultRecord =
   | { type: 'skip'; fault: number; kind: FaultKind; slot: string; reason: string }
   | { type: 'exit'; instance: string; node: string; code: number | null; signal: string | null; expected: boolean; stderrTail?: string }
   | { type: 'finding'; text: string }
+  /** A stretch in which the harness's own reads of DynamoDB Local took longer than d or failed. */
+  | { type: 'store-slow'; from_ns: string; to_ns: string }
   /** After each restart of DynamoDB Local: how long it took and how big its data had grown. */
   | { type: 'store'; restartMs: number; dataBytes: number }
   | { type: 'proxy-stats'; instance: string; requests: number; blackholed: number; throttled: number; errors500: number; droppedReplies: number }

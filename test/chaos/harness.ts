@@ -16,6 +16,7 @@ import type { ChaosOptions } from './options.js';
 import { writeReport, type MachineInfo } from './report.js';
 import { planSchedule, quietTailMs, type Plan, type PlannedFault } from './schedule.js';
 import { SeededRandom } from './seeded-random.js';
+import { StoreProbe } from './store-probe.js';
 import { TableHistory } from './table-history.js';
 import { WorkerProcess } from './worker-process.js';
 
@@ -254,6 +255,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
 
   let lastTrouble = performance.now();
   let history: TableHistory | undefined;
+  let probe: StoreProbe | undefined;
   // Joins are seen in the workers' own logs ("worker running"); the harness only watches.
   const watchLogs = () => {
     for (const i of instances) {
@@ -280,6 +282,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   const teardown = async () => {
     ending = true;
     clearInterval(watcher);
+    probe?.stop();
     await history?.stop();
     const waits = instances.map(async (i) => {
       if (i.proc.running) {
@@ -340,6 +343,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     for (let s = 0; s < options.workers; s++) await spawnWorker(s, 'initial');
     history = new TableHistory(db.endpoint, table, join(dir, 'table-history.jsonl'));
     history.start(options.tasks > 200 ? 2000 : 1000);
+    probe = new StoreProbe(db.endpoint, table, config.requestTimeoutMs, log);
+    probe.start();
     const joinDeadline = performance.now() + 60_000 + options.workers * 5000;
     while (!instances.every((i) => i.proc.joined)) {
       watchLogs();

@@ -88,7 +88,7 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   const p = check.proxies;
   lines.push(`- ${c.instances} worker processes, ${c.auditLines} audit lines, ${c.runs} task runs.`);
   lines.push(`- ${c.declarations} declarations of death, ${c.declaredWhileFenced} of them of a node that had fenced itself without an injected fault (its own requests were failing: a brown-out, not a false takeover); ${c.fenced} self-fencings, ${c.zombies} zombie rejoins, ${c.heartbeatFailures} failed heartbeats logged.`);
-  lines.push(`- Brown-out: ${s1(check.brownOutMs)} s in which the store was up but every worker had fenced itself (its requests timed out); not counted against lost tasks or takeover times.`);
+  lines.push(`- Store slower than d = ${st.requestTimeoutMs} ms (the harness's own reads, outages aside): ${s1(check.store.slowMs)} s; every worker fenced with the store up: ${s1(check.brownOutMs)} s. Neither is counted against lost tasks or takeover times.`);
   const st2 = check.store.restarts;
   if (st2.count > 0) lines.push(`- DynamoDB Local restarts: ${st2.count}, p50 ${s1(st2.p50Ms)} s, max ${s1(st2.maxMs)} s; its data grew to ${check.store.dataMb.toFixed(1)} MB.`);
   lines.push(`- Proxies: ${p.requests} requests; ${p.blackholed} blackholed, ${p.throttled} throttled, ${p.errors500} answered 5xx, ${p.droppedReplies} replies dropped after the write was applied.`);
