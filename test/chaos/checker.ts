@@ -366,7 +366,8 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
           i.end ??= t;
           i.endKind ??= 'exit';
           exitsUnexpected.push({ rule: 'unexpected exit', text: `${r.instance} (node ${r.node}) exited on its own at ${fmt(t)} (${r.signal ?? `code ${r.code}`}); stderr tail:\n${r.stderrTail ?? ''}` });
-        } else if (i.term !== undefined && i.kill === undefined && r.code !== 0 && t <= endNs) {
+        } else if (i.term !== undefined && i.joined !== undefined && i.joined < i.term && i.kill === undefined && r.code !== 0 && t <= endNs) {
+          // (A SIGTERM before the process had joined ends it before its handler exists.)
           findings.push(`${r.instance} left on SIGTERM with ${r.signal ?? `exit code ${r.code}`}, not 0`);
         }
         break;
