@@ -99,17 +99,22 @@ export function minimumStaleTicks(c: Pick<KeeperConfig, 'periodMs' | 'requestTim
   return Number.POSITIVE_INFINITY;
 }
 
+/** How many task moves a node has in flight at once during a takeover or handover. */
+export const moveConcurrency = 32;
+
 /**
  * Upper bound on the real time from a crash until every task of the crashed node runs
  * elsewhere (given the drift bound), in milliseconds:
  *   d            the last heartbeat may take up to d to land;
  *   P*f          an observer sees that value at its next read, at most one slow period later;
  *   (K+1)*P*f    the benchmark needs K ticks of the slowest clocks, plus one period of phase;
- *   P*f          the new owner notices the handover at its next tick (balanced takeover).
+ *   P*f          the new owner notices the handover at its next tick (balanced takeover);
+ *   ceil(n/32)*d moving the n tasks of the crashed node, 32 conditional writes at a time, each
+ *                answered within d (0 for n = 0: detection and pickup only).
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
-export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>): number {
-  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound;
+export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>, tasks = 0): number {
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + Math.ceil(tasks / moveConcurrency) * c.requestTimeoutMs;
 }
 
 function formatIssue(error: z.ZodError): string {

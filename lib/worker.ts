@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { systemClock, sleep, type Clock, type Timer } from './clock.js';
-import { ConfigError, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { Lease } from './protocol/lease.js';
@@ -53,7 +53,6 @@ interface Owned {
   run?: TaskRun;
 }
 
-const moveConcurrency = 32;
 /** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
 const spreadPeers = 8;
 
@@ -98,6 +97,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private inc = 0;
   private joinedAt = '';
   private counter = 0;
+  /** Send time of the first attempt to write `counter + 1`, while no attempt has succeeded. */
+  private firstAttemptAt: number | undefined;
   private readonly lease: Lease;
   /** The newest inbox value seen (heartbeat reply or inbox poll) and the one acted on. */
   private latestInbox: number | undefined;
@@ -317,6 +318,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.joinAttempts.clear();
     this.inc = node.inc;
     this.counter = node.counter;
+    this.firstAttemptAt = undefined;
     this.joinedAt = node.joinedAt;
     this.detector = this.newDetector();
     this.detector.seed(node.watch);
@@ -375,15 +377,26 @@ export class Worker extends EventEmitter<WorkerEvents> {
    */
   private async waitForHolder(holder: NodeItem): Promise<void> {
     this.log.warn('node id is held by a live-looking incarnation; checking whether it still runs', { node: this.id, inc: holder.inc });
-    for (let still = 0; still < this.config.staleTicks; still++) {
+    // A live holder moves its counter every period. A crashed one's last requests may still
+    // land a little after it died, so one or two moves prove nothing: only a counter that
+    // keeps moving means the id is in use; K still periods in a row mean it is dead.
+    let last = holder.counter;
+    let moves = 0;
+    for (let still = 0; still < this.config.staleTicks; ) {
       await sleep(this.clock, this.config.periodMs);
       const now = await this.store.getNode(this.id);
       if (!now || now.state !== 'alive' || now.inc !== holder.inc) return;
-      if (now.counter !== holder.counter) {
+      if (now.counter === last) {
+        still += 1;
+        continue;
+      }
+      last = now.counter;
+      still = 0;
+      if (++moves >= 3) {
         throw new NodeIdInUseError(`node id "${this.id}" is in use by another live process (its counter is advancing); choose another --node-id`);
       }
     }
-    if (await this.store.declareDead(this.id, { inc: holder.inc, counter: holder.counter }, this.id)) {
+    if (await this.store.declareDead(this.id, { inc: holder.inc, counter: last }, this.id)) {
       this.emit('declared-dead', { node: this.id, staleness: this.config.staleTicks });
     }
   }
@@ -400,15 +413,20 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.nextTickAt += this.config.periodMs;
     // After a pause, skip the missed beats instead of firing them all at once.
     if (this.nextTickAt < sentAt) this.nextTickAt = sentAt + this.config.periodMs;
-    // The counter counts this node's periods, not its successful writes: a failed write
-    // leaves a gap, so the stored value never runs ahead of this node's own clock.
-    this.counter += 1;
+    // The counter counts heartbeats that landed, never periods in which this node could not
+    // reach the table: an observer's own outage must not become evidence against others
+    // (after a store outage every counter would otherwise jump by the outage's length). A
+    // failed attempt is repeated with the same value. It may have landed, and peers may have
+    // seen the value since then: so the lease counts from the first attempt of a value, never
+    // from a retry (renewing from the retry would let the lease outlive a peer's judgement).
+    const next = this.counter + 1;
+    this.firstAttemptAt ??= sentAt;
     try {
       const result = await this.store.heartbeat({
         id: this.id,
         inc: this.inc,
         joinedAt: this.joinedAt,
-        counter: this.counter,
+        counter: next,
         taskCount: this.owned.size,
         capacity: this.config.capacity,
         types: [...this.handlers.keys()],
@@ -419,7 +437,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         await this.becomeZombie(result.current);
         return;
       }
-      this.renew(sentAt);
+      const renewFrom = this.firstAttemptAt;
+      this.counter = next;
+      this.firstAttemptAt = undefined;
+      this.renew(renewFrom);
       if (result.node) {
         this.latestInbox = result.node.inbox;
         this.latestNeighbours = result.node.neighbours;
@@ -931,7 +952,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   // ------------------------------------------------------------------ running tasks
 
   private adopt(task: TaskItem): void {
-    if (this.phase !== 'running') return;
+    // Also refuses a task moved to an earlier incarnation of this node by a maintenance pass
+    // that was still under way when this incarnation was declared dead: its replies can
+    // arrive after the rejoin, and that incarnation's tasks are orphans now.
+    if (this.phase !== 'running' || !this.isMine(task)) return;
     const pending = this.unsettled.get(task.id);
     if (pending && task.token <= pending.token) {
       // An outgoing move of this task may still land: settle before running it again.

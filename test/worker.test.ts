@@ -91,11 +91,17 @@ describe('worker against DynamoDB Local', () => {
     const { t, tasks } = await setup(6);
     const ledger = new Ledger();
     const hour = 3_600_000;
-    const nodes = start(t, ledger, [
-      { id: 'ahead', clock: clockAt(1, 5 * hour) },
-      { id: 'behind', clock: clockAt(1, -7 * hour) },
-      { id: 'plain' },
-    ]);
+    // Without rebalancing (maxMovesPerTick 0), a change of owner could only come from a false detection.
+    const nodes = start(
+      t,
+      ledger,
+      [
+        { id: 'ahead', clock: clockAt(1, 5 * hour) },
+        { id: 'behind', clock: clockAt(1, -7 * hour) },
+        { id: 'plain' },
+      ],
+      { ...fastSettings, maxMovesPerTick: 0 },
+    );
     const events: string[] = [];
     for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
     await startAll(nodes);
@@ -110,7 +116,8 @@ describe('worker against DynamoDB Local', () => {
   it('with a 2x drift bound, never declares a node dead because its clock runs twice as fast or half as fast', async () => {
     const { t, tasks } = await setup(6);
     const ledger = new Ledger();
-    const base: KeeperOptions = { periodMs: 250, driftBound: 2, staleTicks: 7 };
+    // Without rebalancing (maxMovesPerTick 0), a change of owner could only come from a false detection.
+    const base: KeeperOptions = { periodMs: 250, driftBound: 2, staleTicks: 7, maxMovesPerTick: 0 };
     const nodes = start(t, ledger, [{ id: 'fast', clock: clockAt(2, 0) }, { id: 'slow', clock: clockAt(0.5, 0) }, { id: 'plain' }], base);
     const events: string[] = [];
     for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
@@ -210,6 +217,9 @@ describe('worker against DynamoDB Local', () => {
     for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
     await startAll(nodes);
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    // Rebalancing ends at 3 and 3 (it moves nothing for a gap below 2); from then on, any change
+    // of owner would come from the corrupt items.
+    await waitFor('balanced', () => nodes.every((w) => w.runningTasks().length === 3));
     const before = await ownership(t, tasks);
     // A node item with nonsense in it, a task item with nonsense in it owned by 'a', and a
     // live node's own item with a broken field.

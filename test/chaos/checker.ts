@@ -6,6 +6,9 @@ import { DynamoDBClient, ScanCommand, type AttributeValue } from '@aws-sdk/clien
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { FaultRecord, Stamped } from './fault-log.js';
 
+/** Moves in flight at once during a takeover, as the README's failover bound states it (restated, not imported: the checker stays independent of lib/). */
+const moveConcurrency = 32;
+
 /**
  * The independent checker of a chaos run. It imports nothing from lib/ and nothing that runs
  * the harness: it reads the workers' audit logs and stderr, the harness's fault log, and the
@@ -668,13 +671,18 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
     const victim = instances.get(f.instance)!;
     let done = f.at;
     let count = 0;
+    // The victim's tasks: those it was the last process to start before the fault. That
+    // includes tasks it had stopped only because it was fenced at that moment; it does not
+    // include tasks it had handed on (someone else started them before the fault).
+    const victimTasks: Array<[string, Run[], Run]> = [];
     for (const [task, list] of runsByTask) {
-      // The victim's tasks: those it was the last process to start before the fault. That
-      // includes tasks it had stopped only because it was fenced at that moment; it does not
-      // include tasks it had handed on (someone else started them before the fault).
       let last: Run | undefined;
       for (const r of list) if (r.start <= f.at && (!last || r.start > last.start)) last = r;
-      if (!last || last.instance !== f.instance) continue;
+      if (last && last.instance === f.instance) victimTasks.push([task, list, last]);
+    }
+    // The bound grows with the tasks to move (failoverBoundMs(config, n) in lib/config.ts).
+    const boundNs = B + Math.ceil(victimTasks.length / moveConcurrency) * s.requestTimeoutMs * 1e6;
+    for (const [task, list, last] of victimTasks) {
       // Taken over: the first run after the fault under a newer token, by any process (the
       // victim itself counts once it has rejoined as a new incarnation and got the task back).
       const next = list.filter((r) => r.start >= f.at && r.token > last.token).sort((x, y) => x.start - y.start)[0];
@@ -690,8 +698,8 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
         (byKind[f.kind] ??= []).push(took);
         // Compared with the bound: the time in which the cluster could act (see above).
         const acting = measureOutside(f.at, next.start, cannotAct);
-        if (acting > B) {
-          violations.slowTakeovers.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${f.kind} at ${fmt(f.at)}): started with token ${next.token} on ${next.instance} after ${(took / 1000).toFixed(2)} s (${(acting / 1e9).toFixed(2)} s of it with the store up and a live worker) > bound ${(run.boundMs / 1000).toFixed(2)} s` });
+        if (acting > boundNs) {
+          violations.slowTakeovers.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${f.kind} at ${fmt(f.at)}): started with token ${next.token} on ${next.instance} after ${(took / 1000).toFixed(2)} s (${(acting / 1e9).toFixed(2)} s of it with the store up and a live worker) > bound ${(boundNs / 1e9).toFixed(2)} s for ${victimTasks.length} tasks` });
         }
         continue;
       }

@@ -1,0 +1,164 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { MemoryStore } from '../lib/store/memory-store.js';
+import { AmbiguousWriteError, StoreUnavailableError, type Store } from '../lib/store/store.js';
+import { NodeIdInUseError, Worker } from '../lib/worker.js';
+import { Ledger, waitFor } from './support/cluster.js';
+
+/**
+ * Defects the fault harness found in the worker (docs/chaos-findings.md), each reproduced
+ * here with the in-memory store and injected failures, so that they stay fixed.
+ */
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+let workers: Worker[] = [];
+afterEach(async () => {
+  await Promise.all(workers.map((w) => w.kill()));
+  workers = [];
+});
+
+type Hook = (node: string, operation: string, call: () => Promise<unknown>) => Promise<unknown>;
+
+/** Each node's view of one shared MemoryStore, with a hook around every call. */
+function faulty(memory: MemoryStore, node: string, hook: Hook): Store {
+  return new Proxy(memory, {
+    get(target, key, receiver) {
+      const value = Reflect.get(target, key, receiver) as unknown;
+      if (typeof value !== 'function') return value;
+      return (...args: unknown[]) => hook(node, String(key), () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
+    },
+  }) as Store;
+}
+
+function start(memory: MemoryStore, ledger: Ledger, hook: Hook, ids: string[]): Worker[] {
+  const started = ids.map((id) => new Worker({ nodeId: id, periodMs: 200, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
+  workers.push(...started);
+  return started;
+}
+
+describe('regressions found by the fault harness', () => {
+  it('finding 5: after a store outage, a node that comes back a period or two late is not declared dead', async () => {
+    const memory = new MemoryStore();
+    let down = false;
+    let late: string | undefined;
+    const hook: Hook = (node, operation, call) => {
+      if (down || late === node) return Promise.reject(new StoreUnavailableError(`${operation}: connect ECONNREFUSED (injected outage)`));
+      return call();
+    };
+    for (let i = 0; i < 5; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const ledger = new Ledger();
+    const declared: string[] = [];
+    for (const w of start(memory, ledger, hook, ['a', 'b', 'c', 'd'])) {
+      w.on('declared-dead', ({ node }) => declared.push(`${w.id} declared ${node}`));
+      await w.start();
+      await sleep(57); // spread the phases of the counter loops
+    }
+    await waitFor('tasks running', () => workers.reduce((n, w) => n + w.runningTasks().length, 0) === 5);
+    down = true;
+    await sleep(20 * 200); // 20 periods without a store
+    late = 'd';
+    down = false;
+    await sleep(2 * 200); // d's requests fail two periods longer
+    late = undefined;
+    await sleep(3000);
+    expect(declared).toEqual([]);
+    ledger.expectSafe();
+  }, 30_000);
+
+  it('finding 5, the lease side: a heartbeat value repeated after lost replies renews the lease from its first attempt, not from the retry', async () => {
+    // The repeated value may have landed with the first attempt, and peers judge staleness
+    // from the moment they first saw it: a lease counted from the retry could outlive them.
+    const memory = new MemoryStore();
+    let loseReplies = false;
+    let landedSinceRestore = 0;
+    let lost = 0;
+    const hook: Hook = async (_node, operation, call) => {
+      if (operation !== 'heartbeat') return call();
+      const out = await call(); // the heartbeat always lands ...
+      if (loseReplies && ++lost) throw new AmbiguousWriteError('heartbeat: socket timeout (injected; the write landed)');
+      landedSinceRestore += 1;
+      return out;
+    };
+    await memory.createTask({ id: 't0', type: 'demo', payload: null }, 'now');
+    const [a] = start(memory, new Ledger(), hook, ['a']);
+    let fenced = false;
+    let unfencedAfter: number | undefined;
+    a!.on('fenced', () => (fenced = true));
+    a!.on('unfenced', () => (unfencedAfter = landedSinceRestore));
+    await a!.start();
+    await waitFor('task running', () => a!.runningTasks().length === 1);
+    loseReplies = true; // ... but its replies are lost until the lease has run out, and for
+    // long enough that the first lost attempt is older than the fence window
+    await waitFor('fenced', () => fenced && lost >= 3);
+    landedSinceRestore = 0;
+    loseReplies = false;
+    await waitFor('unfenced', () => unfencedAfter !== undefined);
+    // The first acknowledged heartbeat repeats a value first sent before the fence: too old to
+    // renew from. Only the next value, sent after it, brings the lease back.
+    expect(unfencedAfter).toBe(2);
+  }, 20_000);
+
+  it('finding 7: a takeover that finishes after its node was declared dead and rejoined runs nothing under the old incarnation', async () => {
+    const memory = new MemoryStore();
+    const flags = { aHeartbeatFails: false, aMoveReplyMs: 0, bBlind: false };
+    const hook: Hook = async (node, operation, call) => {
+      if (node === 'a' && operation === 'heartbeat' && flags.aHeartbeatFails) throw new StoreUnavailableError('heartbeat failed (injected)');
+      if (node === 'b' && operation === 'readNodes' && flags.bBlind) throw new StoreUnavailableError('read nodes failed (injected)');
+      if (node === 'a' && operation === 'moveTask') {
+        const delay = flags.aMoveReplyMs;
+        const out = await call(); // the move lands at once ...
+        if (delay) await sleep(delay); // ... and its reply arrives late
+        return out;
+      }
+      return call();
+    };
+    for (let i = 0; i < 9; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const ledger = new Ledger();
+    const [a, , c] = start(memory, ledger, hook, ['a', 'b', 'c']);
+    for (const w of workers) await w.start();
+    await waitFor('tasks spread over all three', () => workers.every((w) => w.runningTasks().length >= 2) && workers.reduce((n, w) => n + w.runningTasks().length, 0) === 9);
+    let rejoined = false;
+    a!.on('joined', () => (rejoined = true));
+    a!.on('declared-dead', ({ node }) => {
+      if (node !== 'c') return;
+      // a's takeover of c is slow, and a itself drops out meanwhile: b declares a dead.
+      flags.bBlind = false;
+      flags.aMoveReplyMs = 3000;
+      flags.aHeartbeatFails = true;
+      setTimeout(() => (flags.aHeartbeatFails = false), 2000);
+    });
+    flags.bBlind = true; // so that a, not b, detects c
+    await c!.kill();
+    await waitFor('a rejoined', () => rejoined, 15_000);
+    await sleep(5000); // the late replies arrive after the rejoin
+    ledger.expectSafe(); // no two runners, no token going backwards
+  }, 40_000);
+
+  it('finding 8: a replacement under a crashed node\'s id is not fooled by that node\'s last writes landing late', async () => {
+    const memory = new MemoryStore();
+    const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };
+    await memory.joinNode(node, undefined);
+    const replacement = new Worker({ nodeId: 'x', periodMs: 200, store: memory }).handle('demo', () => new Promise<void>(() => {}));
+    workers.push(replacement);
+    const started = replacement.start();
+    // Two heartbeats the crashed process had sent land while the replacement watches.
+    for (const counter of [41, 42]) {
+      await sleep(250);
+      await memory.heartbeat({ ...node, counter });
+    }
+    await started;
+    expect(replacement.snapshot().inc).toBe(8);
+  }, 20_000);
+
+  it('finding 8, the other way: a counter that keeps moving means the id really is in use', async () => {
+    const memory = new MemoryStore();
+    const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };
+    await memory.joinNode(node, undefined);
+    let counter = 40;
+    const holder = setInterval(() => void memory.heartbeat({ ...node, counter: ++counter }), 200);
+    try {
+      const duplicate = new Worker({ nodeId: 'x', periodMs: 200, store: memory });
+      await expect(duplicate.start()).rejects.toBeInstanceOf(NodeIdInUseError);
+    } finally {
+      clearInterval(holder);
+    }
+  }, 20_000);
+});
