@@ -78,8 +78,8 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
       ...(options.service !== undefined ? { serviceName: options.service } : {}),
     });
 
-  // Heartbeats attempted = how far the node's counter moved: it advances once per period
-  // whether or not the write lands, which makes it the denominator of the failure rate.
+  // Heartbeats attempted, the denominator of the failure rate: the counter moves once per
+  // heartbeat that landed, and each failed attempt is counted as it happens.
   let counterSeen = worker.snapshot().counter;
   let timer: Timer | undefined;
   let detached = false;
@@ -140,6 +140,7 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
     }),
     'heartbeat-failed': guarded('heartbeat-failed', () => {
       metrics.addMetric(metricNames.heartbeatFailures, MetricUnit.Count, 1);
+      metrics.addMetric(metricNames.heartbeats, MetricUnit.Count, 1);
     }),
     fenced: guarded('fenced', () => {
       metrics.addMetric(metricNames.selfFenced, MetricUnit.Count, 1);
