@@ -10,6 +10,9 @@ import { ensureTable } from '../lib/store/table.js';
  */
 export const taskType = 'demo';
 
+/** Tasks per second added to a running keeper cluster (see BenchTables.feedTasks). */
+export const feedRate = 300;
+
 export function taskIds(count: number): string[] {
   const width = String(count - 1).length;
   return Array.from({ length: count }, (_, i) => `task-${String(i).padStart(width, '0')}`);
@@ -46,6 +49,28 @@ export class BenchTables {
     });
     await store.bumpCluster('tasks');
     return table;
+  }
+
+  /**
+   * Adds tasks to a running cluster at a steady rate, as an operator or an API would, through
+   * keeper's own createTask (and a cluster bump every batch so nodes look for them). Created
+   * all at once, n nodes claim them with 32 writes in flight each, which saturates DynamoDB
+   * Local here and makes nodes time out their own heartbeats (docs/bench-findings.md).
+   */
+  async feedTasks(table: string, tasks: readonly string[], perSecond: number): Promise<void> {
+    const store = new DynamoStore({ client: documentClient(this.admin), table, requestTimeoutMs: 30_000 });
+    const createdAt = new Date().toISOString();
+    const batch = Math.max(1, Math.round(perSecond / 4));
+    const began = performance.now();
+    for (let i = 0; i < tasks.length; i += batch) {
+      await inParallel(tasks.slice(i, i + batch), 16, async (id) => {
+        await store.createTask({ id, type: taskType, payload: { id } }, createdAt);
+      });
+      await store.bumpCluster('tasks');
+      const due = began + ((i + batch) / perSecond) * 1000;
+      const wait = due - performance.now();
+      if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
+    }
   }
 
   /** The lock table as the lock client's README sets it up: one string hash key, on demand. */

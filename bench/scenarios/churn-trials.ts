@@ -61,6 +61,8 @@ export interface ChurnOptions {
   settleTimeoutMs: number;
   /** Watch the fleet this long after setup for saturation before any trial. */
   probeMs: number;
+  /** Adds the tasks once the first nodes run (keeper; the baseline's locks need no items). */
+  feed?: () => Promise<void>;
 }
 
 export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: ChurnOptions): Promise<Series> {
@@ -74,6 +76,7 @@ export async function churnTrials(ctx: BenchContext, fleet: Fleet, options: Chur
   }
   const prefix = fleet.system === 'keeper' ? 'k' : 'l';
   await fleet.start(Array.from({ length: options.nodes }, (_, i) => `${prefix}${i}`));
+  await options.feed?.();
   const setupMs = await settle(fleet, options.quietMs, options.settleTimeoutMs);
   ctx.log(`  ${options.label}: ${options.nodes} nodes up${setupMs === undefined ? ' (not every task running within the time box)' : ` in ${(setupMs / 1000).toFixed(1)} s`}`);
   const evidence = setupMs === undefined ? [`only ${fleet.ledger.runningOnce(fleet.tasks)} of ${fleet.tasks.length} tasks running ${seconds(options.settleTimeoutMs)} after the start`] : [];

@@ -7,7 +7,7 @@ import { CpuWatch, loadSample, waitForIdle } from '../machine.js';
 import { medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { sleepMs, waitUntil } from '../run-ledger.js';
 import { summarize } from '../stats.js';
-import { taskIds } from '../tables.js';
+import { feedRate, taskIds } from '../tables.js';
 import { baselineCell, censoredCount, healthDelta, churnTrials, completed, healthTable, measured, saturationNotes, victimTasks, type Series, type Trial } from './churn-trials.js';
 
 /**
@@ -91,7 +91,7 @@ export function renderCrash(data: CrashData): SectionReport {
   const base = measured(baseline, baselineFallback);
   const baseSolo = measured(baselineSolo, baselineSoloFallback);
   const body = [
-    `Victim: the node whose task count is closest to the mean (a typical node). Kills are placed at a uniformly random phase of each system's cycle (keeper: one period, ${seconds(config.periodMs)}; baseline: one lease, ${seconds(lockSettings.leaseDurationMs)}). Times run from the kill to the *handler start* of the victim's last task on another node ("first": its first task). One long-running cluster per system: after each trial a replacement node joins, and the next kill waits until every task runs on exactly one node and no handler has started for 2 s, or until 99 % of the tasks have run on exactly one node for 3 s (keeper keeps diffusing a few tasks a period towards the newcomer for 10-20 s; a kill during that is what production sees). The variant starts a fresh table each trial.`,
+    `Victim: the node whose task count is closest to the mean (a typical node). Kills are placed at a uniformly random phase of each system's cycle (keeper: one period, ${seconds(config.periodMs)}; baseline: one lease, ${seconds(lockSettings.leaseDurationMs)}). Times run from the kill to the *handler start* of the victim's last task on another node ("first": its first task). One long-running cluster per system: after each trial a replacement node joins, and the next kill waits until every task runs on exactly one node and no handler has started for 2 s, or until 99 % of the tasks have run on exactly one node for 3 s (keeper keeps diffusing a few tasks a period towards the newcomer for 10-20 s; a kill during that is what production sees). The variant starts a fresh table each trial. keeper's tasks are added to the running cluster at ${feedRate} per second (an operator adding tasks); all at once, DynamoDB Local here saturates under the claims (docs/bench-findings.md).`,
     '',
     `keeper at default settings: P = ${config.periodMs} ms, K = ${config.staleTicks}, f = ${config.driftBound}, d = ${config.requestTimeoutMs} ms. Issue target: p99 <= (K + 1) P + P + 300 ms = ${seconds(target)}. README failover bound: failoverBoundMs = ${seconds(bound)}.`,
     '',
@@ -155,8 +155,8 @@ type ChurnRun = Omit<Parameters<typeof churnTrials>[2], 'label'> & { label: stri
 
 async function keeperChurn(ctx: BenchContext, taskCount: number, options: ChurnRun): Promise<Series> {
   const tasks = taskIds(taskCount);
-  const table = await ctx.tables.keeperTable('crash-keeper', tasks);
-  const series = await churnTrials(ctx, new KeeperFleet(ctx.endpoint, table, tasks, {}), options);
+  const table = await ctx.tables.keeperTable('crash-keeper', []);
+  const series = await churnTrials(ctx, new KeeperFleet(ctx.endpoint, table, tasks, {}), { ...options, feed: () => ctx.tables.feedTasks(table, tasks, feedRate) });
   await ctx.tables.drop(table);
   return series;
 }

@@ -4,7 +4,7 @@ import type { BenchContext, SectionReport } from '../context.js';
 import { KeeperFleet, LockFleet } from '../fleet.js';
 import { medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { summarize } from '../stats.js';
-import { taskIds } from '../tables.js';
+import { feedRate, taskIds } from '../tables.js';
 import { waitForIdle } from '../machine.js';
 import { baselineCell, censoredCount, churnTrials, completed, healthTable, measured, saturationNotes, victimTasks, type Series } from './churn-trials.js';
 
@@ -37,8 +37,8 @@ export async function measureLeave(ctx: BenchContext): Promise<LeaveData> {
   ctx.log(`graceful leave: ${nodes} nodes, ${taskCount} tasks, ${trials} trials per series`);
   const keeper: Series[] = [];
   for (const { label, settings } of configs) {
-    const table = await ctx.tables.keeperTable('leave-keeper', tasks);
-    keeper.push(await churnTrials(ctx, new KeeperFleet(ctx.endpoint, table, tasks, settings), { ...churn, label, trials }));
+    const table = await ctx.tables.keeperTable('leave-keeper', []);
+    keeper.push(await churnTrials(ctx, new KeeperFleet(ctx.endpoint, table, tasks, settings), { ...churn, label, trials, feed: () => ctx.tables.feedTasks(table, tasks, feedRate) }));
     await ctx.tables.drop(table);
   }
   const baselineRun = async (count: number, runTrials: number, settleTimeoutMs: number) => {

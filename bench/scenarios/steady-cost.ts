@@ -8,7 +8,7 @@ import { CpuWatch, loadSample, type LoadSample, waitForIdle } from '../machine.j
 import { amount, medianP99, ratio, seconds, table, verdict } from '../report.js';
 import { sleepMs } from '../run-ledger.js';
 import { summarize, type Summary } from '../stats.js';
-import { taskIds } from '../tables.js';
+import { feedRate, taskIds } from '../tables.js';
 import { saturationKey } from './churn-trials.js';
 
 /**
@@ -56,9 +56,10 @@ const readUnits = (w: Window) => totals(w.ops).readUnits;
 const readRequests = (w: Window) => totals(w.ops).readRequests;
 const allRequests = (w: Window) => totals(w.ops).requests;
 
-async function measureRow(ctx: BenchContext, row: Omit<Row, 'windows' | 'load' | 'saturated'>, fleet: Fleet, windowCount: number, windowMs: number, settleTimeoutMs: number): Promise<Row> {
+async function measureRow(ctx: BenchContext, row: Omit<Row, 'windows' | 'load' | 'saturated'>, fleet: Fleet, windowCount: number, windowMs: number, settleTimeoutMs: number, feed?: () => Promise<void>): Promise<Row> {
   const load = loadSample(ctx.ownPids);
   await fleet.start(Array.from({ length: row.nodes }, (_, i) => `${row.system === 'keeper' ? 'k' : 'l'}${i}`));
+  await feed?.();
   // True steady state for a cost figure: every task running and nothing moved for 3 s.
   const settleMs = await settle(fleet, 3000, settleTimeoutMs);
   ctx.log(`  ${row.label}, ${row.tasks} tasks: ${settleMs === undefined ? `not every task running within ${seconds(settleTimeoutMs)} (${fleet.ledger.runningOnce(fleet.tasks)} of ${row.tasks})` : `settled after ${seconds(settleMs)}`}`);
@@ -141,8 +142,8 @@ export async function measureCost(ctx: BenchContext): Promise<CostData> {
     // Default capacity (1,000) unless a node's share plus 20 % needs more: the baseline's rule.
     const capacity = Math.max(config.capacity, Math.ceil((run.tasks / nodes) * 1.2));
     const settings = { ...run.settings, capacity };
-    const table = await ctx.tables.keeperTable('cost-keeper', ids);
-    rows.push(await measureRow(ctx, { key: `keeper-${config.periodMs}-${run.tasks}`, label: run.label, system: 'keeper', tasks: run.tasks, nodes, periodMs: config.periodMs }, new KeeperFleet(ctx.endpoint, table, ids, settings), windowCount, windowMs, 180_000));
+    const table = await ctx.tables.keeperTable('cost-keeper', []);
+    rows.push(await measureRow(ctx, { key: `keeper-${config.periodMs}-${run.tasks}`, label: run.label, system: 'keeper', tasks: run.tasks, nodes, periodMs: config.periodMs }, new KeeperFleet(ctx.endpoint, table, ids, settings), windowCount, windowMs, 180_000, () => ctx.tables.feedTasks(table, ids, feedRate)));
     await ctx.tables.drop(table);
   }
   const baselineRow = async (tasks: number) => {
@@ -249,7 +250,7 @@ export function renderCost(data: CostData): SectionReport {
   const saturatedRows = rows.filter((r) => r.saturated.length > 0);
 
   const body = [
-    `Each row starts a fresh cluster on a fresh table, waits until every task runs on exactly one node and no handler has started for 3 s, then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes; it reports 0 for a Query that returns nothing), plus the computed units of failed conditional writes (the last column of the breakdown). At P = 3 s keeper's periodic reads come every 90 s, so a 30 s window holds them for some nodes only. keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
+    `Each row starts a fresh cluster on a fresh table (keeper's tasks added at ${feedRate} per second once the nodes run), waits until every task runs on exactly one node and no handler has started for 3 s, then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes; it reports 0 for a Query that returns nothing), plus the computed units of failed conditional writes (the last column of the breakdown). At P = 3 s keeper's periodic reads come every 90 s, so a 30 s window holds them for some nodes only. keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
     '',
     table(['system', 'tasks', 'requests / node-hour', 'read requests', 'read units', 'write requests', 'write units', 'write units / task-hour', 'latency p50 / p99 (median window)', 'CPU: DynamoDB Local / bench'], mainRows),
     '',
