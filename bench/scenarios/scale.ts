@@ -194,7 +194,8 @@ export function renderScale(data: ScaleData): SectionReport {
       },
       {
         figure: `Crash takeover at ${sizes.at(-1)} nodes, ${taskCount.toLocaleString('en-US')} tasks`,
-        keeper: medianP99(summarize(results.at(-1)!.kills.flatMap((k) => (k.ms === undefined ? [] : [k.ms]))), seconds),
+        // A fleet that never settled has no typical victim to time: say so instead of "0 ms".
+        keeper: results.at(-1)!.settleMs === undefined ? `not measured: the fleet was not quiet within 180 s` : medianP99(summarize(results.at(-1)!.kills.flatMap((k) => (k.ms === undefined ? [] : [k.ms]))), seconds),
         baseline: 'not run',
         ratio: 'n/a',
         target: '-',
