@@ -46,7 +46,7 @@ export function renderReadmeSection(run: RunRecord, chartDir = 'docs/bench'): st
   out.push(
     `Measured at ${run.code}. Machine: ${m.cores} x ${m.cpuModel}, ${m.memoryGiB} GiB, Node.js ${m.node}, Java ${m.java}, DynamoDB Local ${m.dynamoDbLocal} (in memory), shared with other test suites (load average ${run.loads.map((l) => l.load.loadavg1).join(', ')} at the start of each scenario). Full report with method, per-purpose request counts, health counters and noise: [${chartDir}/report.md](${chartDir}/report.md).`,
     '',
-    'Reproduce (about 45 minutes; starts and stops its own DynamoDB Local, needs Java 17+):',
+    'Reproduce (about 70 minutes on two cores; starts and stops its own DynamoDB Local, needs Java 17+):',
     '',
     '```sh',
     'npm ci && npm run build && npm run bench          # writes reports/bench.md and the charts',
