@@ -228,7 +228,8 @@ describe('worker against DynamoDB Local', () => {
     await t.putRaw({ ...keys.node('b'), id: 'b', member: keys.memberPartition, state: 'alive', inc: (await t.store().getNode('b'))!.inc, counter: 'garbled', watch: 7 });
     const counterA = nodes[0]!.snapshot().counter;
     await waitFor('ten more periods', () => nodes[0]!.snapshot().counter >= counterA + 10);
-    expect(warnings.some((w) => w.includes('corrupt'))).toBe(true);
+    // The periodic resync (every 30 periods) reads the members and a's tasks at the latest.
+    await waitFor('a warning about the corrupt items', () => warnings.some((w) => w.includes('corrupt')), 20_000);
     expect(events).toEqual([]);
     expect(await ownership(t, tasks)).toEqual(before);
     // The owner's heartbeat repaired its own item.
