@@ -51,15 +51,7 @@ export class NodeIdInUseError extends Error {
 interface Owned {
   task: TaskItem;
   run?: TaskRun;
-  /** The tick at which this node took the task on. */
-  since: number;
 }
-
-/**
- * Periods a task stays on a node before rebalancing may move it on: two nodes acting on each
- * other's task counts of a period ago would otherwise hand the same task back and forth.
- */
-const rebalanceHoldTicks = 10;
 
 /** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
 const spreadPeers = 8;
@@ -896,7 +888,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // Prefer tasks that hash towards the peer, so the same tasks would move again if
       // anything and a task does not bounce between two nodes.
       const movable = [...this.owned.values()]
-        .filter((o) => this.ticks - o.since >= rebalanceHoldTicks)
         .map((o) => o.task)
         .filter((t) => peer.types.includes(t.type))
         .sort((a, b) => Number(rendezvous(b.id, [this.id, id]) === id) - Number(rendezvous(a.id, [this.id, id]) === id))
@@ -976,7 +967,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const existing = this.owned.get(task.id);
     if (existing && existing.task.token === task.token) return;
     if (existing?.run) void existing.run.stop('superseded');
-    this.owned.set(task.id, { task, since: this.ticks });
+    this.owned.set(task.id, { task });
     if (!this.handlers.has(task.type)) {
       // Not ours to run (no handler): put it back for a node that has one.
       void this.release(task.id, task);
