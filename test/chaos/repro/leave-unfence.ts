@@ -8,8 +8,8 @@
  */
 import { MemoryStore } from '../../../lib/store/memory-store.js';
 import { StoreUnavailableError, type Store } from '../../../lib/store/store.js';
-import type { TaskContext } from '../../../lib/tasks.js';
 import { Worker } from '../../../lib/worker.js';
+import { watchRunners } from './runner-watch.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const memory = new MemoryStore();
@@ -34,21 +34,7 @@ const storeFor = (node: string): Store =>
     },
   }) as Store;
 
-// Who passes its lease check for which task right now.
-const runners = new Map<string, Map<string, number>>();
-const doubles = new Set<string>();
-const handler = (node: string) => async (ctx: TaskContext) => {
-  const map = runners.get(ctx.task.id) ?? new Map<string, number>();
-  runners.set(ctx.task.id, map);
-  while (!ctx.signal.aborted) {
-    if (ctx.isValid()) {
-      map.set(node, ctx.token);
-      if (map.size > 1) doubles.add(`${ctx.task.id}: ${[...map].map(([n, t]) => `${n} (token ${t})`).join(' and ')}`);
-    } else map.delete(node);
-    await sleep(20);
-  }
-  map.delete(node);
-};
+const { handler, doubles } = watchRunners();
 
 for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
 const a = new Worker({ nodeId: 'A', periodMs: 200, store: storeFor('A') }).handle('demo', handler('A'));

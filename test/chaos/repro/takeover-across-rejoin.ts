@@ -12,8 +12,8 @@
  */
 import { MemoryStore } from '../../../lib/store/memory-store.js';
 import { StoreUnavailableError, type Store } from '../../../lib/store/store.js';
-import type { TaskContext } from '../../../lib/tasks.js';
 import { Worker } from '../../../lib/worker.js';
+import { watchRunners } from './runner-watch.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const memory = new MemoryStore();
@@ -42,26 +42,7 @@ const storeFor = (node: string): Store =>
     },
   }) as Store;
 
-const runners = new Map<string, Map<string, number>>();
-const doubles = new Set<string>();
-/** Highest token seen at work per task, and work under a lower token after it. */
-const highest = new Map<string, number>();
-const regressions = new Set<string>();
-const handler = (node: string) => async (ctx: TaskContext) => {
-  const map = runners.get(ctx.task.id) ?? new Map<string, number>();
-  runners.set(ctx.task.id, map);
-  while (!ctx.signal.aborted) {
-    if (ctx.isValid()) {
-      map.set(node, ctx.token);
-      const top = highest.get(ctx.task.id) ?? -1;
-      if (ctx.token < top) regressions.add(`${ctx.task.id}: ${node} works with token ${ctx.token} after token ${top} has worked`);
-      highest.set(ctx.task.id, Math.max(top, ctx.token));
-      if (map.size > 1) doubles.add(`${ctx.task.id}: ${[...map].map(([n, t]) => `${n} (token ${t})`).join(' and ')}`);
-    } else map.delete(node);
-    await sleep(20);
-  }
-  map.delete(node);
-};
+const { handler, doubles, regressions } = watchRunners();
 
 for (let i = 0; i < 9; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
 const workers = new Map<string, Worker>();
