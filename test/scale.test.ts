@@ -128,10 +128,11 @@ describe('rebalancing on join', () => {
     const startsBefore = ledger.starts.length;
     const joiner = makeWorker({ id: 'joiner', store: t.store(), options: { maxMovesPerTick } }, ledger);
     workers.push(joiner);
-    await joiner.start();
+    // Sample from before the join: predecessors may push as soon as the joiner is in the table.
     const samples: number[] = [];
     const sampler = setInterval(() => samples.push(joiner.runningTasks().length), base.periodMs!);
     try {
+      await joiner.start();
       await waitFor('joiner near its fair share', () => joiner.runningTasks().length >= 13, 30_000);
     } finally {
       clearInterval(sampler);
