@@ -51,7 +51,15 @@ export class NodeIdInUseError extends Error {
 interface Owned {
   task: TaskItem;
   run?: TaskRun;
+  /** The tick at which this node took the task on. */
+  since: number;
 }
+
+/**
+ * Periods a task stays on a node before rebalancing may move it on: two nodes acting on each
+ * other's task counts of a period ago would otherwise hand the same task back and forth.
+ */
+const rebalanceHoldTicks = 10;
 
 /** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
 const spreadPeers = 8;
@@ -693,11 +701,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * Tasks held under a node id by an incarnation that is gone. The id may already have
    * rejoined as a new incarnation: that one's tasks are its own and are never taken.
+   *
+   * The tasks are read before the node item, never after: a node item read first can be
+   * overtaken by a rejoin while this process stalls (GC pause, SIGSTOP), and the "dead" item
+   * would then condemn the new incarnation's tasks (chaos finding 9). Read second, the item
+   * is at least as new as every listed owner: if it is alive, only its own incarnation's
+   * tasks are live; if it is not, no listed task belongs to a live incarnation.
    */
   private async orphansOf(nodeId: string): Promise<TaskItem[]> {
+    const listed = await this.store.tasksOwnedBy(nodeId);
+    if (listed.length === 0) return [];
     const item = await this.store.getNode(nodeId);
     const liveInc = item?.state === 'alive' ? item.inc : undefined;
-    return (await this.store.tasksOwnedBy(nodeId)).filter((t) => t.state === 'ready' && t.ownerInc !== liveInc);
+    return listed.filter((t) => t.state === 'ready' && t.ownerInc !== liveInc);
   }
 
   /** Live candidates for new tasks: this node with its exact load, and (balanced) every other live node. */
@@ -888,6 +904,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // Prefer tasks that hash towards the peer, so the same tasks would move again if
       // anything and a task does not bounce between two nodes.
       const movable = [...this.owned.values()]
+        .filter((o) => this.ticks - o.since >= rebalanceHoldTicks)
         .map((o) => o.task)
         .filter((t) => peer.types.includes(t.type))
         .sort((a, b) => Number(rendezvous(b.id, [this.id, id]) === id) - Number(rendezvous(a.id, [this.id, id]) === id))
@@ -967,7 +984,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const existing = this.owned.get(task.id);
     if (existing && existing.task.token === task.token) return;
     if (existing?.run) void existing.run.stop('superseded');
-    this.owned.set(task.id, { task });
+    this.owned.set(task.id, { task, since: this.ticks });
     if (!this.handlers.has(task.type)) {
       // Not ours to run (no handler): put it back for a node that has one.
       void this.release(task.id, task);

@@ -15,7 +15,7 @@ afterEach(async () => {
   workers = [];
 });
 
-type Hook = (node: string, operation: string, call: () => Promise<unknown>) => Promise<unknown>;
+type Hook = (node: string, operation: string, call: () => Promise<unknown>, args: unknown[]) => Promise<unknown>;
 
 /** Each node's view of one shared MemoryStore, with a hook around every call. */
 function faulty(memory: MemoryStore, node: string, hook: Hook): Store {
@@ -23,7 +23,7 @@ function faulty(memory: MemoryStore, node: string, hook: Hook): Store {
     get(target, key, receiver) {
       const value = Reflect.get(target, key, receiver) as unknown;
       if (typeof value !== 'function') return value;
-      return (...args: unknown[]) => hook(node, String(key), () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args));
+      return (...args: unknown[]) => hook(node, String(key), () => (value as (...a: unknown[]) => Promise<unknown>).apply(target, args), args);
     },
   }) as Store;
 }
@@ -130,6 +130,44 @@ describe('regressions found by the fault harness', () => {
     await waitFor('a rejoined', () => rejoined, 15_000);
     await sleep(5000); // the late replies arrive after the rejoin
     ledger.expectSafe(); // no two runners, no token going backwards
+  }, 40_000);
+
+  it('finding 9: a takeover that stalls mid-way never moves tasks of the incarnation that rejoined meanwhile', async () => {
+    const memory = new MemoryStore();
+    const flags = { bHeartbeatFails: false, bDeclared: false, stalls: 0 };
+    let b: Worker | undefined;
+    let firstInc = 0;
+    const bRunsAgain = () => b!.snapshot().inc > firstInc && b!.runningTasks().length > 0;
+    const hook: Hook = async (node, operation, call, args) => {
+      if (node === 'b' && operation === 'heartbeat' && flags.bHeartbeatFails) throw new StoreUnavailableError('heartbeat failed (injected)');
+      if (node !== 'b' && args[0] === 'b' && ['getNode', 'tasksOwnedBy'].includes(operation) && flags.stalls === 0 && flags.bDeclared) {
+        // The first look at dead b's tasks stalls (a GC pause, say) until b has rejoined and
+        // runs tasks again under its new incarnation; the look then resumes where it stopped.
+        flags.stalls += 1;
+        const out = await call();
+        await waitFor('b runs tasks again', bRunsAgain, 20_000);
+        return out;
+      }
+      return call();
+    };
+    for (let i = 0; i < 9; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const ledger = new Ledger();
+    [, b] = start(memory, ledger, hook, ['a', 'b', 'c']);
+    for (const w of workers) await w.start();
+    await waitFor('tasks spread over all three', () => workers.every((w) => w.runningTasks().length >= 2) && workers.reduce((n, w) => n + w.runningTasks().length, 0) === 9);
+    firstInc = b!.snapshot().inc;
+    for (const w of workers) {
+      w.on('declared-dead', ({ node }) => {
+        if (node !== 'b') return;
+        flags.bDeclared = true;
+        flags.bHeartbeatFails = false; // b learns it was declared dead, and rejoins
+      });
+    }
+    flags.bHeartbeatFails = true;
+    await waitFor('b runs tasks again', bRunsAgain, 20_000);
+    await sleep(2000); // the stalled look resumes, and b's tasks stay with b
+    expect(flags.stalls).toBe(1);
+    ledger.expectSafe();
   }, 40_000);
 
   it('finding 8: a replacement under a crashed node\'s id is not fooled by that node\'s last writes landing late', async () => {
