@@ -15,8 +15,8 @@ import { startLocalDb } from '../../../lib/local-db.js';
 import { createDynamoClient, documentClient } from '../../../lib/store/client.js';
 import { DynamoStore } from '../../../lib/store/dynamo-store.js';
 import { ensureTable } from '../../../lib/store/table.js';
-import type { TaskContext } from '../../../lib/tasks.js';
 import { Worker } from '../../../lib/worker.js';
+import { watchRunners } from './runner-watch.js';
 
 process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] = 'true';
 const db = await startLocalDb();
@@ -51,21 +51,7 @@ const proxy = createServer(async (req, res) => {
 await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
 const proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}`;
 
-// Who passes its lease check for which task right now.
-const running = new Map<string, Map<string, number>>();
-const violations = new Set<string>();
-const handler = (node: string) => async (ctx: TaskContext) => {
-  const runners = running.get(ctx.task.id) ?? new Map<string, number>();
-  running.set(ctx.task.id, runners);
-  while (!ctx.signal.aborted) {
-    if (ctx.isValid()) {
-      runners.set(node, ctx.token);
-      if (runners.size > 1) violations.add(`${ctx.task.id} runs on ${[...runners].map(([n, t]) => `${n} (token ${t})`).join(' and ')}`);
-    } else runners.delete(node);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  runners.delete(node);
-};
+const { handler, doubles: violations } = watchRunners();
 const storeVia = (endpoint: string) => new DynamoStore({ client: documentClient(createDynamoClient({ endpoint, requestTimeoutMs: 100 })), table, requestTimeoutMs: 100 });
 const a = new Worker({ nodeId: 'A', periodMs: 500, store: storeVia(proxyUrl) }).handle('demo', handler('A'));
 await a.start();
