@@ -183,6 +183,10 @@ export async function saturationEvidence(fleet: Fleet, windowMs: number): Promis
     fleet.heartbeatLedger?.();
   }
   const evidence: string[] = [];
+  // A task being rebalanced is between two runs for up to a period or two: only a task that
+  // stays without a runner says the fleet fell behind.
+  const graceEnd = performance.now() + 3000;
+  while (fleet.ledger.runningOnce(fleet.tasks) < fleet.tasks.length && performance.now() < graceEnd) await new Promise((resolve) => setTimeout(resolve, 100));
   const running = fleet.ledger.runningOnce(fleet.tasks);
   if (running < fleet.tasks.length) evidence.push(`${running} of ${fleet.tasks.length} tasks running`);
   for (const [k, v] of Object.entries(fleet.health())) if (v > (health[k] ?? 0)) evidence.push(`${k}: ${v - (health[k] ?? 0)} in ${windowMs / 1000} s`);
