@@ -877,7 +877,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     const take = mine.slice(0, spare);
     await forEachLimit(take, moveConcurrency, async (task) => {
-      const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
+      const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => {
+        // The claim may have landed unseen: look at our own tasks next period rather than
+        // leave it owned and unrun until the periodic resync.
+        this.resyncPending = Math.max(this.resyncPending, 1);
+        return undefined;
+      });
       if (after) {
         this.freeSeen.delete(task.id);
         this.adopt(after);
