@@ -109,12 +109,16 @@ export const moveConcurrency = 32;
  *   P*f          an observer sees that value at its next read, at most one slow period later;
  *   (K+1)*P*f    the benchmark needs K ticks of the slowest clocks, plus one period of phase;
  *   P*f          the new owner notices the handover at its next tick (balanced takeover);
- *   ceil(n/32)*d moving the n tasks of the crashed node, 32 conditional writes at a time, each
- *                answered within d (0 for n = 0: detection and pickup only).
+ *   d            moving the n tasks of the crashed node: one round of transactions (up to
+ *                100 tasks each, one per peer and chunk), each answered within d;
+ *   ceil(n/32)*d then, if a transaction was refused or its outcome unknown, moving its tasks
+ *                again one by one, 32 conditional writes at a time, each answered within d
+ *                (both terms are 0 for n = 0: detection and pickup only).
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
 export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>, tasks = 0): number {
-  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + Math.ceil(tasks / moveConcurrency) * c.requestTimeoutMs;
+  const moves = tasks === 0 ? 0 : 1 + Math.ceil(tasks / moveConcurrency);
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs;
 }
 
 function formatIssue(error: z.ZodError): string {

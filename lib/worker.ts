@@ -9,6 +9,7 @@ import { livePredecessors, readNeighbourhood } from './membership.js';
 import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
 import {
   AmbiguousWriteError,
+  maxBatchMove,
   StoreUnavailableError,
   type MemberEntry,
   type NodeItem,
@@ -71,6 +72,29 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
     while (next < items.length) await fn(items[next++]!);
   });
   await Promise.all(lanes);
+}
+
+/** Bytes of task items one batch move may carry: DynamoDB allows 4 MB per transaction, this leaves room for the encoding. */
+const batchMoveBytes = 2 * 2 ** 20;
+
+/** Splits one peer's tasks into transactions: at most 100 tasks and 2 MB of items each. */
+function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
+  const chunks: TaskItem[][] = [];
+  let chunk: TaskItem[] = [];
+  let bytes = 0;
+  for (const task of tasks) {
+    // Key, attributes and payload, as JSON: close enough to DynamoDB's item size for a budget.
+    const size = Buffer.byteLength(JSON.stringify(task)) + 100;
+    if (chunk.length > 0 && (chunk.length >= maxBatchMove || bytes + size > batchMoveBytes)) {
+      chunks.push(chunk);
+      chunk = [];
+      bytes = 0;
+    }
+    chunk.push(task);
+    bytes += size;
+  }
+  if (chunk.length > 0) chunks.push(chunk);
+  return chunks;
 }
 
 export function defaultNodeId(): string {
@@ -734,20 +758,42 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * Moves tasks from their current (dead, departing or orphaned) owner to live nodes, in
    * parallel; tasks no node can take go back to the pool. Returns how many moved.
+   *
+   * Two or more tasks for one peer go as one transaction (up to 100 tasks): one request
+   * instead of one per task, which is what a large takeover or a leave waits on (DynamoDB
+   * bills it as two writes per task; moves are rare). A refused or ambiguous transaction is
+   * redone task by task: each single move either lands or finds that the transaction did
+   * (same owner, token one up), and once a task's token has moved, the transaction can no
+   * longer land. Tasks for this node go one by one: each write returns the item to run.
    */
   private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string }): Promise<number> {
     if (tasks.length === 0) return 0;
     const candidates = await this.candidates(how.exclude);
     const { assigned, unplaced } = placeTasks(tasks, candidates);
     const incOf = new Map(candidates.map((c) => [c.id, c.inc]));
-    const jobs: Array<{ task: TaskItem; to: string | null; inc: number }> = [];
-    for (const [target, list] of assigned) for (const task of list) jobs.push({ task, to: target, inc: incOf.get(target) ?? 0 });
-    for (const task of unplaced) jobs.push({ task, to: null, inc: 0 });
+    /** `landedUnseen`: the task was in a transaction whose outcome is unknown, which may have moved it already. */
+    type Job = { task: TaskItem; to: string | null; inc: number; landedUnseen?: boolean };
+    const singles: Job[] = unplaced.map((task) => ({ task, to: null, inc: 0 }));
+    const batches: Array<{ to: string; inc: number; tasks: TaskItem[] }> = [];
+    for (const [target, list] of assigned) {
+      const inc = target === this.id ? this.inc : (incOf.get(target) ?? 0);
+      const chunks = target === this.id ? list.map((task) => [task]) : transactionChunks(list);
+      for (const chunk of chunks) {
+        if (chunk.length === 1) singles.push({ task: chunk[0]!, to: target, inc });
+        else batches.push({ to: target, inc, tasks: chunk });
+      }
+    }
     const notified = new Set<string>();
     let moved = 0;
-    await forEachLimit(jobs, moveConcurrency, async ({ task, to, inc }) => {
+    const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
       try {
-        const after = await this.move(task, { owner: to, ownerInc: to === this.id ? this.inc : inc });
+        let after = await this.move(task, { owner: to, ownerInc: inc });
+        // Refused because the transaction did land: same owner, token one up, and a token
+        // never goes back, so the read proves it. The receiver still has to be told.
+        if (!after && landedUnseen) {
+          const now = await this.store.getTask(task.id);
+          if (now && now.owner === to && now.ownerInc === inc && now.token === task.token + 1) after = now;
+        }
         if (!after) return;
         moved += 1;
         if (to === this.id) this.adopt(after);
@@ -756,7 +802,24 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // Ambiguous or unavailable: the tombstone sweep (or the target's resync) finds it later.
         this.log.warn(`${how.reason}: could not move task`, { node: this.id, task: task.id, error: errorText(error) });
       }
-    });
+    };
+    const redo: Job[] = [];
+    await Promise.all([
+      forEachLimit(batches, moveConcurrency, async ({ to, inc, tasks: chunk }) => {
+        let landedUnseen = false;
+        const landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
+          landedUnseen = error instanceof AmbiguousWriteError;
+          this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: errorText(error) });
+          return false;
+        });
+        if (landed) {
+          moved += chunk.length;
+          notified.add(to);
+        } else redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
+      }),
+      forEachLimit(singles, moveConcurrency, moveOne),
+    ]);
+    await forEachLimit(redo, moveConcurrency, moveOne);
     await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
     if (unplaced.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;

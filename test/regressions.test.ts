@@ -102,7 +102,7 @@ describe('regressions found by the fault harness', () => {
     const hook: Hook = async (node, operation, call) => {
       if (node === 'a' && operation === 'heartbeat' && flags.aHeartbeatFails) throw new StoreUnavailableError('heartbeat failed (injected)');
       if (node === 'b' && operation === 'readNodes' && flags.bBlind) throw new StoreUnavailableError('read nodes failed (injected)');
-      if (node === 'a' && operation === 'moveTask') {
+      if (node === 'a' && (operation === 'moveTask' || operation === 'moveTasks')) {
         const delay = flags.aMoveReplyMs;
         const out = await call(); // the move lands at once ...
         if (delay) await sleep(delay); // ... and its reply arrives late

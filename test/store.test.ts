@@ -220,6 +220,43 @@ describe.each([
       expect(await h.store.tasksOwnedBy(owner)).toEqual([]);
     });
 
+    it('moves a batch of tasks in one transaction: all of them, or none if one is not as expected', async () => {
+      const from = uid('from');
+      const to = uid('to');
+      const ids = Array.from({ length: 100 }, (_, i) => uid(`b${i}`));
+      await Promise.all(ids.map(async (id) => {
+        await h.store.createTask({ id, type: 'demo', payload: { id } }, 'now');
+        await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: from, ownerInc: 2 });
+      }));
+      const held = { owner: from, ownerInc: 2, token: 1 };
+      // One stale expectation (token 0) refuses the whole batch.
+      const stale = ids.map((id, i) => ({ id, from: i === 57 ? { ...held, token: 0 } : held }));
+      expect(await h.store.moveTasks(stale, { owner: to, ownerInc: 5 })).toBe(false);
+      expect((await h.store.tasksOwnedBy(from)).map((t) => t.id).sort()).toEqual([...ids].sort());
+      expect((await h.store.getTask(ids[0]!))?.token).toBe(1);
+
+      await h.store.requestRelease(ids[3]!);
+      expect(await h.store.moveTasks(ids.map((id) => ({ id, from: held })), { owner: to, ownerInc: 5 })).toBe(true);
+      const moved = await h.store.tasksOwnedBy(to);
+      expect(moved.map((t) => t.id).sort()).toEqual([...ids].sort());
+      expect(moved.every((t) => t.ownerInc === 5 && t.token === 2 && t.releaseRequested === undefined)).toBe(true);
+      expect(await h.store.tasksOwnedBy(from)).toEqual([]);
+      // The old expectation is spent: the same batch again is refused.
+      expect(await h.store.moveTasks(ids.slice(0, 2).map((id) => ({ id, from: held })), { owner: from, ownerInc: 2 })).toBe(false);
+    });
+
+    it('refuses a batch move that names a missing or finished task', async () => {
+      const [a, b] = [uid('t'), uid('t')];
+      await h.store.createTask({ id: a, type: 'demo', payload: null }, 'now');
+      const free = { owner: null, ownerInc: 0, token: 0 };
+      expect(await h.store.moveTasks([{ id: a, from: free }, { id: b, from: free }], { owner: 'x', ownerInc: 1 })).toBe(false);
+      await h.store.createTask({ id: b, type: 'demo', payload: null }, 'now');
+      const claimed = await h.store.moveTask(b, free, { owner: 'y', ownerInc: 1 });
+      await h.store.updateTask(b, { owner: 'y', ownerInc: 1, token: claimed!.token }, { state: 'done' });
+      expect(await h.store.moveTasks([{ id: a, from: free }, { id: b, from: { owner: 'y', ownerInc: 1, token: 1 } }], { owner: 'x', ownerInc: 1 })).toBe(false);
+      expect(await h.store.getTask(a)).toMatchObject({ owner: null, token: 0 });
+    });
+
     it('lets exactly one of two racing claims win', async () => {
       const id = uid('t');
       await h.store.createTask({ id, type: 'demo', payload: null }, 'now');

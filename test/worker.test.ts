@@ -3,6 +3,7 @@ import type { Clock } from '../lib/clock.js';
 import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
 import type { Logger } from '../lib/log.js';
 import { keys } from '../lib/store/items.js';
+import { AmbiguousWriteError, type Store } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
 import { clockAt, fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
@@ -167,6 +168,48 @@ describe('worker against DynamoDB Local', () => {
     // Detection would need staleTicks periods; a handover needs at most the receivers' next tick.
     expect(took).toBeLessThan(leaving.config.staleTicks * leaving.config.periodMs);
     expect((await t.store().getNode('a'))?.state).toBe('left');
+    ledger.expectSafe();
+  });
+
+  it.each([
+    ['lands but its reply is lost', 'lost reply'],
+    ['is refused', 'refused'],
+  ] as const)('a leave whose batch move %s still hands every task over exactly once', async (_, fault) => {
+    const { t, tasks } = await setup(30);
+    const ledger = new Ledger();
+    const batches: number[] = [];
+    // The leaving node's batch moves fail; everything else reaches DynamoDB Local untouched.
+    const real = t.store({ requestTimeoutMs: 1000 });
+    const faulty = new Proxy(real, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        if (key !== 'moveTasks') return (value as (...a: unknown[]) => unknown).bind(target);
+        return async (moves: unknown[], to: unknown) => {
+          batches.push(moves.length);
+          if (fault === 'refused') return false;
+          await (value as (...a: unknown[]) => Promise<unknown>).call(target, moves, to);
+          throw new AmbiguousWriteError('move tasks: reply lost (injected)');
+        };
+      },
+    }) as Store;
+    const a = makeWorker({ id: 'a', store: faulty }, ledger);
+    workers.push(a);
+    const nodes = [a, ...start(t, ledger, [{ id: 'b' }, { id: 'c' }])];
+    await startAll(nodes);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    const held = a.runningTasks();
+    expect(held.length).toBeGreaterThan(2);
+    const tokens = new Map((await Promise.all(held.map((id) => real.getTask(id)))).map((task) => [task!.id, task!.token]));
+    await a.stop();
+    const took = await waitFor('handover', () => held.every((task) => ledger.runners(task).length === 1), 5000, 5);
+    expect(batches.length).toBeGreaterThan(0);
+    // The receivers were told, as after a clean handover: nobody waited for detection or a sweep.
+    expect(took).toBeLessThan(a.config.staleTicks * a.config.periodMs);
+    // Each task moved exactly once: owner b or c, token one up.
+    const after = await Promise.all(held.map((id) => real.getTask(id)));
+    expect(after.map((task) => `${task?.id}:${task?.owner === 'b' || task?.owner === 'c'}:${task?.token}`)).toEqual(held.map((id) => `${id}:true:${tokens.get(id)! + 1}`));
+    expect((await real.getNode('a'))?.state).toBe('left');
     ledger.expectSafe();
   });
 

@@ -5,6 +5,7 @@ import {
   PutCommand,
   QueryCommand,
   ScanCommand,
+  TransactWriteCommand,
   UpdateCommand,
   type DynamoDBDocumentClient,
 } from '@aws-sdk/lib-dynamodb';
@@ -14,6 +15,7 @@ import { ringKey } from '../protocol/placement.js';
 import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
 import {
   AmbiguousWriteError,
+  maxBatchMove,
   StoreUnavailableError,
   type ClusterItem,
   type HeartbeatInput,
@@ -62,7 +64,9 @@ type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal'
 /** Items per page of an index query (about 20 KB of tasks). */
 const queryPage = 100;
 
-const throttles = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'LimitExceededException']);
+// Refused without being applied, so safe to retry after a pause. TransactionConflict: the
+// item is part of a transaction in progress (a batch move, see moveTasks).
+const throttles = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'LimitExceededException', 'TransactionConflictException']);
 /** Network errors raised before a request could reach the server: retrying them cannot apply a write twice. */
 const undelivered = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -607,27 +611,51 @@ export class DynamoStore implements Store {
     return limit > 0 ? this.byOwner(keys.freeOwner, limit) : Promise.resolve([]);
   }
 
-  async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+  /** The conditional update that moves one task (alone, or as part of a transaction). */
+  private moveUpdate(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }) {
     const condition = this.ownershipCondition(from);
+    return {
+      TableName: this.table,
+      Key: keys.task(id),
+      UpdateExpression: 'SET #owner = :toOwner, ownerInc = :toInc, #token = :nextToken REMOVE releaseRequested',
+      ConditionExpression: condition.ConditionExpression,
+      ExpressionAttributeNames: condition.names,
+      ExpressionAttributeValues: { ...condition.values, ':toOwner': to.owner ?? keys.freeOwner, ':toInc': to.ownerInc, ':nextToken': from.token + 1 },
+    };
+  }
+
+  async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
     const toOwner = to.owner ?? keys.freeOwner;
     const out = await this.write(
       'move task',
-      () =>
-        this.send(
-          new UpdateCommand({
-            TableName: this.table,
-            Key: keys.task(id),
-            UpdateExpression: 'SET #owner = :toOwner, ownerInc = :toInc, #token = :nextToken REMOVE releaseRequested',
-            ConditionExpression: condition.ConditionExpression,
-            ExpressionAttributeNames: condition.names,
-            ExpressionAttributeValues: { ...condition.values, ':toOwner': toOwner, ':toInc': to.ownerInc, ':nextToken': from.token + 1 },
-            ReturnValues: 'ALL_NEW',
-            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
-          }),
-        ),
+      () => this.send(new UpdateCommand({ ...this.moveUpdate(id, from, to), ReturnValues: 'ALL_NEW', ReturnValuesOnConditionCheckFailure: 'ALL_OLD' })),
       (current) => current['owner'] === toOwner && current['ownerInc'] === to.ownerInc && current['token'] === from.token + 1,
     );
     return out.won && out.item ? parseTask(out.item, this.warn) : undefined;
+  }
+
+  /**
+   * Unlike the single writes, an ambiguous transaction is not retried: a retry that found the
+   * first attempt's effect could not tell it from a refusal (a transaction returns no items
+   * with a cancellation), so the caller gets AmbiguousWriteError and settles task by task.
+   * Refusals and throttling are final answers: nothing was applied.
+   */
+  async moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean> {
+    if (moves.length === 0) return true;
+    if (moves.length > maxBatchMove) throw new Error(`moveTasks takes at most ${maxBatchMove} tasks, got ${moves.length}`);
+    const command = new TransactWriteCommand({ TransactItems: moves.map(({ id, from }) => ({ Update: this.moveUpdate(id, from, to) })) });
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await this.send(command);
+        return true;
+      } catch (error) {
+        if ((error as { name?: string }).name === 'TransactionCanceledException') return false;
+        const kind = classify(error);
+        if (kind === 'ambiguous') throw new AmbiguousWriteError(`move tasks: outcome of a ${moves.length}-task transaction unknown (${describe(error)})`);
+        if (kind === 'fatal' || attempt >= this.retry.attempts) throw this.unavailable('move tasks', error);
+        await this.backoff(attempt); // throttled or never delivered: not applied
+      }
+    }
   }
 
   async updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean> {

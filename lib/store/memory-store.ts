@@ -1,17 +1,18 @@
 import { ringKey } from '../protocol/placement.js';
 import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
-import type {
-  ClusterItem,
-  HeartbeatInput,
-  HeartbeatResult,
-  MemberEntry,
-  NodeItem,
-  NodeState,
-  Page,
-  Store,
-  TaskItem,
-  TaskOwnership,
-  TaskPatch,
+import {
+  maxBatchMove,
+  type ClusterItem,
+  type HeartbeatInput,
+  type HeartbeatResult,
+  type MemberEntry,
+  type NodeItem,
+  type NodeState,
+  type Page,
+  type Store,
+  type TaskItem,
+  type TaskOwnership,
+  type TaskPatch,
 } from './store.js';
 
 type Raw = Record<string, unknown>;
@@ -300,6 +301,10 @@ export class MemoryStore implements Store {
   }
 
   async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+    return this.moveNow(id, from, to);
+  }
+
+  private moveNow(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): TaskItem | undefined {
     return this.mutate(keys.task(id), (raw) => {
       if (!this.owns(raw, from)) return undefined;
       raw['owner'] = to.owner ?? keys.freeOwner;
@@ -308,6 +313,15 @@ export class MemoryStore implements Store {
       delete raw['releaseRequested'];
       return parseTask(structuredClone(raw), this.warn);
     });
+  }
+
+  async moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean> {
+    if (moves.length > maxBatchMove) throw new Error(`moveTasks takes at most ${maxBatchMove} tasks, got ${moves.length}`);
+    if (new Set(moves.map((m) => m.id)).size !== moves.length) throw new Error('moveTasks: a task appears twice');
+    // Checked in full before anything changes, and applied without yielding: atomic.
+    if (!moves.every(({ id, from }) => this.owns(this.get(keys.task(id)), from))) return false;
+    for (const { id, from } of moves) this.moveNow(id, from, to);
+    return true;
   }
 
   async updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean> {

@@ -168,11 +168,22 @@ export interface Store {
   unownedTasks(limit: number): Promise<TaskItem[]>;
   /** Compare-and-set of a task's owner; the fencing token goes up by one. */
   moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined>;
+  /**
+   * Moves several tasks to one owner in one transaction (at most `maxBatchMove` of them): all
+   * or none, each compare-and-set on its own expected ownership, each token up by one.
+   * Resolves false if the transaction was refused (a task not as expected, a conflicting
+   * write): then nothing changed. Throws AmbiguousWriteError when the outcome is unknown: the
+   * transaction may still land, and if it does, it lands whole.
+   */
+  moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean>;
   /** Records a run's outcome while the caller still owns the task. */
   updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
   /** Asks the owner to let go of a task (operator's force-release). */
   requestRelease(id: string): Promise<TaskItem | undefined>;
 }
+
+/** Most tasks one moveTasks call takes: DynamoDB's limit on the items of one transaction. */
+export const maxBatchMove = 100;
 
 /** The state of the world after a write whose outcome is unknown (timeout, 5xx, lost reply). */
 export class AmbiguousWriteError extends Error {

@@ -128,7 +128,7 @@ export interface NetworkConditions {
   timeoutMs: number;
 }
 
-const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'updateTask', 'requestRelease']);
+const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'moveTasks', 'updateTask', 'requestRelease']);
 
 /**
  * A node's view of the shared store through a simulated network: requests travel in virtual

@@ -23,7 +23,7 @@ const storeFor = (node: string): Store =>
         if (failing.has(node)) throw new StoreUnavailableError('heartbeat failed: injected');
         return (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
       };
-      if (key === 'moveTask') return async (...args: unknown[]) => {
+      if (key === 'moveTask' || key === 'moveTasks') return async (...args: unknown[]) => {
         // The write lands at once; the reply is slow, and slower for t5, so that the handover
         // as a whole takes a while after the first tasks have moved.
         const out = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);

@@ -32,7 +32,7 @@ const storeFor = (node: string): Store =>
         if (flags.bBlind) throw new StoreUnavailableError('read nodes failed (injected)');
         return call(args);
       };
-      if (key === 'moveTask' && node === 'A') return async (...args: unknown[]) => {
+      if ((key === 'moveTask' || key === 'moveTasks') && node === 'A') return async (...args: unknown[]) => {
         const delay = flags.aMoveReplyMs;
         const out = await call(args); // the move lands at once ...
         if (delay) await sleep(delay); // ... and its reply arrives late
