@@ -51,7 +51,10 @@ export interface TableAccess {
  * checks that every call it makes is covered.
  */
 export const tableAccess = {
-  /** Join, heartbeat, read and declare peers, move and update tasks, leave, remove tombstones. */
+  /**
+   * Join, heartbeat, read and declare peers, move and update tasks, leave, remove tombstones.
+   * Batch moves are TransactWriteItems of Updates, which IAM authorises as UpdateItem.
+   */
   worker: { items: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem', 'DeleteItem'], queries: [keys.membersIndex, keys.ownerIndex] },
   /** TaskAdmin.add: conditional put, read back, bump the cluster's task counter. */
   createTask: { items: ['PutItem', 'GetItem', 'UpdateItem'], queries: [] },

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { systemClock, sleep, type Clock, type Timer } from './clock.js';
-import { ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { batchMoveSize, batchMovesInFlight, ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { Lease } from './protocol/lease.js';
@@ -77,7 +77,7 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 /** Bytes of task items one batch move may carry: DynamoDB allows 4 MB per transaction, this leaves room for the encoding. */
 const batchMoveBytes = 2 * 2 ** 20;
 
-/** Splits one peer's tasks into transactions: at most 100 tasks and 2 MB of items each. */
+/** Splits one peer's tasks into transactions: at most batchMoveSize tasks and 2 MB of items each. */
 function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
   const chunks: TaskItem[][] = [];
   let chunk: TaskItem[] = [];
@@ -85,7 +85,7 @@ function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
   for (const task of tasks) {
     // Key, attributes and payload, as JSON: close enough to DynamoDB's item size for a budget.
     const size = Buffer.byteLength(JSON.stringify(task)) + 100;
-    if (chunk.length > 0 && (chunk.length >= maxBatchMove || bytes + size > batchMoveBytes)) {
+    if (chunk.length > 0 && (chunk.length >= Math.min(batchMoveSize, maxBatchMove) || bytes + size > batchMoveBytes)) {
       chunks.push(chunk);
       chunk = [];
       bytes = 0;
@@ -759,12 +759,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * Moves tasks from their current (dead, departing or orphaned) owner to live nodes, in
    * parallel; tasks no node can take go back to the pool. Returns how many moved.
    *
-   * Two or more tasks for one peer go as one transaction (up to 100 tasks): one request
-   * instead of one per task, which is what a large takeover or a leave waits on (DynamoDB
-   * bills it as two writes per task; moves are rare). A refused or ambiguous transaction is
-   * redone task by task: each single move either lands or finds that the transaction did
-   * (same owner, token one up), and once a task's token has moved, the transaction can no
-   * longer land. Tasks for this node go one by one: each write returns the item to run.
+   * Two or more tasks for one peer go as one transaction (up to 25 tasks): one request
+   * instead of one per task, which is what a large takeover or a leave waits on, on the store
+   * and on the mover's CPU (DynamoDB bills it as two writes per task; moves are rare). Each
+   * receiver is told as soon as a batch of its tasks has landed, so it can start them while
+   * the rest still move. A refused or ambiguous transaction is redone task by task: each
+   * single move either lands or finds that the transaction did (same owner, token one up),
+   * and once a task's token has moved, the transaction can no longer land. Tasks for this
+   * node go one by one: each write returns the item to run.
    */
   private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string }): Promise<number> {
     if (tasks.length === 0) return 0;
@@ -804,8 +806,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
     };
     const redo: Job[] = [];
+    const early: Array<Promise<void>> = [];
     await Promise.all([
-      forEachLimit(batches, moveConcurrency, async ({ to, inc, tasks: chunk }) => {
+      forEachLimit(batches, Math.max(1, Math.floor(batchMovesInFlight / batchMoveSize)), async ({ to, inc, tasks: chunk }) => {
         let landedUnseen = false;
         const landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           landedUnseen = error instanceof AmbiguousWriteError;
@@ -815,12 +818,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (landed) {
           moved += chunk.length;
           notified.add(to);
-        } else redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
+          early.push(this.store.notify(to).catch(() => {}));
+        } else {
+          // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
+          if (landedUnseen) notified.add(to);
+          redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
+        }
       }),
       forEachLimit(singles, moveConcurrency, moveOne),
     ]);
     await forEachLimit(redo, moveConcurrency, moveOne);
-    await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
+    await Promise.all([...early, ...[...notified].map((id) => this.store.notify(id).catch(() => {}))]);
     if (unplaced.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
   }

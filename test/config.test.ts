@@ -39,9 +39,9 @@ describe('config: validated once, at the door', () => {
 
   it('states the failover bound as a formula of the settings', () => {
     const c = resolveConfig({ periodMs: 1000 });
-    // d + (K + 3) * P * f, plus one round of batch moves and one round trip per 32 tasks redone singly
+    // d + (K + 3) * P * f, plus a round trip per 100 tasks in batch moves and per 32 tasks redone singly
     expect(failoverBoundMs(c)).toBeCloseTo(200 + 7 * 1000 * 1.05);
     expect(failoverBoundMs(c, 1)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 2 * 200);
-    expect(failoverBoundMs(c, 100)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 200 + 4 * 200);
+    expect(failoverBoundMs(c, 1000)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 10 * 200 + 32 * 200);
   });
 });

@@ -18,6 +18,7 @@ import { KeeperCluster, type KeeperClusterProps } from '../infra/keeper-cluster.
 import { repoRoot } from '../infra/lambda.js';
 import { KeeperStack } from '../infra/stack.js';
 import { tableAccess } from '../infra/task-table.js';
+import type { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
 
@@ -423,9 +424,11 @@ describe('invalid props fail the synth with one readable message and leave nothi
 /**
  * An HTTP proxy in front of DynamoDB Local that records each call (operation and index),
  * to hold every part of the deployment to its IAM policy: whatever it calls must be granted.
+ * A transaction is recorded as the actions inside it, which is how IAM authorises it (an
+ * Update in TransactWriteItems needs dynamodb:UpdateItem), with `via` naming the transaction.
  */
 class RecordingProxy {
-  readonly calls: Array<{ operation: string; index?: string }> = [];
+  readonly calls: Array<{ operation: string; index?: string; via?: string }> = [];
   private server: Server | undefined;
   endpoint = '';
 
@@ -438,8 +441,11 @@ class RecordingProxy {
       req.on('end', () => {
         const body = Buffer.concat(chunks);
         const operation = String(req.headers['x-amz-target'] ?? '').split('.')[1] ?? '?';
-        const index = (JSON.parse(body.toString('utf8') || '{}') as { IndexName?: string }).IndexName;
-        this.calls.push({ operation, ...(index ? { index } : {}) });
+        const input = JSON.parse(body.toString('utf8') || '{}') as { IndexName?: string; TransactItems?: Array<Record<string, unknown>> };
+        if (input.TransactItems) {
+          const inner = { Put: 'PutItem', Update: 'UpdateItem', Delete: 'DeleteItem', ConditionCheck: 'ConditionCheckItem', Get: 'GetItem' } as Record<string, string>;
+          for (const item of input.TransactItems) for (const kind of Object.keys(item)) this.calls.push({ operation: inner[kind] ?? kind, via: operation });
+        } else this.calls.push({ operation, ...(input.IndexName ? { index: input.IndexName } : {}) });
         const upstream = request(`${this.upstream}${req.url ?? '/'}`, { method: req.method, headers: req.headers }, (answer) => {
           res.writeHead(answer.statusCode ?? 500, answer.headers);
           answer.pipe(res);
@@ -453,7 +459,7 @@ class RecordingProxy {
     this.endpoint = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
   }
 
-  take(): Array<{ operation: string; index?: string }> {
+  take(): Array<{ operation: string; index?: string; via?: string }> {
     return this.calls.splice(0);
   }
 
@@ -527,11 +533,15 @@ describe('against DynamoDB Local', () => {
     }
   });
 
+  /** The calls the last holdTo recorded. */
+  let recorded: ReturnType<RecordingProxy['take']> = [];
+
   /** Runs `calls`, then checks that every DynamoDB call they made is granted by `access`. */
   async function holdTo(access: { items: readonly string[]; queries: readonly string[] }, calls: () => Promise<unknown>): Promise<string[]> {
     proxy.take();
     await calls();
-    const used = needs(proxy.take());
+    recorded = proxy.take();
+    const used = needs(recorded);
     expect(used.length).toBeGreaterThan(0);
     expect(used.filter((n) => !grants(access).includes(n))).toEqual([]);
     return used;
@@ -593,25 +603,26 @@ describe('against DynamoDB Local', () => {
     const client = createDynamoClient({ endpoint: proxy.endpoint, requestTimeoutMs: 2000 });
     const viaProxy = () => new DynamoStore({ client: documentClient(client), table: local.table, requestTimeoutMs: 2000 });
     const ledger = new Ledger();
-    const a = makeWorker({ id: 'a', store: viaProxy() }, ledger, { periodMs: 150 });
-    const b = makeWorker({ id: 'b', store: viaProxy() }, ledger, { periodMs: 150 });
+    const [a, b, c] = ['a', 'b', 'c'].map((id) => makeWorker({ id, store: viaProxy() }, ledger, { periodMs: 150 })) as [Worker, Worker, Worker];
+    const tasks = Array.from({ length: 12 }, (_, i) => `w-${i}`);
     try {
       const used = await holdTo(tableAccess.worker, async () => {
-        await a.start();
-        await b.start();
+        for (const w of [a, b, c]) await w.start();
         const admin = new TaskAdmin(local.store());
-        for (let i = 0; i < 6; i++) await admin.add({ id: `w-${i}` });
-        await waitFor('both to run tasks', () => a.runningTasks().length > 0 && b.runningTasks().length > 0);
+        for (const id of tasks) await admin.add({ id });
+        await waitFor('all to run tasks', () => [a, b, c].every((w) => w.runningTasks().length > 0));
         await b.kill();
-        await waitFor('a to take every task over', () => a.runningTasks().length === 6);
-        await a.stop();
+        await waitFor('a and c to take every task over', () => a.runningTasks().length + c.runningTasks().length === tasks.length);
+        await a.stop(); // hands its tasks to c in one batch move
+        await waitFor('c to run every task', () => c.runningTasks().length === tasks.length);
+        await c.stop();
       });
       // The run went through the paths that matter, so the check above means something.
       expect(used).toEqual(expect.arrayContaining(['BatchGetItem', 'GetItem', 'PutItem', 'UpdateItem', 'Query on byOwner', 'Query on members']));
+      expect(recorded.some((call) => call.via === 'TransactWriteItems')).toBe(true);
       ledger.expectSafe();
     } finally {
-      await a.kill();
-      await b.kill();
+      await Promise.all([a, b, c].map((w) => w.kill()));
       client.destroy();
       await local.drop();
     }
