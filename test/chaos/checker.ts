@@ -6,7 +6,12 @@ import { DynamoDBClient, ScanCommand, type AttributeValue } from '@aws-sdk/clien
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { FaultRecord, Stamped } from './fault-log.js';
 
-/** Moves in flight at once during a takeover, as the README's failover bound states it (restated, not imported: the checker stays independent of lib/). */
+/**
+ * Moves in flight at once during a takeover, as the README's failover bound states it
+ * (restated, not imported: the checker stays independent of lib/): batch moves with 100
+ * tasks in flight, then single moves 32 at a time for any batch that failed.
+ */
+const batchMovesInFlight = 100;
 const moveConcurrency = 32;
 
 /**
@@ -681,7 +686,8 @@ export async function checkRun(dirInput: string): Promise<CheckResult> {
       if (last && last.instance === f.instance) victimTasks.push([task, list, last]);
     }
     // The bound grows with the tasks to move (failoverBoundMs(config, n) in lib/config.ts).
-    const boundNs = B + Math.ceil(victimTasks.length / moveConcurrency) * s.requestTimeoutMs * 1e6;
+    const rounds = Math.ceil(victimTasks.length / batchMovesInFlight) + Math.ceil(victimTasks.length / moveConcurrency);
+    const boundNs = B + rounds * s.requestTimeoutMs * 1e6;
     for (const [task, list, last] of victimTasks) {
       // Taken over: the first run after the fault under a newer token, by any process (the
       // victim itself counts once it has rejoined as a new incarnation and got the task back).
