@@ -54,7 +54,7 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   lines.push('');
   lines.push(`- Fault phase ${s1(check.phaseMs)} s; whole run ${s1(timing.totalMs)} s including start-up and teardown; the checker took ${s1(timing.checkMs)} s.`);
   lines.push(`- Protocol settings: P = ${st.periodMs} ms, K = ${st.staleTicks}, f = ${st.driftBound}, d = ${st.requestTimeoutMs} ms, c = ${st.handlerStopMs} ms, F = ${st.fenceMs} ms.`);
-  lines.push(`- Failover bound d + (K+3)Pf = ${s1(r.boundMs)} s, plus ceil(n/32)·d for a victim holding n tasks; earliest declaration (K-1)P/f = ${s1(r.earliestDeclarationMs)} s after a node's last heartbeat.`);
+  lines.push(`- Failover bound d + (K+3)Pf = ${s1(r.boundMs)} s, plus (ceil(n/100) + ceil(n/32))·d for a victim holding n tasks; earliest declaration (K-1)P/f = ${s1(r.earliestDeclarationMs)} s after a node's last heartbeat.`);
   lines.push(`- Machine: ${machine.cpus}, ${machine.memoryGb} GB, ${machine.os}; Node ${machine.node}; ${machine.java}; commit ${machine.commit}; load average ${machine.loadBefore} before, ${machine.loadAfter} after.`);
   lines.push('');
   lines.push('## Verdict');
