@@ -638,7 +638,8 @@ export class DynamoStore implements Store {
    * Unlike the single writes, an ambiguous transaction is not retried: a retry that found the
    * first attempt's effect could not tell it from a refusal (a transaction returns no items
    * with a cancellation), so the caller gets AmbiguousWriteError and settles task by task.
-   * Refusals and throttling are final answers: nothing was applied.
+   * A cancellation (a condition failed, a conflict, throttling of one item) applied nothing
+   * and is the final answer; a throttled or undelivered request is retried like any write.
    */
   async moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean> {
     if (moves.length === 0) return true;
