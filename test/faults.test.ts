@@ -111,9 +111,9 @@ describe('worker under network faults', () => {
     const declaredAt: number[] = [];
     for (const w of others) w.on('declared-dead', () => declaredAt.push(performance.now()));
     await Promise.all(all.map((w) => w.start()));
-    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    // The node behind the slow proxy may lose the first claims; rebalancing then hands it some.
+    await waitFor('all tasks running, some on the node to be cut off', () => runningOnce(ledger, tasks) === tasks.length && cut.runningTasks().length > 0);
     const held = cut.runningTasks();
-    expect(held.length).toBeGreaterThan(0);
     proxy.partition();
     await waitFor('takeover', () => held.every((task) => ledger.runners(task).length === 1 && ledger.runners(task)[0] !== 'cut'));
     expect(fencedAt).toBeGreaterThan(0);
