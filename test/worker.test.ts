@@ -201,7 +201,11 @@ describe('worker against DynamoDB Local', () => {
     const held = a.runningTasks();
     expect(held.length).toBeGreaterThan(2);
     const tokens = new Map((await Promise.all(held.map((id) => real.getTask(id)))).map((task) => [task!.id, task!.token]));
+    let handedOver = -1;
+    a.on('left', (e) => (handedOver = e.handedOver));
     await a.stop();
+    // The leaving node moved them itself, not a peer's sweep of its tombstone afterwards.
+    expect(handedOver).toBe(held.length);
     const took = await waitFor('handover', () => held.every((task) => ledger.runners(task).length === 1), 5000, 5);
     expect(batches.length).toBeGreaterThan(0);
     // The receivers were told, as after a clean handover: nobody waited for detection or a sweep.
