@@ -109,7 +109,8 @@ export const moveConcurrency = 32;
  * must answer within the request timeout like any write, or its outcome becomes unknown.
  */
 export const batchMoveSize = 25;
-export const batchMovesInFlight = 100;
+export const batchMoveLanes = 4;
+export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
 
 /**
  * Upper bound on the real time from a crash until every task of the crashed node runs

@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { systemClock, sleep, type Clock, type Timer } from './clock.js';
-import { batchMoveSize, batchMovesInFlight, ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { batchMoveLanes, batchMoveSize, ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { Lease } from './protocol/lease.js';
@@ -9,7 +9,6 @@ import { livePredecessors, readNeighbourhood } from './membership.js';
 import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
 import {
   AmbiguousWriteError,
-  maxBatchMove,
   StoreUnavailableError,
   type MemberEntry,
   type NodeItem,
@@ -85,7 +84,7 @@ function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
   for (const task of tasks) {
     // Key, attributes and payload, as JSON: close enough to DynamoDB's item size for a budget.
     const size = Buffer.byteLength(JSON.stringify(task)) + 100;
-    if (chunk.length > 0 && (chunk.length >= Math.min(batchMoveSize, maxBatchMove) || bytes + size > batchMoveBytes)) {
+    if (chunk.length > 0 && (chunk.length >= batchMoveSize || bytes + size > batchMoveBytes)) {
       chunks.push(chunk);
       chunk = [];
       bytes = 0;
@@ -95,6 +94,15 @@ function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
   }
   if (chunk.length > 0) chunks.push(chunk);
   return chunks;
+}
+
+/**
+ * Whether `now` is `task` after a move to `to`: the new owner and incarnation, token one up.
+ * Tokens never go back, so a consistent read showing it proves the move landed, whoever's
+ * write it was.
+ */
+function movedTo(now: TaskItem | undefined, task: TaskItem, to: { owner: string | null; ownerInc: number }): now is TaskItem {
+  return now !== undefined && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1;
 }
 
 export function defaultNodeId(): string {
@@ -790,11 +798,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
       try {
         let after = await this.move(task, { owner: to, ownerInc: inc });
-        // Refused because the transaction did land: same owner, token one up, and a token
-        // never goes back, so the read proves it. The receiver still has to be told.
+        // Refused because the transaction did land: the receiver still has to be told.
         if (!after && landedUnseen) {
           const now = await this.store.getTask(task.id);
-          if (now && now.owner === to && now.ownerInc === inc && now.token === task.token + 1) after = now;
+          if (movedTo(now, task, { owner: to, ownerInc: inc })) after = now;
         }
         if (!after) return;
         moved += 1;
@@ -808,7 +815,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const redo: Job[] = [];
     const early: Array<Promise<void>> = [];
     await Promise.all([
-      forEachLimit(batches, Math.max(1, Math.floor(batchMovesInFlight / batchMoveSize)), async ({ to, inc, tasks: chunk }) => {
+      forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
         let landedUnseen = false;
         const landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           landedUnseen = error instanceof AmbiguousWriteError;
@@ -847,12 +854,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // One of our own tasks on its way out: a read proves nothing, settle it (see settle()).
         this.unsettled.set(task.id, { owner: task.owner, ownerInc: task.ownerInc, token: task.token });
         const now = await this.settle(task.id);
-        return now && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1 ? now : undefined;
+        return movedTo(now, task, to) ? now : undefined;
       }
       // Anyone else's task (a claim, a takeover): if the write lands late, the new owner
       // finds the task on its next resync, and nobody runs it meanwhile.
       const now = await this.store.getTask(task.id).catch(() => undefined);
-      if (now && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1) return now;
+      if (movedTo(now, task, to)) return now;
       if (!now) this.resyncPending = Math.max(this.resyncPending, 1);
       return undefined;
     }
