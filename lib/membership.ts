@@ -13,6 +13,8 @@ export interface Neighbourhood {
   gap: MemberEntry[];
   /** Live nodes in the cluster: exact when the walk went all the way round, else estimated from ring density. */
   size: number;
+  /** The walk went all the way round: `successors` are every other live node. */
+  complete: boolean;
 }
 
 /** Walks the ring forward from `selfId` until `want` live successors are found or the ring is closed. */
@@ -51,7 +53,7 @@ export async function readNeighbourhood(store: Store, selfId: string, want: numb
       after = batch[batch.length - 1]!.ring;
     }
   }
-  return { successors, gap, size: closed ? successors.length + 1 : estimateSize(me, successors) };
+  return { successors, gap, size: closed ? successors.length + 1 : estimateSize(me, successors), complete: closed };
 }
 
 /** The live predecessors that watch `selfId`, nearest first: the nodes to tell when it joins or leaves. */

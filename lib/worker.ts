@@ -6,7 +6,7 @@ import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { Lease } from './protocol/lease.js';
 import { livePredecessors, readNeighbourhood } from './membership.js';
-import { placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
+import { claimArcs, inArc, placeTasks, rebalanceCount, rendezvous, type Candidate } from './protocol/placement.js';
 import {
   AmbiguousWriteError,
   StoreUnavailableError,
@@ -17,6 +17,7 @@ import {
   type TaskItem,
   type TaskOwnership,
 } from './store/store.js';
+import { taskSlot } from './store/items.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
 export interface WorkerOptions extends KeeperOptions {
@@ -63,6 +64,13 @@ const rebalanceHoldTicks = 10;
 
 /** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
 const spreadPeers = 8;
+/**
+ * Up to this many nodes, a node reads the whole ring when its neighbourhood changes (one
+ * small index query), so that the cluster can split free tasks into equal arcs (claimArcs).
+ */
+const wholeRingMax = 32;
+/** Free tasks a node reads per period beyond its own arc, looking for tasks left unclaimed. */
+const strayPage = 16;
 
 /** Runs `fn` over items with at most `limit` in flight: a bounded number of round trips, never one after another. */
 async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -155,6 +163,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Live ring successors (the neighbourhood), dead or departed members up to the first of them, cluster size. */
   private successors: string[] = [];
+  /** Every other live node in ring order, when the cluster is small enough to know it whole. */
+  private wholeRing: string[] | undefined;
   private gap: MemberEntry[] = [];
   private clusterSize = 1;
   private readonly emptySweeps = new Map<string, number>();
@@ -173,7 +183,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private processedInbox = -1;
   private resyncPending = 0;
   private freeBacklog = false;
+  /** Free tasks outside this node's arcs, with the period each was first seen free (see claimUnowned). */
   private readonly freeSeen = new Map<string, number>();
+  /** Where the next look for stray free tasks starts: the ring goes round in pages. */
+  private strayCursor: string | undefined;
   private readonly followUps: Array<{ node: string; atTick: number }> = [];
   /** Our own tasks whose move away had an unknown outcome, with the ownership that move expected. */
   private readonly unsettled = new Map<string, TaskOwnership>();
@@ -679,10 +692,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async refreshNeighbourhood(): Promise<void> {
-    const view = await readNeighbourhood(this.store, this.id, Math.max(this.config.watchPeers, spreadPeers));
+    const known = Math.max(this.config.watchPeers, spreadPeers);
+    const view = await readNeighbourhood(this.store, this.id, Math.max(known, wholeRingMax));
     this.neighboursDirty = false;
     if (this.ticks >= this.refreshAgainAt) this.refreshAgainAt = Number.POSITIVE_INFINITY;
-    this.successors = view.successors.map((m) => m.id);
+    this.successors = view.successors.slice(0, known).map((m) => m.id);
+    this.wholeRing = view.complete ? view.successors.map((m) => m.id) : undefined;
     for (const tomb of view.gap) {
       // A departed node's leftovers can be swept at once; a dead one's only after its
       // declarer had time to hand them out and look again (follow-ups at 2 and 6 periods).
@@ -937,24 +952,63 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (after) await this.store.bumpCluster('tasks').catch(() => {});
   }
 
+  /**
+   * Claims free tasks, reading only a bounded part of the pool however large the cluster:
+   *
+   * 1. This node's own arc of the ring (claimArcs), and the arcs of the successors right
+   *    after it that cannot take tasks now (full, not advancing, or not running every type
+   *    this node runs). Where views agree, every free task has exactly one such claimant,
+   *    and the claimants' reads do not overlap.
+   * 2. With room to spare, one page of the rest of the pool, a little further round the ring
+   *    each period. A task seen there that is still free two periods after this node first
+   *    saw it was left by its claimant (full, unable to run its type, or with a different
+   *    view of the ring), and anyone may take it.
+   */
   private async claimUnowned(): Promise<void> {
-    const spare = this.config.capacity - this.owned.size;
+    let spare = this.config.capacity - this.owned.size;
     this.freeBacklog = false;
     if (spare <= 0 || this.handlers.size === 0) return;
-    const free = (await this.store.unownedTasks(Math.min(spare * 4, 1000))).filter((t) => this.handlers.has(t.type));
-    const present = new Set(free.map((t) => t.id));
-    for (const id of this.freeSeen.keys()) if (!present.has(id)) this.freeSeen.delete(id);
-    const mine: TaskItem[] = [];
-    for (const task of free) {
-      const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
-      this.freeSeen.set(task.id, firstSeen);
-      // Each task has one favourite in each neighbourhood, so claims rarely collide; anyone
-      // may take a task its favourites left alone for two periods (full, or unable to run
-      // the type).
-      if (rendezvous(task.id, [this.id, ...this.successors]) === this.id || this.ticks - firstSeen >= 2) mine.push(task);
+    const arcs = claimArcs(this.id, this.wholeRing ?? this.successors, this.wholeRing !== undefined);
+    let reach = 1;
+    while (reach < arcs.length && reach <= this.config.watchPeers && !this.canClaimAll(arcs[reach]!.owner)) reach++;
+    const mineRange = { from: arcs[0]!.from, to: arcs[reach - 1]!.to };
+    const limit = Math.min(spare * 4, 1000);
+    const inRange = await this.store.unownedTasks(limit, mineRange);
+    const mine = inRange.filter((task) => {
+      if (!this.handlers.has(task.type)) return false;
+      const slot = taskSlot(task.id);
+      const arc = arcs.slice(0, reach).find((a) => inArc(slot, a));
+      // A successor that runs this type and has room claims its own arc's tasks.
+      return arc === undefined || arc.owner === this.id || !this.canClaim(arc.owner, task.type);
+    });
+    const claimed = await this.claim(mine.slice(0, spare));
+    // More to read in our range, or claims refused (another node's view of the ring differed).
+    let backlog = inRange.length >= limit || claimed < Math.min(mine.length, spare);
+    spare -= claimed;
+
+    if (spare > 0) {
+      const from = this.strayCursor ?? mineRange.to;
+      const page = await this.store.unownedTasks(strayPage, { from, to: from });
+      this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
+      const stray: TaskItem[] = [];
+      for (const task of page) {
+        if (!this.handlers.has(task.type) || inArc(taskSlot(task.id), mineRange)) continue;
+        const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
+        this.freeSeen.set(task.id, firstSeen);
+        if (this.ticks - firstSeen >= 2) stray.push(task);
+        backlog = true;
+      }
+      await this.claim(stray.slice(0, spare));
     }
-    const take = mine.slice(0, spare);
-    await forEachLimit(take, moveConcurrency, async (task) => {
+    // Forget sightings old enough that the task has surely been claimed or finished since.
+    for (const [id, seen] of this.freeSeen) if (this.ticks - seen > 2 * this.config.resyncTicks) this.freeSeen.delete(id);
+    this.freeBacklog = backlog;
+  }
+
+  /** Moves free tasks to this node, adopting each that lands; returns how many did. */
+  private async claim(tasks: readonly TaskItem[]): Promise<number> {
+    let claimed = 0;
+    await forEachLimit(tasks, moveConcurrency, async (task) => {
       const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => {
         // The claim may have landed unseen: look at our own tasks next period rather than
         // leave it owned and unrun until the periodic resync.
@@ -962,11 +1016,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
         return undefined;
       });
       if (after) {
+        claimed += 1;
         this.freeSeen.delete(task.id);
         this.adopt(after);
       }
     });
-    this.freeBacklog = free.length > take.length || (free.length > 0 && take.length < mine.length) || free.length >= Math.min(spare * 4, 1000);
+    return claimed;
+  }
+
+  /** Whether a watched successor, as last read, would claim a free task of this type itself. */
+  private canClaim(id: string, type: string): boolean {
+    const peer = this.peers.get(id);
+    return peer !== undefined && peer.state === 'alive' && this.detector.advancing(id) && peer.taskCount < peer.capacity && peer.types.includes(type);
+  }
+
+  /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
+  private canClaimAll(id: string): boolean {
+    return [...this.handlers.keys()].every((type) => this.canClaim(id, type));
   }
 
   /**

@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { benchmark, Detector } from '../lib/protocol/detector.js';
-import { placeTasks, rebalanceCount, rendezvous, ringKey, ringOrder, watchedPeers } from '../lib/protocol/placement.js';
+import { claimArcs, inArc, placeTasks, rebalanceCount, rendezvous, ringKey, ringOrder, watchedPeers } from '../lib/protocol/placement.js';
+import { taskSlot } from '../lib/store/items.js';
 import type { NodeItem } from '../lib/store/store.js';
 
 function item(id: string, counter: number, extra: Partial<NodeItem> = {}): NodeItem {
@@ -117,6 +118,42 @@ describe('placement', () => {
     expect(unplaced).toEqual([]);
     expect(placeTasks([{ id: 'x', type: 'gpu' }], [{ id: 'a', inc: 1, load: 0, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
     expect(placeTasks([{ id: 'x', type: 'demo' }], [{ id: 'a', inc: 1, load: 9, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
+  });
+
+  it('claims: every free task lies in exactly one node\'s own arc, equal arcs where a node knows the whole ring', () => {
+    const tasks = Array.from({ length: 2000 }, (_, i) => taskSlot(`job-${i}`));
+    const ownArcs = (ids: string[], known: number, whole: boolean) => {
+      const ring = ringOrder(ids);
+      return ring.map((id) => {
+        const arcs = claimArcs(id, whole ? watchedPeers(id, ring, ring.length) : watchedPeers(id, ring, known), whole);
+        expect(arcs[0]!.owner).toBe(id);
+        return arcs[0]!;
+      });
+    };
+    const claimantsOf = (arcs: Array<{ owner: string; from: string; to: string }>, slot: string) => arcs.filter((a) => inArc(slot, a)).map((a) => a.owner);
+
+    // Ten nodes that know each other: ten equal arcs, so a backlog splits evenly.
+    const small = ownArcs(Array.from({ length: 10 }, (_, i) => `node-${i}`), 8, true);
+    const share = new Map<string, number>();
+    for (const slot of tasks) {
+      const who = claimantsOf(small, slot);
+      expect(who).toHaveLength(1);
+      share.set(who[0]!, (share.get(who[0]!) ?? 0) + 1);
+    }
+    for (const count of share.values()) expect(count).toBeGreaterThan(150); // 200 each on average
+    // A node's view of its successors' arcs agrees with theirs.
+    const a = ringOrder(Array.from({ length: 10 }, (_, i) => `node-${i}`));
+    const fromA = claimArcs(a[0]!, a.slice(1), true);
+    expect(fromA[3]).toEqual(claimArcs(a[3]!, [...a.slice(4), ...a.slice(0, 3)], true)[0]);
+
+    // 200 nodes, each knowing 8 successors: still one claimant per task (a rendezvous among
+    // each node's own neighbourhood would make a task the favourite of about 22 nodes).
+    const large = ownArcs(Array.from({ length: 200 }, (_, i) => `node-${i}`), 8, false);
+    for (const slot of tasks) expect(claimantsOf(large, slot)).toHaveLength(1);
+
+    // Alone: the whole ring.
+    const alone = claimArcs('solo', [], false);
+    expect(tasks.every((slot) => inArc(slot, alone[0]!))).toBe(true);
   });
 
   it('rebalances by half the gap split among pushers, never for a gap below two', () => {

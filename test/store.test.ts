@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ringKey } from '../lib/protocol/placement.js';
-import { keys } from '../lib/store/items.js';
+import { keys, taskSlot } from '../lib/store/items.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
 import type { NodeItem, Store } from '../lib/store/store.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
@@ -205,6 +205,30 @@ describe.each([
       expect((await h.store.unownedTasks(10_000)).map((t) => t.id)).toContain(id);
     });
 
+    it('reads free tasks of a stretch of the ring in ring order, wrapping past the end', async () => {
+      const prefix = uid('ring');
+      const ids = Array.from({ length: 40 }, (_, i) => `${prefix}-${i}`);
+      for (const id of ids) await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
+      const sorted = [...ids].sort((a, b) => (taskSlot(a) < taskSlot(b) ? -1 : 1));
+      const ours = (tasks: Array<{ id: string }>) => tasks.map((t) => t.id).filter((id) => id.startsWith(prefix + '-'));
+      const at = (i: number) => taskSlot(sorted[i]!);
+
+      // [10th, 30th): the upper bound is exclusive.
+      const inner = await h.store.unownedTasks(10_000, { from: at(10), to: at(30) });
+      expect(ours(inner)).toEqual(sorted.slice(10, 30));
+      // [30th, 10th) goes round the end of the ring: 30..39, then 0..9.
+      const wrapped = await h.store.unownedTasks(10_000, { from: at(30), to: at(10) });
+      expect(ours(wrapped)).toEqual([...sorted.slice(30), ...sorted.slice(0, 10)]);
+      // from = to: the whole ring, starting there.
+      expect(ours(await h.store.unownedTasks(10_000, { from: at(25), to: at(25) }))).toEqual([...sorted.slice(25), ...sorted.slice(0, 25)]);
+      // A limit keeps the front of the range (other tests' tasks share the table).
+      const first = await h.store.unownedTasks(5, { from: at(30), to: at(10) });
+      expect(first.map((t) => t.id)).toEqual(wrapped.slice(0, 5).map((t) => t.id));
+      // An owned task is not free in any range.
+      await h.store.moveTask(sorted[12]!, { owner: null, ownerInc: 0, token: 0 }, { owner: 'x', ownerInc: 1 });
+      expect(ours(await h.store.unownedTasks(10_000, { from: at(10), to: at(30) }))).toEqual(sorted.slice(10, 30).filter((_, i) => i !== 2));
+    });
+
     it('moves a task between owners with compare-and-set, raising the fencing token each time', async () => {
       const id = uid('t');
       const owner = uid('owner');
@@ -322,7 +346,7 @@ describe.each([
       const good = uid('t');
       await h.store.createTask({ id: good, type: 'demo', payload: null }, 'now');
       await h.store.moveTask(good, { owner: null, ownerInc: 0, token: 0 }, { owner, ownerInc: 1 });
-      await h.putRaw(keys.task('corrupt-' + owner), { id: 'corrupt-' + owner, owner, token: 'seven', state: 'ready' });
+      await h.putRaw(keys.task('corrupt-' + owner), { id: 'corrupt-' + owner, slot: taskSlot('corrupt-' + owner), owner, token: 'seven', state: 'ready' });
       const warningsBefore = h.warnings.length;
       expect((await h.store.tasksOwnedBy(owner)).map((t) => t.id)).toEqual([good]);
       expect(h.warnings.length).toBeGreaterThan(warningsBefore);

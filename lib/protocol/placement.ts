@@ -140,3 +140,49 @@ export function rebalanceCount(
   const count = share > 0 ? share : immediateSuccessor ? 1 : 0;
   return Math.max(0, Math.min(count, maxMoves, theirSpare));
 }
+
+/** A stretch of the ring whose free tasks one node claims first: slots from `from` (inclusive) to `to` (exclusive). */
+export interface ClaimArc {
+  owner: string;
+  from: string;
+  to: string;
+}
+
+function ringPoint(position: number): string {
+  return position.toString(16).padStart(14, '0');
+}
+
+/**
+ * Who claims which free task first: each node takes the free tasks of its own arc of the
+ * ring, so where the nodes' views agree every task has one claimant and the nodes' reads of
+ * the pool do not overlap. Returns the arcs of `self` and then of its successors, in ring
+ * order, as far as this node can place them.
+ *
+ * - `wholeRing`: `successors` are every other live node. The ring is then cut into n equal
+ *   arcs in ring order, so a small cluster shares a backlog evenly.
+ * - Otherwise (a large cluster, where each node knows only a neighbourhood): a node's arc runs
+ *   from its own ring position to its first successor's. These arcs are uneven (the largest
+ *   is about ln n times the mean); rebalancing evens out what they leave.
+ */
+export function claimArcs(self: string, successors: readonly string[], wholeRing: boolean): ClaimArc[] {
+  if (successors.length === 0) {
+    const at = ringKey(self).slice(0, 14);
+    return [{ owner: self, from: at, to: at }];
+  }
+  if (wholeRing) {
+    const ring = ringOrder([self, ...successors]);
+    const n = ring.length;
+    const start = ring.indexOf(self);
+    return ring.map((_, i) => {
+      const at = (start + i) % n;
+      return { owner: ring[at]!, from: ringPoint(Math.floor((at * ringSize) / n)), to: ringPoint(Math.floor(((at + 1) * ringSize) / n)) };
+    });
+  }
+  const ids = [self, ...successors];
+  return ids.slice(0, -1).map((owner, i) => ({ owner, from: ringKey(owner).slice(0, 14), to: ringKey(ids[i + 1]!).slice(0, 14) }));
+}
+
+/** Whether a slot lies in [from, to) on the ring (wrapping past the end when to <= from). */
+export function inArc(slot: string, arc: { from: string; to: string }): boolean {
+  return arc.from < arc.to ? slot >= arc.from && slot < arc.to : slot >= arc.from || slot < arc.to;
+}

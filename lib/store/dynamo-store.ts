@@ -12,7 +12,7 @@ import {
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { ringKey } from '../protocol/placement.js';
-import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
+import { keys, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
 import {
   AmbiguousWriteError,
   maxBatchMove,
@@ -24,6 +24,7 @@ import {
   type NodeItem,
   type NodeState,
   type Page,
+  type SlotRange,
   type Store,
   type TaskItem,
   type TaskOwnership,
@@ -57,6 +58,16 @@ export class TableMissingError extends Error {
 export class InvalidCursorError extends Error {
   override name = 'InvalidCursorError';
   readonly status = 400;
+}
+
+/** A key condition on the owner index's sort key (one query each). */
+type SlotSegment = { op: 'between'; from: string; to: string } | { op: '>=' | '<'; at: string };
+
+/** The queries that read a slot range in ring order: one, or two when it wraps past the end. */
+function slotSegments(range: SlotRange | undefined): Array<SlotSegment | undefined> {
+  if (!range) return [undefined];
+  if (range.from < range.to) return [{ op: 'between', from: range.from, to: range.to }];
+  return [{ op: '>=', at: range.from }, ...(range.to > '' ? [{ op: '<' as const, at: range.to }] : [])];
 }
 
 type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal';
@@ -478,6 +489,7 @@ export class DynamoStore implements Store {
       id: task.id,
       type: task.type,
       payload: task.payload,
+      slot: taskSlot(task.id),
       owner: keys.freeOwner,
       ownerInc: 0,
       token: 0,
@@ -575,8 +587,11 @@ export class DynamoStore implements Store {
     return start ? { items, cursor: Buffer.from(JSON.stringify(start)).toString('base64url') } : { items };
   }
 
-  private async byOwner(owner: string, limit?: number): Promise<TaskItem[]> {
+  /** One owner's tasks in slot order; `slots` narrows the query to a stretch of the sort key. */
+  private async byOwner(owner: string, limit?: number, slots?: SlotSegment): Promise<TaskItem[]> {
     const tasks: TaskItem[] = [];
+    const condition = slots === undefined ? '' : slots.op === 'between' ? ' AND #slot BETWEEN :from AND :to' : ` AND #slot ${slots.op} :at`;
+    const values = slots === undefined ? {} : slots.op === 'between' ? { ':from': slots.from, ':to': slots.to } : { ':at': slots.at };
     let start: Record<string, unknown> | undefined;
     do {
       const out = await this.read('query tasks by owner', () =>
@@ -584,9 +599,9 @@ export class DynamoStore implements Store {
           new QueryCommand({
             TableName: this.table,
             IndexName: keys.ownerIndex,
-            KeyConditionExpression: '#owner = :owner',
-            ExpressionAttributeNames: { '#owner': 'owner' },
-            ExpressionAttributeValues: { ':owner': owner },
+            KeyConditionExpression: `#owner = :owner${condition}`,
+            ExpressionAttributeNames: slots === undefined ? { '#owner': 'owner' } : { '#owner': 'owner', '#slot': 'slot' },
+            ExpressionAttributeValues: { ':owner': owner, ...values },
             ExclusiveStartKey: start,
             // Pages small enough to come back well within the request timeout (a period's
             // fraction), however many tasks the owner has.
@@ -595,6 +610,8 @@ export class DynamoStore implements Store {
         ),
       );
       for (const raw of out.Items ?? []) {
+        // BETWEEN includes its upper bound; ranges exclude it.
+        if (slots?.op === 'between' && raw['slot'] === slots.to) continue;
         const task = parseTask(raw, this.warn);
         if (task) tasks.push(task);
       }
@@ -607,8 +624,13 @@ export class DynamoStore implements Store {
     return this.byOwner(nodeId);
   }
 
-  unownedTasks(limit: number): Promise<TaskItem[]> {
-    return limit > 0 ? this.byOwner(keys.freeOwner, limit) : Promise.resolve([]);
+  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]> {
+    const tasks: TaskItem[] = [];
+    for (const segment of slotSegments(range)) {
+      if (tasks.length >= limit) break;
+      tasks.push(...(await this.byOwner(keys.freeOwner, limit - tasks.length, segment)));
+    }
+    return tasks;
   }
 
   /** The conditional update that moves one task (alone, or as part of a transaction). */

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ringKey } from '../protocol/placement.js';
 import type { ClusterItem, NodeItem, TaskItem } from './store.js';
 
 /**
@@ -6,7 +7,7 @@ import type { ClusterItem, NodeItem, TaskItem } from './store.js';
  *
  *   item      pk               sk         other keys
  *   node      node#<nodeId>    node       member = "cluster", ring = <ring key>  -> index "members" (member, ring)
- *   task      task#<taskId>    task       owner  = <nodeId> | "#free"            -> index "byOwner" (owner, id)
+ *   task      task#<taskId>    task       owner  = <nodeId> | "#free", slot      -> index "byOwner" (owner, slot)
  *   cluster   cluster          cluster
  *
  * - One partition per node: every node rewrites its own item once per period, so
@@ -17,7 +18,10 @@ import type { ClusterItem, NodeItem, TaskItem } from './store.js';
  *   whole membership by every node. Heartbeats change neither its keys nor its projected
  *   attributes, so they cost no index writes.
  * - "byOwner" finds the tasks of one owner, and the tasks waiting for one ("#free"), without
- *   scanning. Done and failed tasks drop the attribute and so leave the index.
+ *   scanning. Done and failed tasks drop the attribute and so leave the index. It is sorted by
+ *   `slot`, the task's position on the same ring as the nodes (`taskSlot`), so that each node
+ *   reads the free tasks of its own stretch of the ring: in a large cluster the nodes' claim
+ *   reads are disjoint instead of every node reading the same front of the pool.
  * - The cluster item holds a change counter for unowned tasks: nodes look for tasks to claim
  *   when it moves, instead of querying for them every period.
  */
@@ -30,6 +34,11 @@ export const keys = {
   membersIndex: 'members',
   ownerIndex: 'byOwner',
 } as const;
+
+/** A task's position on the ring (hash of its id, then the id): the owner index's sort key. */
+export function taskSlot(id: string): string {
+  return ringKey(id);
+}
 
 const count = z.number().int().nonnegative();
 

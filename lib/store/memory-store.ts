@@ -1,5 +1,5 @@
 import { ringKey } from '../protocol/placement.js';
-import { keys, ownerAttribute, parseCluster, parseNode, parseTask, type Warn } from './items.js';
+import { keys, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
 import {
   maxBatchMove,
   type ClusterItem,
@@ -9,6 +9,7 @@ import {
   type NodeItem,
   type NodeState,
   type Page,
+  type SlotRange,
   type Store,
   type TaskItem,
   type TaskOwnership,
@@ -236,6 +237,7 @@ export class MemoryStore implements Store {
       id: task.id,
       type: task.type,
       payload: structuredClone(task.payload),
+      slot: taskSlot(task.id),
       owner: keys.freeOwner,
       ownerInc: 0,
       token: 0,
@@ -279,11 +281,13 @@ export class MemoryStore implements Store {
     return more && last ? { items, cursor: String(last['pk']) } : { items };
   }
 
-  private byOwner(owner: string, limit = Number.POSITIVE_INFINITY): TaskItem[] {
+  /** One owner's tasks in slot order, as the index returns them; `within` filters slots. */
+  private byOwner(owner: string, limit = Number.POSITIVE_INFINITY, within: (slot: string) => boolean = () => true): TaskItem[] {
     const out: TaskItem[] = [];
     const matching = [...(this.ownerIndex.get(owner) ?? [])]
       .map((k) => this.items.get(k)!)
-      .sort((a, b) => (String(a['id']) < String(b['id']) ? -1 : 1));
+      .filter((raw) => typeof raw['slot'] === 'string' && within(raw['slot']))
+      .sort((a, b) => (String(a['slot']) < String(b['slot']) ? -1 : 1));
     for (const raw of matching) {
       if (out.length >= limit) break;
       const task = parseTask(structuredClone(raw), this.warn);
@@ -296,8 +300,13 @@ export class MemoryStore implements Store {
     return this.byOwner(nodeId);
   }
 
-  async unownedTasks(limit: number): Promise<TaskItem[]> {
-    return this.byOwner(keys.freeOwner, limit);
+  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]> {
+    if (!range) return this.byOwner(keys.freeOwner, limit);
+    const { from, to } = range;
+    if (from < to) return this.byOwner(keys.freeOwner, limit, (slot) => slot >= from && slot < to);
+    // Round the end of the ring: the part from `from` first, then the part before `to`.
+    const tail = this.byOwner(keys.freeOwner, limit, (slot) => slot >= from);
+    return [...tail, ...this.byOwner(keys.freeOwner, limit - tail.length, (slot) => slot < to)];
   }
 
   async moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {

@@ -164,8 +164,13 @@ export interface Store {
   listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>>;
   /** Tasks whose owner is `nodeId` (any incarnation), from the owner index. */
   tasksOwnedBy(nodeId: string): Promise<TaskItem[]>;
-  /** Tasks waiting for an owner, from the owner index. */
-  unownedTasks(limit: number): Promise<TaskItem[]>;
+  /**
+   * Tasks waiting for an owner, from the owner index, in ring order of their slot (taskSlot).
+   * With a range, only slots from `range.from` (inclusive) to `range.to` (exclusive), going
+   * round the ring past its end when `to` <= `from` (the whole ring, starting at `from`, when
+   * they are equal).
+   */
+  unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]>;
   /** Compare-and-set of a task's owner; the fencing token goes up by one. */
   moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined>;
   /**
@@ -180,6 +185,12 @@ export interface Store {
   updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
   /** Asks the owner to let go of a task (operator's force-release). */
   requestRelease(id: string): Promise<TaskItem | undefined>;
+}
+
+/** A stretch of the ring, as slot strings (see Store.unownedTasks). */
+export interface SlotRange {
+  from: string;
+  to: string;
 }
 
 /** Most tasks one moveTasks call takes: DynamoDB's limit on the items of one transaction. */

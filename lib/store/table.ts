@@ -19,7 +19,8 @@ export const tableSchema = {
     // neither, so they cost no index writes.
     { name: keys.membersIndex, partitionKey: 'member', sortKey: 'ring', projection: { type: 'INCLUDE', attributes: ['state'] } },
     // All attributes: a takeover needs the token, type and payload of every task it moves.
-    { name: keys.ownerIndex, partitionKey: 'owner', sortKey: 'id', projection: { type: 'ALL' } },
+    // Sorted by ring slot, so a node reads the free tasks of its own arc (items.ts).
+    { name: keys.ownerIndex, partitionKey: 'owner', sortKey: 'slot', projection: { type: 'ALL' } },
   ],
 } as const;
 
