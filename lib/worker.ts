@@ -693,7 +693,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   private async refreshNeighbourhood(): Promise<void> {
     const known = Math.max(this.config.watchPeers, spreadPeers);
-    const view = await readNeighbourhood(this.store, this.id, Math.max(known, wholeRingMax));
+    // Walk the whole ring only where it is small: a large cluster keeps O(k) membership reads.
+    const view = await readNeighbourhood(this.store, this.id, this.clusterSize <= wholeRingMax ? Math.max(known, wholeRingMax) : known);
     this.neighboursDirty = false;
     if (this.ticks >= this.refreshAgainAt) this.refreshAgainAt = Number.POSITIVE_INFINITY;
     this.successors = view.successors.slice(0, known).map((m) => m.id);
@@ -955,9 +956,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /**
    * Claims free tasks, reading only a bounded part of the pool however large the cluster:
    *
-   * 1. This node's own arc of the ring (claimArcs), and the arcs of the successors right
-   *    after it that cannot take tasks now (full, not advancing, or not running every type
-   *    this node runs). Where views agree, every free task has exactly one such claimant,
+   * 1. This node's own arc of the ring (claimArcs), and the arcs of the watched successors
+   *    right after it that cannot take tasks now (full, or not running every type this node
+   *    runs). Where views agree, every free task has exactly one such claimant,
    *    and the claimants' reads do not overlap.
    * 2. With room to spare, one page of the rest of the pool, a little further round the ring
    *    each period. A task seen there that is still free two periods after this node first
@@ -1024,10 +1025,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return claimed;
   }
 
-  /** Whether a watched successor, as last read, would claim a free task of this type itself. */
+  /**
+   * Whether a successor, as last read, would claim a free task of this type itself. Unread
+   * (not watched, or not read yet) counts as yes; so does one that may have died, until it is
+   * declared dead: its tasks wait for that anyway, and the strays rule covers the rest.
+   */
   private canClaim(id: string, type: string): boolean {
     const peer = this.peers.get(id);
-    return peer !== undefined && peer.state === 'alive' && this.detector.advancing(id) && peer.taskCount < peer.capacity && peer.types.includes(type);
+    return peer === undefined || (peer.state === 'alive' && peer.taskCount < peer.capacity && peer.types.includes(type));
   }
 
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
@@ -1050,13 +1055,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!peer || peer.state !== 'alive' || !this.detector.advancing(id)) continue;
       const count = rebalanceCount(this.owned.size, peer.taskCount, peer.capacity - peer.taskCount, this.config.watchPeers, budget, index === 0);
       if (count === 0) continue;
-      // Prefer tasks that hash towards the peer, so the same tasks would move again if
-      // anything and a task does not bounce between two nodes.
+      // Only tasks that hash towards the peer (of the two): a task that moved from one node
+      // to another prefers the second, so it can never be pushed straight back.
       const movable = [...this.owned.values()]
         .filter((o) => this.ticks - o.since >= rebalanceHoldTicks)
         .map((o) => o.task)
-        .filter((t) => peer.types.includes(t.type))
-        .sort((a, b) => Number(rendezvous(b.id, [this.id, id]) === id) - Number(rendezvous(a.id, [this.id, id]) === id))
+        .filter((t) => peer.types.includes(t.type) && rendezvous(t.id, [this.id, id]) === id)
         .slice(0, count);
       if (movable.length === 0) continue;
       budget -= movable.length;

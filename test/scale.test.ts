@@ -93,8 +93,9 @@ describe('takeover placement', () => {
     await Promise.all(nodes.map((w) => w.start()));
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
     const victim = nodes.find((w) => w.id === 'd')!;
+    // Whoever starts first may claim more than its arc; rebalancing brings d its share.
+    await waitFor('the victim holds a share', () => victim.runningTasks().length > 3);
     const lost = victim.runningTasks();
-    expect(lost.length).toBeGreaterThan(3);
     await victim.kill();
     await waitFor('takeover', () => lost.every((task) => ledger.runners(task).length === 1));
     const newOwners = new Set(lost.map((task) => ledger.runners(task)[0]));
