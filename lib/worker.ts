@@ -969,6 +969,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let spare = this.config.capacity - this.owned.size;
     this.freeBacklog = false;
     if (spare <= 0 || this.handlers.size === 0) return;
+    // Until this round has read what it needs: if a read fails, look again next period
+    // rather than wait for the next change of the cluster counter.
+    this.freeBacklog = true;
     const arcs = claimArcs(this.id, this.wholeRing ?? this.successors, this.wholeRing !== undefined);
     let reach = 1;
     while (reach < arcs.length && reach <= this.config.watchPeers && !this.canClaimAll(arcs[reach]!.owner)) reach++;
@@ -1055,12 +1058,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (!peer || peer.state !== 'alive' || !this.detector.advancing(id)) continue;
       const count = rebalanceCount(this.owned.size, peer.taskCount, peer.capacity - peer.taskCount, this.config.watchPeers, budget, index === 0);
       if (count === 0) continue;
-      // Only tasks that hash towards the peer (of the two): a task that moved from one node
-      // to another prefers the second, so it can never be pushed straight back.
+      // Never a task straight back to the node it came from; and tasks that hash towards
+      // the peer first, so the same tasks would move again if anything.
       const movable = [...this.owned.values()]
         .filter((o) => this.ticks - o.since >= rebalanceHoldTicks)
         .map((o) => o.task)
-        .filter((t) => peer.types.includes(t.type) && rendezvous(t.id, [this.id, id]) === id)
+        .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
+        .sort((a, b) => Number(rendezvous(b.id, [this.id, id]) === id) - Number(rendezvous(a.id, [this.id, id]) === id))
         .slice(0, count);
       if (movable.length === 0) continue;
       budget -= movable.length;

@@ -239,8 +239,9 @@ describe.each([
       expect((await h.store.unownedTasks(10_000)).map((t) => t.id)).not.toContain(id);
       // A stale expectation loses.
       expect(await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'x', ownerInc: 1 })).toBeUndefined();
+      expect(claimed?.previousOwner).toBeUndefined();
       const released = await h.store.moveTask(id, { owner, ownerInc: 3, token: 1 }, { owner: null, ownerInc: 0 });
-      expect(released).toMatchObject({ owner: null, token: 2 });
+      expect(released).toMatchObject({ owner: null, token: 2, previousOwner: owner });
       expect(await h.store.tasksOwnedBy(owner)).toEqual([]);
     });
 

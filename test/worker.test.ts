@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../lib/clock.js';
 import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
 import type { Logger } from '../lib/log.js';
-import { keys } from '../lib/store/items.js';
+import { keys, taskSlot } from '../lib/store/items.js';
 import { AmbiguousWriteError, type Store } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
 import { clockAt, fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
@@ -271,7 +271,7 @@ describe('worker against DynamoDB Local', () => {
     // A node item with nonsense in it, a task item with nonsense in it owned by 'a', and a
     // live node's own item with a broken field.
     await t.putRaw({ ...keys.node('ghost'), id: 'ghost', member: keys.memberPartition, state: 'alive', inc: 1, counter: 'eleven' });
-    await t.putRaw({ ...keys.task('broken'), id: 'broken', owner: 'a', token: 'x', state: 'ready' });
+    await t.putRaw({ ...keys.task('broken'), id: 'broken', slot: taskSlot('broken'), owner: 'a', token: 'x', state: 'ready' });
     await t.putRaw({ ...keys.node('b'), id: 'b', member: keys.memberPartition, state: 'alive', inc: (await t.store().getNode('b'))!.inc, counter: 'garbled', watch: 7 });
     const counterA = nodes[0]!.snapshot().counter;
     await waitFor('ten more periods', () => nodes[0]!.snapshot().counter >= counterA + 10);

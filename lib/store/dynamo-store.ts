@@ -639,10 +639,10 @@ export class DynamoStore implements Store {
     return {
       TableName: this.table,
       Key: keys.task(id),
-      UpdateExpression: 'SET #owner = :toOwner, ownerInc = :toInc, #token = :nextToken REMOVE releaseRequested',
+      UpdateExpression: 'SET #owner = :toOwner, ownerInc = :toInc, #token = :nextToken, previousOwner = :fromOwner REMOVE releaseRequested',
       ConditionExpression: condition.ConditionExpression,
       ExpressionAttributeNames: condition.names,
-      ExpressionAttributeValues: { ...condition.values, ':toOwner': to.owner ?? keys.freeOwner, ':toInc': to.ownerInc, ':nextToken': from.token + 1 },
+      ExpressionAttributeValues: { ...condition.values, ':toOwner': to.owner ?? keys.freeOwner, ':toInc': to.ownerInc, ':nextToken': from.token + 1, ':fromOwner': from.owner ?? keys.freeOwner },
     };
   }
 

@@ -74,6 +74,7 @@ export const taskItemSchema = z.object({
   result: z.unknown().optional(),
   error: z.string().optional(),
   releaseRequested: z.boolean().optional(),
+  previousOwner: z.string().optional(),
   createdAt: z.string(),
 });
 
@@ -92,7 +93,8 @@ export function parseNode(raw: Record<string, unknown>, warn: Warn): NodeItem | 
 /** Turns a stored task record into a TaskItem ("#free" becomes owner null), or warns and returns undefined. */
 export function parseTask(raw: Record<string, unknown>, warn: Warn): TaskItem | undefined {
   const owner = raw['owner'] === keys.freeOwner || raw['owner'] === undefined ? null : raw['owner'];
-  const parsed = taskItemSchema.safeParse({ ...raw, owner });
+  const previousOwner = raw['previousOwner'] === keys.freeOwner ? undefined : raw['previousOwner'];
+  const parsed = taskItemSchema.safeParse({ ...raw, owner, previousOwner });
   if (parsed.success) return parsed.data as TaskItem;
   warn(`skipping corrupt task item ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
   return undefined;

@@ -319,6 +319,7 @@ export class MemoryStore implements Store {
       raw['owner'] = to.owner ?? keys.freeOwner;
       raw['ownerInc'] = to.ownerInc;
       raw['token'] = from.token + 1;
+      raw['previousOwner'] = from.owner ?? keys.freeOwner;
       delete raw['releaseRequested'];
       return parseTask(structuredClone(raw), this.warn);
     });

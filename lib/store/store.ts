@@ -68,6 +68,8 @@ export interface TaskItem {
   error?: string;
   /** Set by an operator's force-release: the owner stops the task and puts it back. */
   releaseRequested?: boolean;
+  /** The owner before the last move (absent if the task was free then): rebalancing never sends it straight back. */
+  previousOwner?: string;
   createdAt: string;
 }
 
