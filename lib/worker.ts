@@ -667,8 +667,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     const tasksChanged = cluster !== undefined && cluster.tasks !== this.seenTasks;
     if (cluster) this.seenTasks = cluster.tasks;
-    if (tasksChanged || this.freeBacklog || this.periodic()) await this.claimUnowned();
-    if (this.config.takeover === 'balanced') await this.rebalance();
+    const placed = tasksChanged || this.freeBacklog || this.periodic() ? await this.claimUnowned() : 0;
+    // Not in a period that placed new work: claims already go to the least loaded, and
+    // moving running tasks meanwhile would only restart them.
+    if (this.config.takeover === 'balanced' && placed === 0) await this.rebalance();
     if (this.periodic() || [...this.sweepAt.values()].some((at) => at <= this.ticks)) await this.sweepTombstones();
   }
 
@@ -792,14 +794,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * and once a task's token has moved, the transaction can no longer land. Tasks for this
    * node go one by one: each write returns the item to run.
    */
-  private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string }): Promise<number> {
+  private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string; unplaced?: 'pool' | 'leave' }): Promise<number> {
     if (tasks.length === 0) return 0;
     const candidates = await this.candidates(how.exclude);
     const { assigned, unplaced } = placeTasks(tasks, candidates);
     const incOf = new Map(candidates.map((c) => [c.id, c.inc]));
     /** `landedUnseen`: the task was in a transaction whose outcome is unknown, which may have moved it already. */
     type Job = { task: TaskItem; to: string | null; inc: number; landedUnseen?: boolean };
-    const singles: Job[] = unplaced.map((task) => ({ task, to: null, inc: 0 }));
+    // Free tasks nobody can take stay where they are; anyone else's go back to the pool.
+    const toPool = how.unplaced === 'leave' ? [] : unplaced;
+    const singles: Job[] = toPool.map((task) => ({ task, to: null, inc: 0 }));
     const batches: Array<{ to: string; inc: number; tasks: TaskItem[] }> = [];
     for (const [target, list] of assigned) {
       const inc = target === this.id ? this.inc : (incOf.get(target) ?? 0);
@@ -852,7 +856,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     ]);
     await forEachLimit(redo, moveConcurrency, moveOne);
     await Promise.all([...early, ...[...notified].map((id) => this.store.notify(id).catch(() => {}))]);
-    if (unplaced.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
+    if (toPool.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
   }
 
@@ -965,10 +969,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
    *    saw it was left by its claimant (full, unable to run its type, or with a different
    *    view of the ring), and anyone may take it.
    */
-  private async claimUnowned(): Promise<void> {
+  /** Returns how many free tasks this round placed (on this node or its successors). */
+  private async claimUnowned(): Promise<number> {
     let spare = this.config.capacity - this.owned.size;
     this.freeBacklog = false;
-    if (spare <= 0 || this.handlers.size === 0) return;
+    if (spare <= 0 || this.handlers.size === 0) return 0;
     // Until this round has read what it needs: if a read fails, look again next period
     // rather than wait for the next change of the cluster counter.
     this.freeBacklog = true;
@@ -985,10 +990,22 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // A successor that runs this type and has room claims its own arc's tasks.
       return arc === undefined || arc.owner === this.id || !this.canClaim(arc.owner, task.type);
     });
-    const claimed = await this.claim(mine.slice(0, spare));
-    // More to read in our range, or claims refused (another node's view of the ring differed).
-    let backlog = inRange.length >= limit || claimed < Math.min(mine.length, spare);
-    spare -= claimed;
+    let placed: number;
+    if (this.wholeRing) {
+      placed = await this.claim(mine.slice(0, spare));
+      spare -= placed;
+    } else {
+      // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
+      // node deals its arc's tasks out over itself and its successors, least loaded first, as
+      // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
+      // with the largest arcs and being moved again by rebalancing.
+      const before = this.owned.size;
+      placed = await this.distribute(mine, { exclude: '', reason: 'claim', unplaced: 'leave' });
+      spare -= this.owned.size - before;
+    }
+    // More to read in our range, tasks left or refused (another node's view of the ring
+    // differed, or nobody had room).
+    let backlog = inRange.length >= limit || placed < mine.length;
 
     if (spare > 0) {
       const from = this.strayCursor ?? mineRange.to;
@@ -1002,11 +1019,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (this.ticks - firstSeen >= 2) stray.push(task);
         backlog = true;
       }
-      await this.claim(stray.slice(0, spare));
+      placed += await this.claim(stray.slice(0, spare));
     }
     // Forget sightings old enough that the task has surely been claimed or finished since.
     for (const [id, seen] of this.freeSeen) if (this.ticks - seen > 2 * this.config.resyncTicks) this.freeSeen.delete(id);
     this.freeBacklog = backlog;
+    return placed;
   }
 
   /** Moves free tasks to this node, adopting each that lands; returns how many did. */
@@ -1037,6 +1055,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const peer = this.peers.get(id);
     return peer === undefined || (peer.state === 'alive' && peer.taskCount < peer.capacity && peer.types.includes(type));
   }
+
 
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
   private canClaimAll(id: string): boolean {
