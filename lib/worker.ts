@@ -71,6 +71,8 @@ const spreadPeers = 8;
 const wholeRingMax = 32;
 /** Free tasks a node reads per period beyond its own arc, looking for tasks left unclaimed. */
 const strayPage = 16;
+/** A node busy placing tasks of its own arc looks for strays every this many claim rounds. */
+const strayEvery = 4;
 
 /** Runs `fn` over items with at most `limit` in flight: a bounded number of round trips, never one after another. */
 async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
@@ -187,6 +189,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly freeSeen = new Map<string, number>();
   /** Where the next look for stray free tasks starts: the ring goes round in pages. */
   private strayCursor: string | undefined;
+  /** The last look for strays found some: look again next round. */
+  private straysSeen = false;
+  private roundsSinceStrays = 0;
   private readonly followUps: Array<{ node: string; atTick: number }> = [];
   /** Our own tasks whose move away had an unknown outcome, with the ownership that move expected. */
   private readonly unsettled = new Map<string, TaskOwnership>();
@@ -965,11 +970,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
    *    runs). Where views agree, every free task has exactly one such claimant,
    *    and the claimants' reads do not overlap.
    * 2. With room to spare, one page of the rest of the pool, a little further round the ring
-   *    each period. A task seen there that is still free two periods after this node first
+   *    each time. A task seen there that is still free two periods after this node first
    *    saw it was left by its claimant (full, unable to run its type, or with a different
    *    view of the ring), and anyone may take it.
+   *
+   * Returns how many free tasks this round placed (on this node or its successors).
    */
-  /** Returns how many free tasks this round placed (on this node or its successors). */
   private async claimUnowned(): Promise<number> {
     let spare = this.config.capacity - this.owned.size;
     this.freeBacklog = false;
@@ -1007,7 +1013,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // differed, or nobody had room).
     let backlog = inRange.length >= limit || placed < mine.length;
 
-    if (spare > 0) {
+    // Strays: whenever this round found nothing of its own to place, and while the last look
+    // found some; a node busy with its own arc (tasks being added) looks every few rounds.
+    if (spare > 0 && (this.straysSeen || placed === 0 || ++this.roundsSinceStrays >= strayEvery)) {
+      this.roundsSinceStrays = 0;
+      this.straysSeen = false;
       const from = this.strayCursor ?? mineRange.to;
       const page = await this.store.unownedTasks(strayPage, { from, to: from });
       this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
@@ -1017,9 +1027,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
         this.freeSeen.set(task.id, firstSeen);
         if (this.ticks - firstSeen >= 2) stray.push(task);
+        this.straysSeen = true;
         backlog = true;
       }
       placed += await this.claim(stray.slice(0, spare));
+    } else if (spare > 0) {
+      // Not looked at this round: the next one will (it finds nothing of its own, or is due).
+      backlog = true;
     }
     // Forget sightings old enough that the task has surely been claimed or finished since.
     for (const [id, seen] of this.freeSeen) if (this.ticks - seen > 2 * this.config.resyncTicks) this.freeSeen.delete(id);

@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
-import { ringOrder } from '../lib/protocol/placement.js';
+import { claimArcs, inArc, ringOrder } from '../lib/protocol/placement.js';
+import { taskSlot } from '../lib/store/items.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
@@ -155,4 +156,31 @@ describe('rebalancing on join', () => {
     expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(3);
     ledger.expectSafe();
   }, 60_000);
+});
+
+describe('claims', () => {
+  it('a task type only one node of six runs is claimed by it wherever the tasks hash, also outside the arcs it reads first', async () => {
+    const t = await freshTable('scale');
+    tables.push(t);
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    const mail = Array.from({ length: 24 }, (_, i) => `mail-${i}`);
+    // a reads its own arc and those of its three watched successors (none runs 'mail'); the
+    // other two arcs' tasks reach it only as strays.
+    const ring = ringOrder(ids);
+    const at = ring.indexOf('a');
+    const arcs = claimArcs('a', [...ring.slice(at + 1), ...ring.slice(0, at)], true);
+    const beyond = mail.filter((task) => arcs.slice(4).some((arc) => inArc(taskSlot(task), arc)));
+    expect(beyond.length).toBeGreaterThan(0);
+    const store = t.store();
+    for (const id of mail) await store.createTask({ id, type: 'mail', payload: null }, 'now');
+    await store.bumpCluster('tasks');
+    const ledger = new Ledger();
+    const nodes = ids.map((id) => makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }) }, ledger, base));
+    nodes[0]!.handle('mail', ledger.handler('a'));
+    workers.push(...nodes);
+    await Promise.all(nodes.map((w) => w.start()));
+    // Well before the periodic look at the pool (every 30 periods).
+    await waitFor('every mail task running on a', () => mail.every((task) => ledger.runners(task).join() === 'a'), 20 * base.periodMs!);
+    ledger.expectSafe();
+  });
 });
