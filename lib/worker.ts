@@ -1070,7 +1070,6 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return peer === undefined || (peer.state === 'alive' && peer.taskCount < peer.capacity && peer.types.includes(type));
   }
 
-
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
   private canClaimAll(id: string): boolean {
     return [...this.handlers.keys()].every((type) => this.canClaim(id, type));
