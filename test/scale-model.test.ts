@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { failoverBoundMs, resolveConfig } from '../lib/config.js';
+import { measureFeed } from './support/feed-model.js';
 import { measureScale } from './support/scale-model.js';
 
 /** The simulator at cluster sizes one machine cannot run against DynamoDB Local (docs/scale.md). */
@@ -21,5 +22,21 @@ describe('per-node cost does not grow with the cluster (simulator)', () => {
     }
     const total = (f: typeof small) => Object.values(f.callsPerNodePeriod).reduce((a, b) => a + b, 0);
     expect(Math.abs(total(large) - total(small)) / total(small)).toBeLessThan(0.1);
+  }, 120_000);
+});
+
+describe('claims do not grow with the cluster (simulator)', () => {
+  it('50 nodes take on 5,000 new tasks with one claimant per task, reading only their own arcs, and end up balanced', async () => {
+    // 50 nodes: past the size where a node knows the whole ring, so arcs are uneven and each
+    // node deals its arc's tasks out over its neighbourhood.
+    const f = await measureFeed(50, 5000, 300);
+    expect(f.quietAfterFeedS).toBeDefined();
+    expect(f.quietAfterFeedS!).toBeLessThan(30);
+    // Before claims by arc, a free task was the first choice of several nodes and every node
+    // re-read the front of the pool (hundreds of items per period).
+    expect(f.refusedClaims).toBeLessThanOrEqual(f.tasks / 100);
+    expect(f.poolItemsPerNodePeriod).toBeLessThan(30);
+    expect(f.minLoad).toBeGreaterThanOrEqual(0.75 * (f.tasks / f.nodes));
+    expect(f.maxLoad).toBeLessThanOrEqual(1.25 * (f.tasks / f.nodes));
   }, 120_000);
 });
