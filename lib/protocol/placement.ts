@@ -152,6 +152,11 @@ function ringPoint(position: number): string {
   return position.toString(16).padStart(14, '0');
 }
 
+/** A node's ring position as an arc boundary (its ring key without the id). */
+function ringPointOf(id: string): string {
+  return ringKey(id).slice(0, 14);
+}
+
 /**
  * Who claims which free task first: each node takes the free tasks of its own arc of the
  * ring, so where the nodes' views agree every task has one claimant and the nodes' reads of
@@ -162,11 +167,12 @@ function ringPoint(position: number): string {
  *   arcs in ring order, so a small cluster shares a backlog evenly.
  * - Otherwise (a large cluster, where each node knows only a neighbourhood): a node's arc runs
  *   from its own ring position to its first successor's. These arcs are uneven (the largest
- *   is about ln n times the mean); rebalancing evens out what they leave.
+ *   is about ln n times the mean), which is why the worker deals an arc's tasks out over the
+ *   arc owner's neighbourhood there instead of claiming them all itself.
  */
 export function claimArcs(self: string, successors: readonly string[], wholeRing: boolean): ClaimArc[] {
   if (successors.length === 0) {
-    const at = ringKey(self).slice(0, 14);
+    const at = ringPointOf(self);
     return [{ owner: self, from: at, to: at }];
   }
   if (wholeRing) {
@@ -179,7 +185,7 @@ export function claimArcs(self: string, successors: readonly string[], wholeRing
     });
   }
   const ids = [self, ...successors];
-  return ids.slice(0, -1).map((owner, i) => ({ owner, from: ringKey(owner).slice(0, 14), to: ringKey(ids[i + 1]!).slice(0, 14) }));
+  return ids.slice(0, -1).map((owner, i) => ({ owner, from: ringPointOf(owner), to: ringPointOf(ids[i + 1]!) }));
 }
 
 /** Whether a slot lies in [from, to) on the ring (wrapping past the end when to <= from). */
