@@ -127,6 +127,13 @@ describe('rebalancing on join', () => {
     const { t, tasks, ledger, nodes } = await cluster(['a', 'b', 'c'], 60, () => ({ maxMovesPerTick }));
     await Promise.all(nodes.map((w) => w.start()));
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    // Arcs of 60 hashed tasks are uneven, so the three rebalance among themselves first;
+    // count only the moves the join causes.
+    const spread = (ws: Worker[]) => {
+      const counts = ws.map((w) => w.runningTasks().length);
+      return Math.max(...counts) - Math.min(...counts);
+    };
+    await waitFor('the three balanced before the join', () => spread(nodes) <= 3);
     const startsBefore = ledger.starts.length;
     const joiner = makeWorker({ id: 'joiner', store: t.store(), options: { maxMovesPerTick } }, ledger);
     workers.push(joiner);
@@ -152,8 +159,7 @@ describe('rebalancing on join', () => {
       expect(new Set(path).size, `${task} moved ${path.join(' -> ')}`).toBe(path.length);
     }
     expect(moves.length).toBeLessThanOrEqual(2 * joiner.runningTasks().length);
-    const counts = [...nodes, joiner].map((w) => w.runningTasks().length);
-    expect(Math.max(...counts) - Math.min(...counts)).toBeLessThanOrEqual(3);
+    expect(spread([...nodes, joiner])).toBeLessThanOrEqual(3);
     ledger.expectSafe();
   }, 60_000);
 });
