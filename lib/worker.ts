@@ -771,8 +771,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return listed.filter((t) => t.state === 'ready' && t.ownerInc !== liveInc);
   }
 
-  /** Live candidates for new tasks: this node with its exact load, and (balanced) every other live node. */
-  private async candidates(exclude: string): Promise<Candidate[]> {
+  /**
+   * Live candidates for new tasks: this node with its exact load, and (balanced) every other
+   * live node; `exclude` is the node the tasks come from, never a candidate.
+   */
+  private async candidates(exclude?: string): Promise<Candidate[]> {
     const self: Candidate = { id: this.id, inc: this.inc, load: this.owned.size, capacity: this.config.capacity, types: [...this.handlers.keys()] };
     const out: Candidate[] = exclude === this.id || this.phase !== 'running' ? [] : [self];
     if (this.config.takeover === 'detector' && out.length > 0) return out;
@@ -799,7 +802,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * and once a task's token has moved, the transaction can no longer land. Tasks for this
    * node go one by one: each write returns the item to run.
    */
-  private async distribute(tasks: TaskItem[], how: { exclude: string; reason: string; unplaced?: 'pool' | 'leave' }): Promise<number> {
+  private async distribute(tasks: TaskItem[], how: { exclude?: string; reason: string; unplaced?: 'pool' | 'leave' }): Promise<number> {
     if (tasks.length === 0) return 0;
     const candidates = await this.candidates(how.exclude);
     const { assigned, unplaced } = placeTasks(tasks, candidates);
@@ -1006,7 +1009,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
       // with the largest arcs and being moved again by rebalancing.
       const before = this.owned.size;
-      placed = await this.distribute(mine, { exclude: '', reason: 'claim', unplaced: 'leave' });
+      placed = await this.distribute(mine, { reason: 'claim', unplaced: 'leave' });
       spare -= this.owned.size - before;
     }
     // More to read in our range, tasks left or refused (another node's view of the ring
