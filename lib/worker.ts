@@ -821,6 +821,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
         else batches.push({ to: target, inc, tasks: chunk });
       }
     }
+    // Receivers with landed moves they have not been told of yet: a batch tells its receiver
+    // at once, the rest are told at the end, each receiver once.
     const notified = new Set<string>();
     let moved = 0;
     const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
@@ -852,8 +854,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         });
         if (landed) {
           moved += chunk.length;
-          notified.add(to);
-          early.push(this.store.notify(to).catch(() => {}));
+          // This tells of everything that landed for `to` so far.
+          notified.delete(to);
+          early.push(this.store.notify(to).catch(() => void notified.add(to)));
         } else {
           // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
           if (landedUnseen) notified.add(to);
@@ -863,7 +866,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       forEachLimit(singles, moveConcurrency, moveOne),
     ]);
     await forEachLimit(redo, moveConcurrency, moveOne);
-    await Promise.all([...early, ...[...notified].map((id) => this.store.notify(id).catch(() => {}))]);
+    await Promise.all(early);
+    await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
     if (toPool.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
   }

@@ -20,6 +20,12 @@ export interface FeedFigures {
   /** Free-pool queries and the items they returned, per node per period, while tasks were added. */
   poolQueriesPerNodePeriod: number;
   poolItemsPerNodePeriod: number;
+  /**
+   * Per task added, while tasks were added: notifications of receivers, and the reads of a
+   * node's whole task list they trigger (both grow when free tasks are dealt out one by one).
+   */
+  notifiesPerTask: number;
+  ownTaskReadsPerTask: number;
   /** Handler starts beyond one per task: tasks moved again after their first start. */
   extraStarts: number;
   minLoad: number;
@@ -30,7 +36,7 @@ export async function measureFeed(nodes: number, taskCount: number, rate: number
   const rnd = prng(seed);
   const time = new VirtualTime();
   const shared = new MemoryStore();
-  const pool = { queries: 0, items: 0, refused: 0 };
+  const pool = { queries: 0, items: 0, refused: 0, notifies: 0, ownReads: 0 };
   const counted: Store = new Proxy(shared, {
     get(target, prop, receiver) {
       const original = Reflect.get(target, prop, receiver);
@@ -41,6 +47,8 @@ export async function measureFeed(nodes: number, taskCount: number, rate: number
           pool.queries += 1;
           pool.items += (result as unknown[]).length;
         }
+        if (prop === 'notify') pool.notifies += 1;
+        if (prop === 'tasksOwnedBy') pool.ownReads += 1;
         if (prop === 'moveTask' && (args[1] as { owner?: unknown }).owner === null && !result) pool.refused += 1;
         if (prop === 'moveTasks' && (args[0] as Array<{ from: { owner?: unknown } }>)[0]?.from.owner === null && result === false) pool.refused += 1;
         return result;
@@ -104,6 +112,8 @@ export async function measureFeed(nodes: number, taskCount: number, rate: number
     refusedClaims: pool.refused,
     poolQueriesPerNodePeriod: Math.round((duringFeed.queries / nodes / periods) * 100) / 100,
     poolItemsPerNodePeriod: Math.round((duringFeed.items / nodes / periods) * 100) / 100,
+    notifiesPerTask: Math.round((duringFeed.notifies / taskCount) * 100) / 100,
+    ownTaskReadsPerTask: Math.round((duringFeed.ownReads / taskCount) * 100) / 100,
     extraStarts: starts - taskCount,
     minLoad: Math.min(...loads),
     maxLoad: Math.max(...loads),
