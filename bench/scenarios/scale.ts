@@ -225,7 +225,7 @@ export function renderScale(data: ScaleData): SectionReport {
         verdict: verdict(unitMet),
       },
       {
-        figure: `Crash takeover at ${sizeLabel(results.at(-1)!)} nodes, ${taskCount.toLocaleString('en-US')} tasks`,
+        figure: `Crash takeover at ${results.at(-1)!.nodes} nodes${periodOf(results.at(-1)!) === periodMs ? '' : ` (P = ${seconds(periodOf(results.at(-1)!))})`}, ${taskCount.toLocaleString('en-US')} tasks`,
         // A fleet that never settled has no typical victim to time: say so instead of "0 ms".
         keeper: results.at(-1)!.settleMs === undefined ? `not measured: the fleet was not quiet within ${seconds(180 * periodOf(results.at(-1)!))}` : medianP99(summarize(results.at(-1)!.kills.flatMap((k) => (k.ms === undefined ? [] : [k.ms]))), seconds),
         baseline: 'not run',
