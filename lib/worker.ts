@@ -847,11 +847,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.all([
       forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
         let landedUnseen = false;
-        const landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
+        let failure: unknown;
+        let landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           landedUnseen = error instanceof AmbiguousWriteError;
-          this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: errorText(error) });
+          failure = error;
           return false;
         });
+        if (landedUnseen) {
+          // A transaction lands whole or not at all, and one that timed out on a busy store has
+          // often landed by then: one consistent read of its tasks says so, where redoing them
+          // costs a refused write and a read per task. If it has not landed (yet), the single
+          // moves below race it, and each task's token lets exactly one of them win.
+          const now = await this.store.getTasks(chunk.map((task) => task.id)).catch(() => undefined);
+          landed = now !== undefined && chunk.every((task) => movedTo(now.get(task.id), task, { owner: to, ownerInc: inc }));
+        }
+        if (!landed) this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: errorText(failure) });
         if (landed) {
           moved += chunk.length;
           // This tells of everything that landed for `to` so far.

@@ -282,6 +282,18 @@ describe.each([
       expect(await h.store.getTask(a)).toMatchObject({ owner: null, token: 0 });
     });
 
+    it('reads several tasks by id in one call, leaving out ids that do not exist', async () => {
+      const ids = Array.from({ length: 130 }, (_, i) => uid(`g${i}`));
+      await Promise.all(ids.map((id) => h.store.createTask({ id, type: 'demo', payload: { id } }, 'now')));
+      await h.store.moveTask(ids[7]!, { owner: null, ownerInc: 0, token: 0 }, { owner: 'n1', ownerInc: 3 });
+      const missing = uid('missing');
+      const tasks = await h.store.getTasks([...ids, missing]);
+      expect(tasks.size).toBe(ids.length);
+      expect(tasks.has(missing)).toBe(false);
+      expect(tasks.get(ids[7]!)).toMatchObject({ owner: 'n1', ownerInc: 3, token: 1, payload: { id: ids[7] } });
+      expect(tasks.get(ids[129]!)).toMatchObject({ owner: null, token: 0 });
+    });
+
     it('lets exactly one of two racing claims win', async () => {
       const id = uid('t');
       await h.store.createTask({ id, type: 'demo', payload: null }, 'now');

@@ -291,23 +291,7 @@ export class DynamoStore implements Store {
     const wanted: Record<string, unknown>[] = [...new Set(ids)].map((id) => keys.node(id));
     const withCluster = options.cluster !== false;
     if (withCluster) wanted.push(keys.cluster);
-    const found: Raw[] = [];
-    for (let i = 0; i < wanted.length; i += 100) {
-      let pending: Record<string, unknown>[] = wanted.slice(i, i + 100);
-      for (let round = 1; pending.length > 0; round++) {
-        const out = await this.read('read nodes', () =>
-          this.send<{ Responses?: Record<string, Raw[]>; UnprocessedKeys?: Record<string, { Keys?: Record<string, unknown>[] }> }>(
-            new BatchGetCommand({ RequestItems: { [this.table]: { Keys: pending, ConsistentRead: true } } }),
-          ),
-        );
-        found.push(...(out.Responses?.[this.table] ?? []));
-        pending = out.UnprocessedKeys?.[this.table]?.Keys ?? [];
-        if (pending.length > 0) {
-          if (round >= this.retry.attempts) throw new StoreUnavailableError(`read nodes: ${pending.length} keys unprocessed after ${round} rounds`);
-          await this.backoff(round);
-        }
-      }
-    }
+    const found = await this.batchGet('read nodes', wanted);
     const nodes = new Map<string, NodeItem>();
     let cluster: ClusterItem | undefined = withCluster ? { tasks: 0 } : undefined;
     for (const raw of found) {
@@ -516,6 +500,38 @@ export class DynamoStore implements Store {
       (current) => current['createdAt'] === createdAt && current['type'] === task.type,
     );
     return out.won ? 'created' : 'exists';
+  }
+
+  async getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>> {
+    const found = await this.batchGet('get tasks', [...new Set(ids)].map((id) => keys.task(id)));
+    const tasks = new Map<string, TaskItem>();
+    for (const raw of found) {
+      const task = parseTask(raw, this.warn);
+      if (task) tasks.set(task.id, task);
+    }
+    return tasks;
+  }
+
+  /** Consistent reads of items by key: 100 keys per request, keys the store left unprocessed asked again. */
+  private async batchGet(what: string, wanted: Record<string, unknown>[]): Promise<Raw[]> {
+    const found: Raw[] = [];
+    for (let i = 0; i < wanted.length; i += 100) {
+      let pending: Record<string, unknown>[] = wanted.slice(i, i + 100);
+      for (let round = 1; pending.length > 0; round++) {
+        const out = await this.read(what, () =>
+          this.send<{ Responses?: Record<string, Raw[]>; UnprocessedKeys?: Record<string, { Keys?: Record<string, unknown>[] }> }>(
+            new BatchGetCommand({ RequestItems: { [this.table]: { Keys: pending, ConsistentRead: true } } }),
+          ),
+        );
+        found.push(...(out.Responses?.[this.table] ?? []));
+        pending = out.UnprocessedKeys?.[this.table]?.Keys ?? [];
+        if (pending.length > 0) {
+          if (round >= this.retry.attempts) throw new StoreUnavailableError(`${what}: ${pending.length} keys unprocessed after ${round} rounds`);
+          await this.backoff(round);
+        }
+      }
+    }
+    return found;
   }
 
   async getTask(id: string): Promise<TaskItem | undefined> {

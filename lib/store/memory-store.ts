@@ -252,6 +252,15 @@ export class MemoryStore implements Store {
     return this.task(id);
   }
 
+  async getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>> {
+    const tasks = new Map<string, TaskItem>();
+    for (const id of ids) {
+      const task = this.task(id);
+      if (task) tasks.set(id, task);
+    }
+    return tasks;
+  }
+
   private owns(raw: Raw | undefined, expected: TaskOwnership): raw is Raw {
     return (
       raw !== undefined &&

@@ -161,6 +161,8 @@ export interface Store {
   /** Creates a task unless one with that id exists. */
   createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'>;
   getTask(id: string): Promise<TaskItem | undefined>;
+  /** Consistent reads of several tasks, by id; tasks that do not exist are absent. */
+  getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>>;
   /** Deletes a task; with `expected`, only if its ownership is still the same. */
   deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined>;
   listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>>;
