@@ -861,7 +861,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           const now = await this.store.getTasks(chunk.map((task) => task.id)).catch(() => undefined);
           landed = now !== undefined && chunk.every((task) => movedTo(now.get(task.id), task, { owner: to, ownerInc: inc }));
         }
-        if (!landed) this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: errorText(failure) });
+        if (!landed) this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
         if (landed) {
           moved += chunk.length;
           // This tells of everything that landed for `to` so far.
