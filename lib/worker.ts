@@ -846,13 +846,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const early: Array<Promise<void>> = [];
     await Promise.all([
       forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
-        let landedUnseen = false;
         let failure: unknown;
         let landed = await this.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
-          landedUnseen = error instanceof AmbiguousWriteError;
           failure = error;
           return false;
         });
+        const landedUnseen = failure instanceof AmbiguousWriteError;
         if (landedUnseen) {
           // A transaction lands whole or not at all, and one that timed out on a busy store has
           // often landed by then: one consistent read of its tasks says so, where redoing them
@@ -861,13 +860,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
           const now = await this.store.getTasks(chunk.map((task) => task.id)).catch(() => undefined);
           landed = now !== undefined && chunk.every((task) => movedTo(now.get(task.id), task, { owner: to, ownerInc: inc }));
         }
-        if (!landed) this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
         if (landed) {
           moved += chunk.length;
           // This tells of everything that landed for `to` so far.
           notified.delete(to);
           early.push(this.store.notify(to).catch(() => void notified.add(to)));
         } else {
+          this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
           // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
           if (landedUnseen) notified.add(to);
           redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));

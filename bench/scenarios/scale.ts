@@ -136,7 +136,8 @@ export function renderScale(data: ScaleData): SectionReport {
   const taskCount = results[0]!.tasks;
 
   const periodOf = (r: SizeResult) => r.periodMs ?? periodMs;
-  const sizeLabel = (r: SizeResult) => (periodOf(r) === periodMs ? String(r.nodes) : `${r.nodes} (P = ${seconds(periodOf(r))})`);
+  /** ' (P = 4.00 s)' for a size that ran at another period than the default, else ''. */
+  const periodNote = (r: SizeResult) => (periodOf(r) === periodMs ? '' : ` (P = ${seconds(periodOf(r))})`);
   const perNodePeriod = (r: SizeResult, pick: (ops: Record<string, OperationCount>) => number): Summary =>
     summarize(r.windows.map((w) => pick(w.ops) / r.nodes / ((w.seconds * 1000) / periodOf(r))));
   const readReq = (ops: Record<string, OperationCount>) => totals(ops).readRequests;
@@ -155,7 +156,7 @@ export function renderScale(data: ScaleData): SectionReport {
     const kill = summarize(r.kills.flatMap((k) => (k.ms === undefined ? [] : [k.ms])));
     const det = summarize(r.kills.flatMap((k) => (k.detectionMs === undefined ? [] : [k.detectionMs])));
     return [
-      sizeLabel(r),
+      `${r.nodes}${periodNote(r)}`,
       `${Math.round(r.tasks / r.nodes)} (capacity ${r.capacity})`,
       r.settleMs === undefined ? `not quiet in ${seconds(180 * periodOf(r))}` : seconds(r.settleMs),
       medianP99(perNodePeriod(r, readReq), (v) => v.toFixed(2)),
@@ -225,7 +226,7 @@ export function renderScale(data: ScaleData): SectionReport {
         verdict: verdict(unitMet),
       },
       {
-        figure: `Crash takeover at ${results.at(-1)!.nodes} nodes${periodOf(results.at(-1)!) === periodMs ? '' : ` (P = ${seconds(periodOf(results.at(-1)!))})`}, ${taskCount.toLocaleString('en-US')} tasks`,
+        figure: `Crash takeover at ${results.at(-1)!.nodes} nodes${periodNote(results.at(-1)!)}, ${taskCount.toLocaleString('en-US')} tasks`,
         // A fleet that never settled has no typical victim to time: say so instead of "0 ms".
         keeper: results.at(-1)!.settleMs === undefined ? `not measured: the fleet was not quiet within ${seconds(180 * periodOf(results.at(-1)!))}` : medianP99(summarize(results.at(-1)!.kills.flatMap((k) => (k.ms === undefined ? [] : [k.ms]))), seconds),
         baseline: 'not run',
