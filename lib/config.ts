@@ -41,6 +41,9 @@ export const optionsSchema = z
     takeover: z.enum(takeoverModes, { error: `takeover must be one of: ${takeoverModes.join(', ')}` }).default('balanced'),
     resyncTicks: z.number().int().min(1, 'resyncTicks must be at least 1').default(30),
     inboxPollMs: positiveMs('inboxPollMs').optional(),
+    doorbell: z.boolean({ error: 'doorbell must be true or false' }).default(true),
+    doorbellPort: z.number().int('doorbellPort must be a whole number').min(0, 'doorbellPort must be 0 (any free port) to 65535').max(65_535, 'doorbellPort must be 0 (any free port) to 65535').default(0),
+    doorbellHost: z.string().min(1, 'doorbellHost must not be empty').max(253, 'doorbellHost is too long').optional(),
     maxMovesPerTick: z.number().int().min(0, 'maxMovesPerTick must be >= 0').default(20),
     maxAttempts: z.number().int().min(1, 'maxAttempts must be at least 1').default(5),
     retryBaseMs: positiveMs('retryBaseMs').default(500),
@@ -64,6 +67,14 @@ export interface KeeperConfig {
   resyncTicks: number;
   /** Poll this node's inbox this often between heartbeats (undefined: only with each heartbeat). */
   inboxPollMs?: number;
+  /**
+   * Ring a receiver over UDP when tasks are handed to it, so it starts them at once instead
+   * of at its next heartbeat (see doorbell.ts); listening on doorbellPort (0: any free port),
+   * reachable at doorbellHost (default: the first non-internal IPv4 address).
+   */
+  doorbell: boolean;
+  doorbellPort: number;
+  doorbellHost?: string;
   maxMovesPerTick: number;
   maxAttempts: number;
   retryBaseMs: number;

@@ -2,6 +2,7 @@ import { EventEmitter } from 'node:events';
 import { hostname } from 'node:os';
 import { systemClock, sleep, type Clock, type Timer } from './clock.js';
 import { batchMoveLanes, batchMoveSize, ConfigError, moveConcurrency, resolveConfig, type KeeperConfig, type KeeperOptions } from './config.js';
+import { UdpDoorbell, type Doorbell, type Ring } from './doorbell.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import { Detector } from './protocol/detector.js';
 import { Lease } from './protocol/lease.js';
@@ -20,8 +21,10 @@ import {
 import { taskSlot } from './store/items.js';
 import { TaskRun, type HandlerOptions, type Registration, type RunHost, type RunOutcome, type TaskHandler } from './tasks.js';
 
-export interface WorkerOptions extends KeeperOptions {
+export interface WorkerOptions extends Omit<KeeperOptions, 'doorbell'> {
   store: Store;
+  /** false: no doorbell (handovers noticed at the next heartbeat); a Doorbell: use that one (the simulator's). Default: UDP. */
+  doorbell?: boolean | Doorbell;
   clock?: Clock;
   logger?: Logger;
   /** Source of randomness for jitter and fresh incarnation numbers (seeded in the simulator). */
@@ -55,6 +58,11 @@ interface Owned {
   /** The tick at which this node took the task on. */
   since: number;
 }
+
+/** Rings kept waiting for the next maintenance pass; more are dropped (the inbox still tells). */
+const maxWaitingRings = 64;
+/** Inbox values checked one by one against the rings; a larger jump means a resync anyway. */
+const maxToldSpan = 1024;
 
 /**
  * Periods a task stays on a node before rebalancing may move it on: two nodes acting on each
@@ -150,8 +158,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
   /** Send time of the first attempt to write `counter + 1`, while no attempt has succeeded. */
   private firstAttemptAt: number | undefined;
   private readonly lease: Lease;
-  /** The newest inbox value seen (heartbeat reply or inbox poll) and the one acted on. */
+  /** The newest inbox value seen (heartbeat reply, inbox poll or ring) and the one acted on. */
   private latestInbox: number | undefined;
+  private readonly doorbell: Doorbell | undefined;
+  /** This incarnation's doorbell address, published in its node item. */
+  private bell: string | undefined;
+  /** Rings waiting to be answered, and the inbox values whose handovers rings told in full. */
+  private rings: Ring[] = [];
+  private readonly toldInboxes = new Set<number>();
   private detector!: Detector;
   private readonly runHost: RunHost;
 
@@ -202,13 +216,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   constructor(options: WorkerOptions) {
     super();
-    const { store, clock, logger, random, ...settings } = options;
-    this.config = resolveConfig(settings);
+    const { store, clock, logger, random, doorbell, ...settings } = options;
+    this.config = resolveConfig(typeof doorbell === 'boolean' ? { ...settings, doorbell } : settings);
     this.store = store;
     this.clock = clock ?? systemClock;
     this.log = logger ?? silentLogger;
     this.random = random ?? Math.random;
     this.id = this.config.nodeId ?? defaultNodeId();
+    this.doorbell =
+      typeof doorbell === 'object'
+        ? doorbell
+        : this.config.doorbell
+          ? new UdpDoorbell({ port: this.config.doorbellPort, host: this.config.doorbellHost, warn: (message) => this.log.warn(message, { node: this.id }) })
+          : undefined;
     this.detector = this.newDetector();
     this.runHost = this.createRunHost();
     this.lease = new Lease(this.clock, this.config.fenceMs, (since) => this.fence(since));
@@ -262,7 +282,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
   async start(): Promise<void> {
     if (this.phase !== 'new') throw new Error('worker already started');
     this.phase = 'joining';
-    await this.join(true);
+    this.bell = await this.doorbell?.open((ring) => this.onRing(ring));
+    try {
+      await this.join(true);
+    } catch (error) {
+      await this.doorbell?.close();
+      throw error;
+    }
     if (this.phase !== 'joining') return;
     this.phase = 'running';
     // Beat at once: the lease runs from the join write, and a slow start (announcing, a cold
@@ -321,6 +347,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.tickTimer?.cancel();
     this.lease.cancel();
     this.inboxTimer?.cancel();
+    void this.doorbell?.close();
   }
 
   // ------------------------------------------------------------------ joining
@@ -357,6 +384,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
           watch: existing?.watch ?? {},
           settings: this.settings(),
           joinedAt: new Date().toISOString(),
+          ...(this.bell ? { bell: this.bell } : {}),
         };
         this.joinAttempts.set(node.joinedAt, sentAt);
         if (!(await this.joinAs(node, existing))) continue;
@@ -383,6 +411,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.renew(sentAt);
     this.neighboursDirty = true;
     this.processedInbox = -1;
+    this.toldInboxes.clear();
     await this.announce();
     this.emit('joined', { inc: this.inc });
     this.log.info('joined the cluster', { node: this.id, inc: this.inc, counter: this.counter });
@@ -606,11 +635,57 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   private async pickUpHandover(): Promise<void> {
-    if (this.latestInbox === undefined || this.latestInbox === this.processedInbox) return;
-    this.processedInbox = this.latestInbox;
+    await this.answerRings();
+    if (!this.inboxNeedsResync()) return;
     // Once more at the next period: the owner index may lag behind the handover.
     this.resyncPending = Math.max(this.resyncPending, 1);
     await this.resync();
+  }
+
+  /** A peer handed tasks to this node and rang: pick them up now, not at the next heartbeat. */
+  private onRing(ring: Ring): void {
+    if (ring.node !== this.id || this.phase !== 'running') return;
+    // Bounded: under a flood, the inbox (read with every heartbeat) still tells of everything.
+    if (this.rings.length >= maxWaitingRings) return;
+    this.rings.push(ring);
+    this.kickMaintenance('inbox');
+  }
+
+  /**
+   * Reads the tasks the waiting rings name, with one consistent batch read, and takes in
+   * those the table says are ours. A ring without task ids makes its inbox value news, for
+   * a resync. The indexes are not involved, so this needs no second look for index lag.
+   */
+  private async answerRings(): Promise<void> {
+    const rings = this.rings.splice(0);
+    if (rings.length === 0) return;
+    const ids = [...new Set(rings.flatMap((r) => r.tasks ?? []))];
+    const now = ids.length > 0 ? await this.store.getTasks(ids).catch(() => undefined) : new Map<string, TaskItem>();
+    if (!now) return; // the heartbeat's inbox still tells of them
+    for (const id of ids) {
+      const task = now.get(id);
+      if (task && this.isMine(task) && this.phase === 'running') await this.takeIn(task);
+    }
+    for (const ring of rings) {
+      if (ring.tasks) this.toldInboxes.add(ring.inbox);
+      else if (ring.inbox > (this.latestInbox ?? -1)) this.latestInbox = ring.inbox;
+    }
+  }
+
+  /**
+   * Whether the inbox moved on in a way only a resync can answer, marking it seen. Each
+   * notification bumps the inbox by one; when rings told of every value since the last one
+   * acted on (with their tasks), those tasks are already taken in and nothing is left to find.
+   */
+  private inboxNeedsResync(): boolean {
+    const latest = this.latestInbox;
+    if (latest === undefined || latest === this.processedInbox) return false;
+    const from = this.processedInbox;
+    this.processedInbox = latest;
+    let told = from >= 0 && latest - from <= maxToldSpan;
+    for (let value = from + 1; told && value <= latest; value++) told = this.toldInboxes.has(value);
+    for (const value of this.toldInboxes) if (value <= latest) this.toldInboxes.delete(value);
+    return !told;
   }
 
   private periodic(): boolean {
@@ -660,12 +735,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (now && this.isMine(now) && !this.unsettled.has(id)) this.adopt(now);
     }
 
-    const inbox = this.latestInbox;
-    if (inbox !== undefined && inbox !== this.processedInbox) {
-      this.processedInbox = inbox;
-      // Twice: indexes are eventually consistent, and a handover may not be visible at once.
-      this.resyncPending = 2;
-    }
+    await this.answerRings();
+    // Twice: indexes are eventually consistent, and a handover may not be visible at once.
+    if (this.inboxNeedsResync()) this.resyncPending = 2;
     if (this.resyncPending > 0 || this.periodic()) {
       this.resyncPending = Math.max(0, this.resyncPending - 1);
       await this.resync();
@@ -821,9 +893,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
         else batches.push({ to: target, inc, tasks: chunk });
       }
     }
-    // Receivers with landed moves they have not been told of yet: a batch tells its receiver
-    // at once, the rest are told at the end, each receiver once.
-    const notified = new Set<string>();
+    // Landed moves each receiver has not been told of yet: a batch tells its receiver at once,
+    // the rest are told at the end, each receiver once.
+    const untold = new Map<string, string[]>();
+    const landedFor = (to: string, ids: string[]) => untold.set(to, [...(untold.get(to) ?? []), ...ids]);
+    const tell = async (to: string) => {
+      const ids = untold.get(to) ?? [];
+      untold.delete(to);
+      if (!(await this.tell(to, ids))) landedFor(to, ids);
+    };
     let moved = 0;
     const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
       try {
@@ -836,7 +914,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         if (!after) return;
         moved += 1;
         if (to === this.id) this.adopt(after);
-        else if (to !== null) notified.add(to);
+        else if (to !== null) landedFor(to, [task.id]);
       } catch (error) {
         // Ambiguous or unavailable: the tombstone sweep (or the target's resync) finds it later.
         this.log.warn(`${how.reason}: could not move task`, { node: this.id, task: task.id, error: errorText(error) });
@@ -862,13 +940,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         }
         if (landed) {
           moved += chunk.length;
-          // This tells of everything that landed for `to` so far.
-          notified.delete(to);
-          early.push(this.store.notify(to).catch(() => void notified.add(to)));
+          landedFor(to, chunk.map((task) => task.id));
+          early.push(tell(to));
         } else {
           this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
           // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
-          if (landedUnseen) notified.add(to);
+          if (landedUnseen) landedFor(to, chunk.map((task) => task.id));
           redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
         }
       }),
@@ -876,9 +953,21 @@ export class Worker extends EventEmitter<WorkerEvents> {
     ]);
     await forEachLimit(redo, moveConcurrency, moveOne);
     await Promise.all(early);
-    await Promise.all([...notified].map((id) => this.store.notify(id).catch(() => {})));
+    await Promise.all([...untold.keys()].map(tell));
     if (toPool.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
+  }
+
+  /**
+   * Tells a node that tasks were handed to it: bumps its inbox in the table (what it is sure
+   * to see, with its next heartbeat), then rings its doorbell with the new inbox value and
+   * the tasks, so that it can start them now. False if the table could not be told.
+   */
+  private async tell(to: string, tasks: string[]): Promise<boolean> {
+    const reply = await this.store.notify(to).catch(() => null);
+    if (reply === null) return false;
+    if (reply?.bell && this.doorbell) this.doorbell.ring(reply.bell, { node: to, inbox: reply.inbox, tasks });
+    return true;
   }
 
   /**
@@ -944,12 +1033,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       if (task.state !== 'ready') continue;
       if (task.ownerInc === this.inc) {
         seen.add(task.id);
-        if (task.releaseRequested) await this.release(task.id, task);
-        else if (this.owned.has(task.id)) continue;
-        // Handed over on load figures that were a period old: never run past capacity,
-        // give the excess back to the pool instead.
-        else if (this.owned.size >= this.config.capacity) await this.release(task.id, task);
-        else this.adopt(task);
+        await this.takeIn(task);
       } else if (task.ownerInc < this.inc) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
         const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
@@ -969,6 +1053,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       await this.drop(id, 'revoked');
     }
+  }
+
+  /** A task of this incarnation, as the table lists it: run it, unless it must go back. */
+  private async takeIn(task: TaskItem): Promise<void> {
+    if (task.releaseRequested) await this.release(task.id, task);
+    else if (this.owned.has(task.id)) return;
+    // Handed over on load figures that were a period old: never run past capacity,
+    // give the excess back to the pool instead.
+    else if (this.owned.size >= this.config.capacity) await this.release(task.id, task);
+    else this.adopt(task);
   }
 
   /** Operator's force-release: stop the task, then put it back in the pool for others. */
@@ -1116,16 +1210,16 @@ export class Worker extends EventEmitter<WorkerEvents> {
         .slice(0, count);
       if (movable.length === 0) continue;
       budget -= movable.length;
-      let moved = 0;
+      const moved: string[] = [];
       await forEachLimit(movable, moveConcurrency, async (task) => {
         await this.drop(task.id, 'rebalanced');
         const after = await this.move(task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
-        if (after) moved += 1;
+        if (after) moved.push(task.id);
         else await this.resyncOne(task.id);
       });
-      if (moved > 0) {
-        await this.store.notify(id).catch(() => {});
-        this.emit('rebalanced', { to: id, tasks: moved });
+      if (moved.length > 0) {
+        await this.tell(id, moved);
+        this.emit('rebalanced', { to: id, tasks: moved.length });
       }
     }
   }

@@ -117,9 +117,20 @@ describe.each([
       expect(await h.store.getNode(id)).toBeUndefined();
     });
 
+    it('notify returns each new inbox value with the node\'s doorbell, which the heartbeat keeps', async () => {
+      const id = uid('n');
+      const plain = uid('n');
+      await h.store.joinNode({ ...node(id), bell: '10.0.0.7:4567' }, undefined);
+      await h.store.joinNode(node(plain), undefined);
+      expect(await h.store.notify(id)).toEqual({ inbox: 1, bell: '10.0.0.7:4567' });
+      await h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter: 1, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(await h.store.notify(id)).toEqual({ inbox: 2, bell: '10.0.0.7:4567' });
+      expect(await h.store.notify(plain)).toEqual({ inbox: 1 });
+    });
+
     it('notify never creates a node item', async () => {
       const id = uid('ghost');
-      await h.store.notify(id);
+      expect(await h.store.notify(id)).toBeUndefined();
       expect(await h.store.getNode(id)).toBeUndefined();
       expect(await h.store.peekInbox(id)).toBeUndefined();
     });

@@ -233,7 +233,7 @@ describe('worker against DynamoDB Local', () => {
   it('with a fast inbox poll, tasks handed over by a leaving node start within a few poll intervals', async () => {
     const { t, tasks } = await setup(30);
     const ledger = new Ledger();
-    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }], { periodMs: 1000, inboxPollMs: 50 });
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }], { periodMs: 1000, inboxPollMs: 50, doorbell: false });
     await startAll(nodes);
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
     const held = nodes[0]!.runningTasks();
@@ -242,6 +242,40 @@ describe('worker against DynamoDB Local', () => {
     await waitFor('handover', () => held.every((task) => ledger.runners(task).length === 1), 5000, 5);
     // Well under one period (1000 ms): the receivers did not wait for their next heartbeat.
     expect(performance.now() - started).toBeLessThan(600);
+    ledger.expectSafe();
+  });
+
+  it('rings the receiver of a leave, which starts the tasks before its next heartbeat and then reads no task list', async () => {
+    const { t, tasks } = await setup(30);
+    const ledger = new Ledger();
+    const stores = { a: t.store({ requestTimeoutMs: 1000 }), b: t.store({ requestTimeoutMs: 1000 }) };
+    // Every full read of b's task list (the owner index) from here on.
+    const listReads: number[] = [];
+    const list = stores.b.tasksOwnedBy.bind(stores.b);
+    stores.b.tasksOwnedBy = (id) => {
+      if (id === 'b') listReads.push(performance.now());
+      return list(id);
+    };
+    const [a, b] = (['a', 'b'] as const).map((id) => makeWorker({ id, store: stores[id] }, ledger, { periodMs: 2000 }));
+    workers.push(a!, b!);
+    await a!.start();
+    await waitFor('a runs every task', () => a!.runningTasks().length === tasks.length);
+    await b!.start();
+    // Past b's joining resyncs (its first two maintenance passes), and just after a heartbeat:
+    // its next one is a period away.
+    const joinedAt = b!.snapshot().counter;
+    await waitFor('b settled', () => b!.snapshot().counter >= joinedAt + 3, 20_000, 5);
+    const beat = b!.snapshot().counter;
+    await waitFor('b beats', () => b!.snapshot().counter > beat, 5000, 2);
+    const counter = b!.snapshot().counter;
+    const leftAt = performance.now();
+    await a!.stop();
+    await waitFor('every task runs on b', () => tasks.every((task) => ledger.runners(task).join() === 'b'), 1500, 5);
+    expect(b!.snapshot().counter).toBe(counter);
+    // The ring told b of every handover with its tasks, so its next heartbeats' inbox is no news.
+    // The maintenance after the first of them is over by the second.
+    await waitFor('two more heartbeats of b', () => b!.snapshot().counter >= counter + 2, 10_000);
+    expect(listReads.filter((at) => at >= leftAt)).toEqual([]);
     ledger.expectSafe();
   });
 

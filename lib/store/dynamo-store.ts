@@ -12,7 +12,7 @@ import {
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { ringKey } from '../protocol/placement.js';
-import { keys, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
+import { keys, notified, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
 import {
   AmbiguousWriteError,
   maxBatchMove,
@@ -23,6 +23,7 @@ import {
   type MemberEntry,
   type NodeItem,
   type NodeState,
+  type Notified,
   type Page,
   type SlotRange,
   type Store,
@@ -419,8 +420,8 @@ export class DynamoStore implements Store {
     return typeof inbox === 'number' ? inbox : undefined;
   }
 
-  async notify(id: string): Promise<void> {
-    await this.write(
+  async notify(id: string): Promise<Notified | undefined> {
+    const out = await this.write(
       'notify',
       () =>
         this.send(
@@ -430,10 +431,13 @@ export class DynamoStore implements Store {
             UpdateExpression: 'ADD inbox :one',
             ConditionExpression: 'attribute_exists(pk)',
             ExpressionAttributeValues: { ':one': 1 },
+            // The doorbell's address and the new inbox value come back at no read cost.
+            ReturnValues: 'ALL_NEW',
           }),
         ),
       () => true,
     );
+    return out.won ? notified(out.item) : undefined;
   }
 
   async notifyNeighbours(id: string): Promise<void> {

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ringKey } from '../protocol/placement.js';
-import type { ClusterItem, NodeItem, TaskItem } from './store.js';
+import type { ClusterItem, NodeItem, Notified, TaskItem } from './store.js';
 
 /**
  * The table's key design, written down once.
@@ -60,6 +60,7 @@ export const nodeItemSchema = z.object({
     .optional(),
   deadBy: z.string().optional(),
   joinedAt: z.string(),
+  bell: z.string().max(300).optional(),
 });
 
 export const taskItemSchema = z.object({
@@ -98,6 +99,14 @@ export function parseTask(raw: Record<string, unknown>, warn: Warn): TaskItem | 
   if (parsed.success) return parsed.data as TaskItem;
   warn(`skipping corrupt task item ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
   return undefined;
+}
+
+/** The inbox and doorbell of a node item as a notification returned it. */
+export function notified(raw: Record<string, unknown> | undefined): Notified | undefined {
+  const inbox = raw?.['inbox'];
+  if (typeof inbox !== 'number') return undefined;
+  const bell = raw?.['bell'];
+  return typeof bell === 'string' ? { inbox, bell } : { inbox };
 }
 
 export function parseCluster(raw: Record<string, unknown> | undefined): ClusterItem {

@@ -1,5 +1,5 @@
 import { ringKey } from '../protocol/placement.js';
-import { keys, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
+import { keys, notified, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
 import {
   maxBatchMove,
   type ClusterItem,
@@ -8,6 +8,7 @@ import {
   type MemberEntry,
   type NodeItem,
   type NodeState,
+  type Notified,
   type Page,
   type SlotRange,
   type Store,
@@ -215,9 +216,11 @@ export class MemoryStore implements Store {
     return typeof inbox === 'number' ? inbox : undefined;
   }
 
-  async notify(id: string): Promise<void> {
+  async notify(id: string): Promise<Notified | undefined> {
     const current = this.get(keys.node(id));
-    if (current) current['inbox'] = (typeof current['inbox'] === 'number' ? current['inbox'] : 0) + 1;
+    if (!current) return undefined;
+    current['inbox'] = (typeof current['inbox'] === 'number' ? current['inbox'] : 0) + 1;
+    return notified(current);
   }
 
   async notifyNeighbours(id: string): Promise<void> {

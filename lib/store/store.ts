@@ -41,6 +41,14 @@ export interface NodeItem {
   deadBy?: string;
   /** Wall-clock time of the join, for people reading `status`; the protocol never reads it. */
   joinedAt: string;
+  /** Where this incarnation's doorbell listens ("host:port"), if it has one. */
+  bell?: string;
+}
+
+/** A node's inbox after a notification, and where to ring it. */
+export interface Notified {
+  inbox: number;
+  bell?: string;
 }
 
 /** The settings the safety bound depends on (see config.ts). */
@@ -151,8 +159,11 @@ export interface Store {
   removeNode(id: string, expected: { inc: number; state: NodeState }): Promise<boolean>;
   /** A node's inbox counter, from a cheap eventually consistent read (undefined if unreadable). */
   peekInbox(id: string): Promise<number | undefined>;
-  /** Tells a node that its tasks changed behind its back (no-op if the node item is gone). */
-  notify(id: string): Promise<void>;
+  /**
+   * Tells a node that its tasks changed behind its back: bumps its inbox and returns the new
+   * value with the node's doorbell (undefined if the node item is gone).
+   */
+  notify(id: string): Promise<Notified | undefined>;
   /** Tells a node that its ring neighbourhood changed (no-op if the node item is gone). */
   notifyNeighbours(id: string): Promise<void>;
   bumpCluster(field: keyof ClusterItem): Promise<void>;

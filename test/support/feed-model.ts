@@ -63,7 +63,7 @@ export async function measureFeed(nodes: number, taskCount: number, rate: number
     const clock = new SimClock(time, 1, 0);
     const id = `k${i}`;
     const net = networkStore(counted, time, clock, { latency: () => 2 + rnd() * 3, partitioned: () => false, lostReply: () => 0, random: rnd, timeoutMs: 200 });
-    const worker = new Worker({ store: net, clock, random: rnd, nodeId: id, periodMs: 1000, capacity }).handle('demo', (ctx) => {
+    const worker = new Worker({ store: net, clock, random: rnd, nodeId: id, doorbell: false, periodMs: 1000, capacity }).handle('demo', (ctx) => {
       running.set(ctx.task.id, id);
       starts += 1;
       return new Promise<void>((resolve) =>

@@ -66,7 +66,7 @@ export async function measureScale(nodes: number, tasksPerNode = 20, periods = 2
     clocks.push(clock);
     const id = `n${i}`;
     const net = networkStore(store, time, clock, { latency: () => 2 + rnd() * 3, partitioned: () => false, lostReply: () => 0, random: rnd, timeoutMs: 200 });
-    const worker = new Worker({ store: net, clock, random: rnd, nodeId: id, periodMs: 1000, capacity: tasksPerNode * 4 }).handle('demo', (ctx) => {
+    const worker = new Worker({ store: net, clock, random: rnd, nodeId: id, doorbell: false, periodMs: 1000, capacity: tasksPerNode * 4 }).handle('demo', (ctx) => {
       running.set(ctx.task.id, id);
       return new Promise<void>((resolve) =>
         ctx.signal.addEventListener('abort', () => {

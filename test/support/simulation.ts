@@ -94,7 +94,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       warn: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} WARN ${m} ${JSON.stringify(f)}`),
       error: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} ERROR ${m} ${JSON.stringify(f)}`),
     };
-    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, ...(logger ? { logger } : {}) });
+    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, doorbell: false, ...(logger ? { logger } : {}) });
     worker.handle('demo', (ctx) => {
       const run: Run = { node: id, clock, task: ctx.task.id, token: ctx.token, ctx };
       const previous = lastToken.get(run.task) ?? -1;
