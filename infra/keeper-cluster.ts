@@ -59,6 +59,8 @@ export interface KeeperClusterProps {
 const fargateMaxStopTimeout = Duration.seconds(120);
 /** Lambda's longest run; the health check must confirm liveness within one. */
 const lambdaMaxTimeoutSeconds = 900;
+/** The UDP port workers' doorbells listen on (see lib/doorbell.ts). */
+export const doorbellPort = 7070;
 
 interface Settings {
   protocol: KeeperConfig;
@@ -169,7 +171,11 @@ export class KeeperCluster extends Construct {
     const workerLogs = new logs.LogGroup(this, 'WorkerLogs', { retention: logRetention, removalPolicy });
     taskDefinition.addContainer('worker', {
       image: props.workerImage,
-      environment: { ...shared, KEEPER_METRICS: 'emf' },
+      environment: { ...shared, KEEPER_METRICS: 'emf', KEEPER_DOORBELL_PORT: String(doorbellPort) },
+      // The doorbell (UDP, worker to worker): a node that hands tasks over rings the receiver so
+      // that it starts them at once rather than at its next heartbeat. Allowed only between
+      // the workers' own tasks (below); without it, handovers wait for that heartbeat.
+      portMappings: [{ containerPort: doorbellPort, protocol: ecs.Protocol.UDP }],
       logging: ecs.LogDrivers.awsLogs({ logGroup: workerLogs, streamPrefix: 'worker' }),
       // ECS sends SIGTERM on scale-in and deployments; the worker then hands its tasks to its
       // peers and marks itself gone, which takes a few periods. Give it all Fargate allows:
@@ -191,6 +197,7 @@ export class KeeperCluster extends Construct {
       vpcSubnets: props.vpcSubnets ?? { subnetType: ownVpc ? ec2.SubnetType.PUBLIC : ec2.SubnetType.PRIVATE_WITH_EGRESS },
       propagateTags: ecs.PropagatedTagSource.SERVICE,
     });
+    this.service.connections.allowInternally(ec2.Port.udp(doorbellPort), 'keeper doorbell: workers ring each other on handovers');
     this.service
       .autoScaleTaskCount({ minCapacity: settings.minWorkers, maxCapacity: settings.maxWorkers })
       .scaleOnCpuUtilization('CpuScaling', {

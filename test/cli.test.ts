@@ -39,12 +39,19 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
     ['invalid endpoint', ['status', '--table', 'x-table', '--endpoint', 'not a url'], /invalid endpoint/],
     ['unknown takeover mode', ['worker', '--table', 'x-table', '--takeover', 'random'], /Allowed choices are balanced, detector/],
     ['task id too long', ['task', 'add', 'x'.repeat(300), '--table', 'x-table'], /id must be at most 256 characters/],
+    ['doorbell port out of range', ['worker', '--table', 'x-table', '--doorbell-port', '70000'], /doorbellPort must be 0 \(any free port\) to 65535/],
   ];
   it.each(cases)('%s', (_name, args, message) => {
     const { code, stderr } = keeper(args, { KEEPER_TABLE: '' });
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('a doorbell switch in the environment that is neither on nor off', () => {
+    const { code, stderr } = keeper(['worker', '--table', 'x-table'], { KEEPER_DOORBELL: 'maybe' });
+    expect(code).toBe(2);
+    expect(stderr.trim()).toMatch(/^.*KEEPER_DOORBELL must be on or off, got "maybe"$/);
   });
 
   it('a missing table is a one-line runtime error, not a stack trace', () => {

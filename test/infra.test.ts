@@ -14,7 +14,7 @@ import { metricNames } from '../lib/metrics.js';
 import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
 import { createTableInput, tableSchema } from '../lib/store/table.js';
-import { KeeperCluster, type KeeperClusterProps } from '../infra/keeper-cluster.js';
+import { doorbellPort, KeeperCluster, type KeeperClusterProps } from '../infra/keeper-cluster.js';
 import { repoRoot } from '../infra/lambda.js';
 import { KeeperStack } from '../infra/stack.js';
 import { tableAccess } from '../infra/task-table.js';
@@ -133,6 +133,21 @@ describe('workers', () => {
     expect(container['ReadonlyRootFilesystem']).toBe(true);
     expect(container['LogConfiguration']).toMatchObject({ LogDriver: 'awslogs', Options: { 'awslogs-group': { Ref: expect.any(String) } } });
     expect(taskDef.Properties).toMatchObject({ RequiresCompatibilities: ['FARGATE'], NetworkMode: 'awsvpc' });
+  });
+
+  it('let only each other ring their doorbells (UDP)', () => {
+    const [, taskDef] = ofType('AWS::ECS::TaskDefinition')[0]!;
+    const container = taskDef.Properties['ContainerDefinitions'][0] as Record<string, any>;
+    const env = Object.fromEntries((container['Environment'] as Array<{ Name: string; Value: unknown }>).map((e) => [e.Name, e.Value]));
+    expect(env['KEEPER_DOORBELL_PORT']).toBe(String(doorbellPort));
+    expect(container['PortMappings']).toEqual([{ ContainerPort: doorbellPort, Protocol: 'udp' }]);
+    const ingress = ofType('AWS::EC2::SecurityGroupIngress').map(([, r]) => r.Properties as Record<string, any>);
+    const udp = ingress.filter((rule) => rule['IpProtocol'] === 'udp');
+    expect(udp).toHaveLength(1);
+    expect(udp[0]).toMatchObject({ FromPort: doorbellPort, ToPort: doorbellPort });
+    // From the workers' own security group, never from an address range.
+    expect(udp[0]!['SourceSecurityGroupId']).toEqual(udp[0]!['GroupId']);
+    expect(udp[0]!['CidrIp']).toBeUndefined();
   });
 
   it('scale on CPU between minWorkers and maxWorkers', () => {

@@ -115,6 +115,9 @@ export function buildProgram(): Command {
     .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
+    .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
+    .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the first non-internal IPv4)')
+    .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
     .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
@@ -130,6 +133,8 @@ export function buildProgram(): Command {
         ['capacity', 'capacity'],
         ['watchPeers', 'watchPeers'],
         ['inboxPollMs', 'inboxPollMs'],
+        ['doorbellPort', 'doorbellPort'],
+        ['doorbellHost', 'doorbellHost'],
         ['takeover', 'takeover'],
         ['nodeId', 'nodeId'],
       ];
@@ -142,6 +147,7 @@ export function buildProgram(): Command {
         ['KEEPER_FENCE_MS', 'fenceMs'],
         ['KEEPER_CAPACITY', 'capacity'],
         ['KEEPER_INBOX_POLL_MS', 'inboxPollMs'],
+        ['KEEPER_DOORBELL_PORT', 'doorbellPort'],
       ];
       for (const [name, key] of fromEnv) {
         const value = env[name];
@@ -150,7 +156,15 @@ export function buildProgram(): Command {
         if (!Number.isFinite(n)) throw new UsageError(`${name} must be a number, got "${value}"`);
         (settings as Record<string, unknown>)[key] = n;
       }
+      if (env['KEEPER_DOORBELL_HOST']) settings.doorbellHost = env['KEEPER_DOORBELL_HOST'];
+      const doorbellEnv = env['KEEPER_DOORBELL']?.toLowerCase();
+      if (doorbellEnv !== undefined && doorbellEnv !== '') {
+        if (!['on', 'off', 'true', 'false', '1', '0'].includes(doorbellEnv)) throw new UsageError(`KEEPER_DOORBELL must be on or off, got "${env['KEEPER_DOORBELL']}"`);
+        settings.doorbell = ['on', 'true', '1'].includes(doorbellEnv);
+      }
       for (const [flag, key] of map) if (o[flag] !== undefined) (settings as Record<string, unknown>)[key] = o[flag];
+      // Commander sets doorbell to true unless --no-doorbell: only the flag itself overrides the environment.
+      if (o['doorbell'] === false) settings.doorbell = false;
       const config = resolveConfig(settings); // refuses unsafe settings before anything starts
       const rate = (o['clockRate'] as number | undefined) ?? 1;
       if (!(rate > 0)) throw new UsageError('--clock-rate must be > 0');
