@@ -198,4 +198,4 @@ export function lineChart(options: { title: string; unit: string; xUnit: string;
   return out.join('\n');
 }
 
-export const colors = { keeper: '#1f6feb', keeperAlt: '#57a3ff', baseline: '#d4731c', baselineAlt: '#f0a35e' };
+export const colors = { keeper: '#1f6feb', keeperAlt: '#57a3ff', keeperThird: '#9cc7ff', baseline: '#d4731c', baselineAlt: '#f0a35e' };

@@ -89,7 +89,8 @@ export class KeeperCluster {
 
   private async startOne(id: string, extra: Partial<KeeperOptions>): Promise<void> {
     const { endpoint, table, meter, ledger } = this.options;
-    const settings: KeeperOptions = { ...this.options.settings, ...extra, nodeId: id };
+    // Every node of the bench is on this machine: rings stay on the loopback interface.
+    const settings: KeeperOptions = { doorbellHost: '127.0.0.1', ...this.options.settings, ...extra, nodeId: id };
     const config = resolveConfig(settings);
     const client = createDynamoClient({ endpoint, requestTimeoutMs: config.requestTimeoutMs });
     meter.attach(client);

@@ -666,8 +666,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const task = now.get(id);
       if (task && this.isMine(task) && this.phase === 'running') await this.takeIn(task);
     }
+    // Tasks handed to an earlier incarnation of this node (a mover that read the node item
+    // before a rejoin) are reclaimed by a resync, so such a ring does not count as told.
+    const earlier = (id: string) => {
+      const task = now.get(id);
+      return task !== undefined && task.owner === this.id && task.ownerInc !== this.inc;
+    };
     for (const ring of rings) {
-      if (ring.tasks) this.toldInboxes.add(ring.inbox);
+      if (ring.tasks && !ring.tasks.some(earlier)) this.toldInboxes.add(ring.inbox);
       else if (ring.inbox > (this.latestInbox ?? -1)) this.latestInbox = ring.inbox;
     }
   }

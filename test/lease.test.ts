@@ -94,7 +94,7 @@ describe('lease on a worker', () => {
         };
       },
     }) as Store;
-    const worker = new Worker({ nodeId: 'a', periodMs: 500, store, clock: early }).handle('demo', (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
+    const worker = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 500, store, clock: early }).handle('demo', (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
     let fenced = 0;
     worker.on('fenced', () => (fenced += 1));
     await memory.createTask({ id: 'first', type: 'demo', payload: null }, 'now');
@@ -153,10 +153,10 @@ describe('lease on a worker', () => {
       }) as Store;
     const ledger = new Ledger();
     for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
-    const a = new Worker({ nodeId: 'a', periodMs: 200, store: storeFor('a') }).handle('demo', ledger.handler('a'));
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, store: storeFor('a') }).handle('demo', ledger.handler('a'));
     await a.start();
     await waitFor('a runs all six', () => a.runningTasks().length === 6);
-    const b = new Worker({ nodeId: 'b', periodMs: 200, store: storeFor('b'), maxMovesPerTick: 0, resyncTicks: 1 }).handle('demo', ledger.handler('b'));
+    const b = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'b', periodMs: 200, store: storeFor('b'), maxMovesPerTick: 0, resyncTicks: 1 }).handle('demo', ledger.handler('b'));
     await b.start();
     const restarted: string[] = [];
     failing.add('a');

@@ -29,7 +29,7 @@ function faulty(memory: MemoryStore, node: string, hook: Hook): Store {
 }
 
 function start(memory: MemoryStore, ledger: Ledger, hook: Hook, ids: string[]): Worker[] {
-  const started = ids.map((id) => new Worker({ nodeId: id, periodMs: 200, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
+  const started = ids.map((id) => new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs: 200, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
   workers.push(...started);
   return started;
 }
@@ -180,7 +180,7 @@ describe('regressions found by the fault harness', () => {
     const memory = new MemoryStore();
     const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };
     await memory.joinNode(node, undefined);
-    const replacement = new Worker({ nodeId: 'x', periodMs: 200, store: memory }).handle('demo', () => new Promise<void>(() => {}));
+    const replacement = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'x', periodMs: 200, store: memory }).handle('demo', () => new Promise<void>(() => {}));
     workers.push(replacement);
     const started = replacement.start();
     // Two heartbeats the crashed process had sent land while the replacement watches.
@@ -199,7 +199,7 @@ describe('regressions found by the fault harness', () => {
     let counter = 40;
     const holder = setInterval(() => void memory.heartbeat({ ...node, counter: ++counter }), 200);
     try {
-      const duplicate = new Worker({ nodeId: 'x', periodMs: 200, store: memory });
+      const duplicate = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'x', periodMs: 200, store: memory });
       await expect(duplicate.start()).rejects.toBeInstanceOf(NodeIdInUseError);
     } finally {
       clearInterval(holder);

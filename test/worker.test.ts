@@ -305,7 +305,7 @@ describe('worker against DynamoDB Local', () => {
     const ledger = new Ledger();
     const warnings: string[] = [];
     const logger: Logger = { info: () => {}, warn: (m) => warnings.push(m), error: (m) => warnings.push(m) };
-    const nodes = ['a', 'b'].map((id) => new Worker({ ...fastSettings, nodeId: id, store: t.store({ warn: (m) => warnings.push(m) }), logger }).handle('demo', ledger.handler(id)));
+    const nodes = ['a', 'b'].map((id) => new Worker({ doorbellHost: '127.0.0.1', ...fastSettings, nodeId: id, store: t.store({ warn: (m) => warnings.push(m) }), logger }).handle('demo', ledger.handler(id)));
     workers.push(...nodes);
     const events: string[] = [];
     for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
@@ -364,7 +364,7 @@ describe('finite tasks against DynamoDB Local', () => {
     await store.createTask({ id: 'sum', type: 'add', payload: { a: 2, b: 3 } }, 'now');
     await store.bumpCluster('tasks');
     let runs = 0;
-    const worker = new Worker({ ...fastSettings, nodeId: 'w', store }).handle<{ a: number; b: number }>(
+    const worker = new Worker({ doorbellHost: '127.0.0.1', ...fastSettings, nodeId: 'w', store }).handle<{ a: number; b: number }>(
       'add',
       async (ctx) => {
         runs += 1;
@@ -387,7 +387,7 @@ describe('finite tasks against DynamoDB Local', () => {
     await store.createTask({ id: 'flaky', type: 'boom', payload: null }, 'now');
     await store.bumpCluster('tasks');
     const attempts: number[] = [];
-    const worker = new Worker({ ...fastSettings, nodeId: 'w', store, retryBaseMs: 20, maxAttempts: 3 }).handle(
+    const worker = new Worker({ doorbellHost: '127.0.0.1', ...fastSettings, nodeId: 'w', store, retryBaseMs: 20, maxAttempts: 3 }).handle(
       'boom',
       async (ctx) => {
         attempts.push(ctx.task.attempts);

@@ -10,9 +10,10 @@ import { baselineCell, censoredCount, churnTrials, completed, healthTable, measu
 
 /**
  * Scenario 2, graceful leave: a node holding about 100 tasks calls stop() (what SIGTERM does);
- * the time from the call until all of its tasks run elsewhere. keeper at default settings and
- * with inboxPollMs 100 (a cheap eventually consistent inbox read between heartbeats); the
- * baseline releases its locks (FailOpen release: lease 1 ms).
+ * the time from the call until all of its tasks run elsewhere. keeper at default settings
+ * (receivers rung over UDP), without the doorbell (receivers notice at their next heartbeat),
+ * and without it but with inboxPollMs 100 (a cheap eventually consistent inbox read between
+ * heartbeats); the baseline releases its locks (FailOpen release: lease 1 ms).
  */
 const targetMs = 300;
 
@@ -32,7 +33,8 @@ export async function measureLeave(ctx: BenchContext): Promise<LeaveData> {
   const churn = { action: 'stop' as const, nodes, quietMs: 2000, quietCapMs: 3000, settleTimeoutMs: 90_000, probeMs: 10_000 };
   const configs: Array<{ label: string; settings: KeeperOptions }> = [
     { label: 'keeper, defaults', settings: {} },
-    { label: 'keeper, inboxPollMs 100', settings: { inboxPollMs: 100 } },
+    { label: 'keeper, no doorbell', settings: { doorbell: false } },
+    { label: 'keeper, no doorbell, inboxPollMs 100', settings: { doorbell: false, inboxPollMs: 100 } },
   ];
   ctx.log(`graceful leave: ${nodes} nodes, ${taskCount} tasks, ${trials} trials per series`);
   const keeper: Series[] = [];
@@ -63,7 +65,6 @@ export function renderLeave(data: LeaveData): SectionReport {
   const baselinePrimary = all.find((s) => s.system === 'baseline' && s.tasks === taskCount)!;
   const baselineFallback = all.find((s) => s.system === 'baseline' && s.tasks !== taskCount);
   const baseline = measured(baselinePrimary, baselineFallback);
-  const configs = keeper.map((s) => ({ label: s.label }));
   const sum = (s: Series) => summarize(completed(s));
   const meets = (s: Series) => (completed(s).length === 0 ? undefined : censoredCount(s) === 0 && sum(s).p99 <= targetMs);
   const rows = all.filter((s) => !s.saturated).map((s) => [
@@ -78,13 +79,13 @@ export function renderLeave(data: LeaveData): SectionReport {
   ]);
   const periodMs = data.periodMs ?? resolveConfig({}).periodMs;
   const body = [
-    `The leaving node is the one whose task count is closest to the mean; the call to stop() comes at a uniformly random phase of the system's cycle. Times run from the call to the handler start of its last task on another node. keeper hands the tasks straight to live peers (no detection wait) and notifies them; a receiver notices at its next heartbeat (P = ${seconds(periodMs)}) or, with inboxPollMs, at its next inbox poll. The baseline releases every lock (FailOpen: the item stays, with a 1 ms lease); waiting acquirers notice when their lease-long wait ends.`,
+    `The leaving node is the one whose task count is closest to the mean; the call to stop() comes at a uniformly random phase of the system's cycle. Times run from the call to the handler start of its last task on another node. keeper hands the tasks straight to live peers (no detection wait), notifies them in the table and rings their doorbells (UDP) with the task ids; a receiver starts them when the ring arrives, and without a doorbell at its next heartbeat (P = ${seconds(periodMs)}) or, with inboxPollMs, at its next inbox poll. The baseline releases every lock (FailOpen: the item stays, with a 1 ms lease); waiting acquirers notice when their lease-long wait ends.`,
     '',
     table(['series', 'tasks', 'trials', 'tasks on the leaving node (median)', 'first task (median / p99)', 'all tasks (median / p99)', 'min .. max', 'issue target'], rows),
     '',
     saturationNotes(all),
     baseline
-      ? `Ratio baseline / keeper (medians): ${ratio(sum(baseline).median, sum(keeper[0]!).median)} at keeper's defaults, ${ratio(sum(baseline).median, sum(keeper[1]!).median)} with inboxPollMs 100${baseline !== baselinePrimary ? ` (baseline at ${baseline.tasks} tasks, ~${victimTasks(baseline)} on the leaving node, against keeper at ${taskCount}: fewer tasks favour the baseline)` : ''}.`
+      ? `Ratio baseline / keeper (medians): ${keeper.map((s) => `${ratio(sum(baseline).median, sum(s).median)} (${s.label.replace('keeper, ', '')})`).join(', ')}${baseline !== baselinePrimary ? ` (baseline at ${baseline.tasks} tasks, ~${victimTasks(baseline)} on the leaving node, against keeper at ${taskCount}: fewer tasks favour the baseline)` : ''}.`
       : 'No baseline figure: saturated.',
     '',
     healthTable(all),
@@ -95,8 +96,7 @@ export function renderLeave(data: LeaveData): SectionReport {
     log: true,
     format: (v) => (v < 1000 ? `${v} ms` : `${v / 1000} s`),
     series: [
-      { label: configs[0]!.label, values: completed(keeper[0]!), censored: censoredCount(keeper[0]!), color: colors.keeper },
-      { label: configs[1]!.label, values: completed(keeper[1]!), censored: censoredCount(keeper[1]!), color: colors.keeperAlt },
+      ...keeper.map((s, i) => ({ label: s.label, values: completed(s), censored: censoredCount(s), color: [colors.keeper, colors.keeperAlt, colors.keeperThird][i % 3]! })),
       ...(baseline ? [{ label: `lock per task (release), ~${victimTasks(baseline)} tasks`, values: completed(baseline), censored: censoredCount(baseline), color: colors.baseline }] : []),
     ],
     markers: [{ value: targetMs, label: `issue target ${targetMs} ms` }],

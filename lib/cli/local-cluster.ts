@@ -61,7 +61,7 @@ export async function runLocalCluster(options: LocalClusterOptions): Promise<voi
     const id = `worker-${i}`;
     const log = openSync(join(logDir, `${id}.log`), 'w');
     // Own process group: Ctrl-C reaches only this supervisor, which then stops the workers in order.
-    const child = spawn(process.execPath, [keeperBin, 'worker', '--table', table, '--endpoint', db.endpoint, '--node-id', id, '--period-ms', String(options.periodMs)], {
+    const child = spawn(process.execPath, [keeperBin, 'worker', '--table', table, '--endpoint', db.endpoint, '--node-id', id, '--period-ms', String(options.periodMs), '--doorbell-host', '127.0.0.1'], {
       stdio: ['ignore', log, 'pipe'],
       detached: true,
       env: { ...process.env, AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true' },

@@ -48,6 +48,8 @@ export class WorkerProcess {
       '--stale-ticks', String(spec.staleTicks),
       '--drift-bound', String(spec.driftBound),
       '--request-timeout-ms', String(spec.requestTimeoutMs),
+      // Rings between the worker processes stay on the loopback interface.
+      '--doorbell-host', '127.0.0.1',
     ];
     if (spec.clock.rate !== 1) args.push('--clock-rate', String(spec.clock.rate));
     if (spec.clock.offsetMs !== 0) args.push('--clock-offset-ms', String(spec.clock.offsetMs));

@@ -72,7 +72,7 @@ export interface NodeSpec {
 export const fastSettings = { periodMs: 250 } satisfies KeeperOptions;
 
 export function makeWorker(spec: NodeSpec, ledger: Ledger, base: KeeperOptions = fastSettings): Worker {
-  return new Worker({ ...base, ...spec.options, nodeId: spec.id, store: spec.store, clock: spec.clock ?? systemClock }).handle('demo', ledger.handler(spec.id));
+  return new Worker({ doorbellHost: '127.0.0.1', ...base, ...spec.options, nodeId: spec.id, store: spec.store, clock: spec.clock ?? systemClock }).handle('demo', ledger.handler(spec.id));
 }
 
 /** A clock that runs `rate` times real speed and is `offsetMs` off. */

@@ -1,4 +1,5 @@
 import type { Clock, Timer } from '../../lib/clock.js';
+import type { Doorbell, Ring } from '../../lib/doorbell.js';
 import { AmbiguousWriteError, StoreUnavailableError, type Store } from '../../lib/store/store.js';
 
 /**
@@ -167,4 +168,57 @@ export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, 
       };
     },
   });
+}
+
+export interface BellConditions {
+  /** One-way latency in virtual ms, drawn per ring. */
+  latency: () => number;
+  /** Probability that a ring is lost, and that it arrives twice. */
+  lost: number;
+  duplicated: number;
+  random: () => number;
+}
+
+/**
+ * Doorbells over the simulated network, addressed by node id, so that a ring that is late
+ * enough reaches a later process with the same id. Rings are lost, duplicated and delayed;
+ * none leave or reach a partitioned or dead process, and a paused one hears them after it
+ * resumes.
+ */
+export class SimDoorbells {
+  private readonly listeners = new Map<string, { onRing: (ring: Ring) => void; clock: SimClock; cut: () => boolean }>();
+
+  constructor(
+    private readonly time: VirtualTime,
+    private readonly net: BellConditions,
+  ) {}
+
+  /** The doorbell of one process: `cut` is true while it is partitioned. */
+  for(id: string, clock: SimClock, cut: () => boolean): Doorbell {
+    const address = `sim:${id}`;
+    const listeners = this.listeners;
+    let own: { onRing: (ring: Ring) => void; clock: SimClock; cut: () => boolean } | undefined;
+    return {
+      open: async (onRing) => {
+        own = { onRing, clock, cut };
+        listeners.set(address, own);
+        return address;
+      },
+      ring: (to, ring) => {
+        if (cut() || clock.killed || this.net.random() < this.net.lost) return;
+        const copies = this.net.random() < this.net.duplicated ? 2 : 1;
+        for (let i = 0; i < copies; i++) {
+          this.time.schedule(this.time.now + this.net.latency(), () => {
+            const target = listeners.get(to);
+            if (!target || target.cut() || target.clock.killed) return;
+            // Copies, as a datagram would be: the receiver must not share the sender's arrays.
+            target.clock.setTimer(0, () => target.onRing(structuredClone(ring)));
+          });
+        }
+      },
+      close: async () => {
+        if (listeners.get(address) === own) listeners.delete(address);
+      },
+    };
+  }
 }

@@ -2,7 +2,7 @@ import { failoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/co
 import { MemoryStore } from '../../lib/store/memory-store.js';
 import type { TaskContext } from '../../lib/tasks.js';
 import { Worker } from '../../lib/worker.js';
-import { networkStore, prng, SimClock, VirtualTime } from './sim.js';
+import { networkStore, prng, SimClock, SimDoorbells, VirtualTime } from './sim.js';
 
 /**
  * One seeded schedule of the deterministic simulator: 3 to 9 nodes with skewed clocks (any
@@ -57,10 +57,17 @@ export interface ScheduleOverrides {
 
 export async function runSchedule(seed: number, overrides: ScheduleOverrides = {}): Promise<ScheduleResult> {
   const rnd = prng(seed);
+  const time = new VirtualTime();
   const pick = <T>(xs: readonly T[]) => xs[Math.floor(rnd() * xs.length)]!;
   const wide = overrides.drift ? overrides.drift === 'wide' : rnd() < 0.3;
   const takeover = rnd() < 0.2 ? 'detector' : 'balanced';
   const inbox = rnd() < 0.3 ? { inboxPollMs: 200 } : {};
+  // Most schedules ring receivers over a network that loses, repeats and delays rings (some
+  // by more than a period, to reach a later process with the same id).
+  const bells =
+    rnd() < 0.7
+      ? new SimDoorbells(time, { latency: () => (rnd() < 0.1 ? rnd() * 3000 : 1 + rnd() * 20), lost: 0.1, duplicated: 0.1, random: rnd })
+      : undefined;
   const settings: KeeperOptions = wide
     ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox }
     : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox };
@@ -68,7 +75,6 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
   const bound = failoverBoundMs(config) + 500;
   const nodeCount = 3 + Math.floor(rnd() * 7);
   const taskCount = 5 + Math.floor(rnd() * 26);
-  const time = new VirtualTime();
   const shared = new MemoryStore();
   const violations: string[] = [];
   const faults: string[] = [];
@@ -94,7 +100,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       warn: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} WARN ${m} ${JSON.stringify(f)}`),
       error: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} ERROR ${m} ${JSON.stringify(f)}`),
     };
-    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, doorbell: false, ...(logger ? { logger } : {}) });
+    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, doorbell: bells?.for(id, clock, () => time.now < proc.partitionedUntil) ?? false, ...(logger ? { logger } : {}) });
     worker.handle('demo', (ctx) => {
       const run: Run = { node: id, clock, task: ctx.task.id, token: ctx.token, ctx };
       const previous = lastToken.get(run.task) ?? -1;

@@ -53,10 +53,10 @@ const proxyUrl = `http://127.0.0.1:${(proxy.address() as { port: number }).port}
 
 const { handler, doubles: violations } = watchRunners();
 const storeVia = (endpoint: string) => new DynamoStore({ client: documentClient(createDynamoClient({ endpoint, requestTimeoutMs: 100 })), table, requestTimeoutMs: 100 });
-const a = new Worker({ nodeId: 'A', periodMs: 500, store: storeVia(proxyUrl) }).handle('demo', handler('A'));
+const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'A', periodMs: 500, store: storeVia(proxyUrl) }).handle('demo', handler('A'));
 await a.start();
 await new Promise((r) => setTimeout(r, 2000)); // A claims all ten tasks
-const b = new Worker({ nodeId: 'B', periodMs: 500, store: storeVia(db.endpoint) }).handle('demo', handler('B'));
+const b = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'B', periodMs: 500, store: storeVia(db.endpoint) }).handle('demo', handler('B'));
 await b.start(); // A now rebalances towards B
 await new Promise((r) => setTimeout(r, 8000));
 process.stdout.write(`moves to B held back: ${held}\nA runs ${a.runningTasks().join(' ')}\nB runs ${b.runningTasks().join(' ')}\n`);

@@ -41,7 +41,7 @@ const handler = async (ctx: TaskContext) => {
   await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
   aborted.set(ctx.task.id, true);
 };
-const worker = new Worker({ nodeId: 'A', periodMs: 500, store, clock: earlyClock }).handle('demo', handler);
+const worker = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'A', periodMs: 500, store, clock: earlyClock }).handle('demo', handler);
 const t0 = performance.now();
 const trace = (what: string) => process.env['TRACE'] && process.stdout.write(`${(performance.now() - t0).toFixed(0).padStart(6)} ms ${what}\n`);
 worker.on('task-started', (e) => trace(`started ${e.task}`));

@@ -36,7 +36,7 @@ const workers: Worker[] = [];
 const declared: string[] = [];
 for (let i = 0; i < 5; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
 for (const id of ['a', 'b', 'c', 'd']) {
-  const w = new Worker({ nodeId: id, periodMs, store: storeFor(id) }).handle('demo', async (ctx) => {
+  const w = new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs, store: storeFor(id) }).handle('demo', async (ctx) => {
     await new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve(), { once: true }));
   });
   w.on('declared-dead', (e) => declared.push(`${id} declared ${e.node} dead (staleness ${e.staleness})`));

@@ -47,7 +47,7 @@ const { handler, doubles, regressions } = watchRunners();
 for (let i = 0; i < 9; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
 const workers = new Map<string, Worker>();
 for (const id of ['A', 'B', 'C']) {
-  const w = new Worker({ nodeId: id, periodMs: 200, store: storeFor(id) }).handle('demo', handler(id));
+  const w = new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs: 200, store: storeFor(id) }).handle('demo', handler(id));
   await w.start();
   workers.set(id, w);
 }
