@@ -878,9 +878,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * the rest still move. A refused or ambiguous transaction is redone task by task: each
    * single move either lands or finds that the transaction did (same owner, token one up),
    * and once a task's token has moved, the transaction can no longer land. Tasks for this
-   * node go one by one: each write returns the item to run.
+   * node go the same way (one by one for claims, at half the write units), then one
+   * consistent batch read returns the items to run.
    */
-  private async distribute(tasks: TaskItem[], how: { exclude?: string; reason: string; unplaced?: 'pool' | 'leave' }): Promise<number> {
+  private async distribute(tasks: TaskItem[], how: { exclude?: string; reason: string; unplaced?: 'pool' | 'leave'; selfSingly?: boolean }): Promise<number> {
     if (tasks.length === 0) return 0;
     const candidates = await this.candidates(how.exclude);
     const { assigned, unplaced } = placeTasks(tasks, candidates);
@@ -893,7 +894,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const batches: Array<{ to: string; inc: number; tasks: TaskItem[] }> = [];
     for (const [target, list] of assigned) {
       const inc = target === this.id ? this.inc : (incOf.get(target) ?? 0);
-      const chunks = target === this.id ? list.map((task) => [task]) : transactionChunks(list);
+      const chunks = target === this.id && how.selfSingly ? list.map((task) => [task]) : transactionChunks(list);
       for (const chunk of chunks) {
         if (chunk.length === 1) singles.push({ task: chunk[0]!, to: target, inc });
         else batches.push({ to: target, inc, tasks: chunk });
@@ -946,8 +947,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
         }
         if (landed) {
           moved += chunk.length;
-          landedFor(to, chunk.map((task) => task.id));
-          early.push(tell(to));
+          if (to === this.id) {
+            early.push(this.adoptLanded(chunk.map((task) => task.id)));
+          } else {
+            landedFor(to, chunk.map((task) => task.id));
+            early.push(tell(to));
+          }
         } else {
           this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
           // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
@@ -962,6 +967,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await Promise.all([...untold.keys()].map(tell));
     if (toPool.length > 0) await this.store.bumpCluster('tasks').catch(() => {});
     return moved;
+  }
+
+  /**
+   * Starts the tasks a transaction moved to this node: a transaction returns no items, so one
+   * consistent batch read fetches them (instead of one single write per task, each returning
+   * its item). If the read fails, the next resync finds them.
+   */
+  private async adoptLanded(ids: string[]): Promise<void> {
+    const now = await this.store.getTasks(ids).catch(() => undefined);
+    if (!now) {
+      this.resyncPending = Math.max(this.resyncPending, 1);
+      return;
+    }
+    for (const id of ids) {
+      const task = now.get(id);
+      if (task) this.adopt(task);
+    }
   }
 
   /**
@@ -1122,7 +1144,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
       // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
       // with the largest arcs and being moved again by rebalancing.
       const before = this.owned.size;
-      placed = await this.distribute(mine, { reason: 'claim', unplaced: 'leave' });
+      // Claims are not urgent: this node's own share goes one write unit per task, not two.
+      placed = await this.distribute(mine, { reason: 'claim', unplaced: 'leave', selfSingly: true });
       spare -= this.owned.size - before;
     }
     // More to read in our range, tasks left or refused (another node's view of the ring

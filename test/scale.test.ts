@@ -123,7 +123,7 @@ describe('takeover placement', () => {
 
 describe('rebalancing on join', () => {
   it('moves tasks to a new node gradually, within the per-period bound, and never back and forth', async () => {
-    const maxMovesPerTick = 2;
+    const maxMovesPerTick = 1;
     const { t, tasks, ledger, nodes } = await cluster(['a', 'b', 'c'], 60, () => ({ maxMovesPerTick }));
     await Promise.all(nodes.map((w) => w.start()));
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
