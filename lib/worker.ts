@@ -61,6 +61,8 @@ interface Owned {
 
 /** Rings kept waiting for the next maintenance pass; more are dropped (the inbox still tells). */
 const maxWaitingRings = 64;
+/** Task ids read for rings in one maintenance pass. */
+const maxRungTasks = 1000;
 /** Inbox values checked one by one against the rings; a larger jump means a resync anyway. */
 const maxToldSpan = 1024;
 
@@ -657,8 +659,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * a resync. The indexes are not involved, so this needs no second look for index lag.
    */
   private async answerRings(): Promise<void> {
-    const rings = this.rings.splice(0);
+    // At most maxRungTasks task ids per pass (a flood of rings must not turn into a flood of
+    // reads); the rest wait for the next pass.
+    let budget = maxRungTasks;
+    let take = 0;
+    while (take < this.rings.length && (take === 0 || budget >= (this.rings[take]!.tasks?.length ?? 0))) budget -= this.rings[take++]!.tasks?.length ?? 0;
+    const rings = this.rings.splice(0, take);
     if (rings.length === 0) return;
+    if (this.rings.length > 0) this.inboxAgain = true;
     const ids = [...new Set(rings.flatMap((r) => r.tasks ?? []))];
     const now = ids.length > 0 ? await this.store.getTasks(ids).catch(() => undefined) : new Map<string, TaskItem>();
     if (!now) return; // the heartbeat's inbox still tells of them

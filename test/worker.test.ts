@@ -5,6 +5,7 @@ import type { Logger } from '../lib/log.js';
 import { keys, taskSlot } from '../lib/store/items.js';
 import { AmbiguousWriteError, type Store } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
+import { UdpDoorbell } from '../lib/doorbell.js';
 import { clockAt, fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
 import { PausableClock } from './support/pausable-clock.js';
@@ -276,6 +277,34 @@ describe('worker against DynamoDB Local', () => {
     // The maintenance after the first of them is over by the second.
     await waitFor('two more heartbeats of b', () => b!.snapshot().counter >= counter + 2, 10_000);
     expect(listReads.filter((at) => at >= leftAt)).toEqual([]);
+    ledger.expectSafe();
+  });
+
+  it('a ring naming tasks that are not the node\'s own makes it read them and run nothing', async () => {
+    const { t, tasks } = await setup(6);
+    const ledger = new Ledger();
+    const [a, b] = start(t, ledger, [{ id: 'a', options: { capacity: 6 } }, { id: 'b', options: { capacity: 0 } }]);
+    await startAll([a!, b!]);
+    await waitFor('a runs every task', () => a!.runningTasks().length === tasks.length);
+    const bStore = (b as unknown as { store: Store }).store;
+    const reads: string[][] = [];
+    const getTasks = bStore.getTasks.bind(bStore);
+    bStore.getTasks = (ids) => {
+      reads.push([...ids]);
+      return getTasks(ids);
+    };
+    const bell = (await t.store().getNode('b'))?.bell;
+    expect(bell).toMatch(/^127\.0\.0\.1:\d+$/);
+    const forger = new UdpDoorbell();
+    await forger.open(() => {});
+    try {
+      forger.ring(bell!, { node: 'b', inbox: 99, tasks });
+      await waitFor('b reads the named tasks', () => reads.some((ids) => tasks.every((id) => ids.includes(id))), 5000, 5);
+    } finally {
+      await forger.close();
+    }
+    expect(b!.runningTasks()).toEqual([]);
+    expect(a!.runningTasks()).toEqual(tasks);
     ledger.expectSafe();
   });
 
