@@ -182,6 +182,23 @@ describe('chaos checker', () => {
     expect(count(r)).toMatchObject({ slowTakeovers: 1 });
   });
 
+  it('a task the victim resumed itself after a partition healed, then handed on, is no takeover', async () => {
+    const handedOn = (resumes: boolean) => {
+      const f = new Fixture(['a']).worker('w1.1').worker('w2.1').run('w1.1', 'a', 1, -1, 5.5, 5.6);
+      if (resumes) f.run('w1.1', 'a', 1, 7.5, 14.9, 15);
+      f.run('w2.1', 'a', 2, 15.01, 22.5).owner('a', 'w2.1', 2).node('w1.1').node('w2.1');
+      return f.fault(5, { type: 'partition', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(7, { type: 'heal', fault: 1, instance: 'w1.1', node: 'w1.1' });
+    };
+    const kept = await check(handedOn(true));
+    expect(kept.takeover.count).toBe(0);
+    expect(kept.takeover.resumedInPlace).toBe(1);
+    expect(count(kept)).toMatchObject({ slowTakeovers: 0 });
+    // Not resumed: the same start 10 s after the partition is a takeover, and a slow one.
+    const taken = await check(handedOn(false));
+    expect(taken.takeover.count).toBe(1);
+    expect(count(taken)).toMatchObject({ slowTakeovers: 1 });
+  });
+
   it('a declaration of death needs a fault of the node\'s own; a store outage is not one', async () => {
     const unjustified = clean().log('w2.1', 8, 'declared peer dead', { node: 'w2.1', peer: 'w1.1', staleness: 6, counter: 10 });
     expect(count(await check(unjustified))).toMatchObject({ falseTakeovers: 1 });
