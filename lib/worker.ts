@@ -661,9 +661,11 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async answerRings(): Promise<void> {
     // At most maxRungTasks task ids per pass (a flood of rings must not turn into a flood of
     // reads); the rest wait for the next pass.
-    let budget = maxRungTasks;
     let take = 0;
-    while (take < this.rings.length && (take === 0 || budget >= (this.rings[take]!.tasks?.length ?? 0))) budget -= this.rings[take++]!.tasks?.length ?? 0;
+    for (let named = 0; take < this.rings.length; take++) {
+      named += this.rings[take]!.tasks?.length ?? 0;
+      if (take > 0 && named > maxRungTasks) break;
+    }
     const rings = this.rings.splice(0, take);
     if (rings.length === 0) return;
     if (this.rings.length > 0) this.inboxAgain = true;
@@ -674,14 +676,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const task = now.get(id);
       if (task && this.isMine(task) && this.phase === 'running') await this.takeIn(task);
     }
-    // Tasks handed to an earlier incarnation of this node (a mover that read the node item
-    // before a rejoin) are reclaimed by a resync, so such a ring does not count as told.
-    const earlier = (id: string) => {
+    // A ring counts as told only if every task it names is this incarnation's now. Anything
+    // else is left to a resync: a move whose outcome the mover did not know may still land,
+    // and tasks handed to an earlier incarnation of this node are reclaimed there.
+    const ours = (id: string) => {
       const task = now.get(id);
-      return task !== undefined && task.owner === this.id && task.ownerInc !== this.inc;
+      return task !== undefined && this.isMine(task);
     };
     for (const ring of rings) {
-      if (ring.tasks && !ring.tasks.some(earlier)) this.toldInboxes.add(ring.inbox);
+      if (ring.tasks?.every(ours)) this.toldInboxes.add(ring.inbox);
       else if (ring.inbox > (this.latestInbox ?? -1)) this.latestInbox = ring.inbox;
     }
   }
@@ -920,7 +923,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
     let moved = 0;
     const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
       try {
-        let after = await this.move(task, { owner: to, ownerInc: inc });
+        let unsure = false;
+        let after = await this.move(task, { owner: to, ownerInc: inc }, () => (unsure = true));
+        // Its outcome unknown: the receiver is told, and looks until it lands or is refused.
+        if (!after && unsure && to !== null && to !== this.id) landedFor(to, [task.id]);
         // Refused because the transaction did land: the receiver still has to be told.
         if (!after && landedUnseen) {
           const now = await this.store.getTask(task.id);
@@ -1011,7 +1017,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * follows an ambiguous attempt; if every attempt was ambiguous, re-read and reconcile here
    * instead of assuming failure (a move that did land must not leave the task unrun).
    */
-  private async move(task: TaskItem, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined> {
+  private async move(task: TaskItem, to: { owner: string | null; ownerInc: number }, unsure?: () => void): Promise<TaskItem | undefined> {
     try {
       return await this.store.moveTask(task.id, task, to);
     } catch (error) {
@@ -1022,11 +1028,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
         const now = await this.settle(task.id);
         return movedTo(now, task, to) ? now : undefined;
       }
-      // Anyone else's task (a claim, a takeover): if the write lands late, the new owner
-      // finds the task on its next resync, and nobody runs it meanwhile.
+      // Anyone else's task (a claim, a takeover): the write may still land, so the new owner
+      // must look again: this node at its next two resyncs, another node once told (unsure).
+      // Nobody runs the task meanwhile.
       const now = await this.store.getTask(task.id).catch(() => undefined);
       if (movedTo(now, task, to)) return now;
-      if (!now) this.resyncPending = Math.max(this.resyncPending, 1);
+      if (to.owner === this.id) this.resyncPending = Math.max(this.resyncPending, 2);
+      unsure?.();
       return undefined;
     }
   }
