@@ -176,6 +176,42 @@ describe('regressions found by the fault harness', () => {
     ledger.expectSafe();
   }, 40_000);
 
+  it('finding 12: a claim whose write lands after the read that found it not made still runs within a few periods', async () => {
+    const memory = new MemoryStore();
+    let held = false;
+    let late: (() => Promise<unknown>) | undefined;
+    const hook: Hook = async (_node, operation, call) => {
+      if (operation === 'moveTask' && !held) {
+        // The claim's reply is lost, and the write itself lands only just after the read that
+        // reconciles it has found the task still free.
+        held = true;
+        late = call;
+        throw new AmbiguousWriteError('move task: outcome unknown (injected; the write lands after the next read)');
+      }
+      const result = await call();
+      if (operation === 'getTask' && late) {
+        const land = late;
+        late = undefined;
+        await land();
+      }
+      return result;
+    };
+    const ledger = new Ledger();
+    // No periodic resync within the test: only the follow-up on the unknown outcome can find it.
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, resyncTicks: 1000, store: faulty(memory, 'a', hook) }).handle('demo', ledger.handler('a'));
+    workers.push(a);
+    await a.start();
+    // Past the resyncs that follow a join: the task comes to a settled node.
+    const joined = a.snapshot().counter;
+    await waitFor('a settled', () => a.snapshot().counter >= joined + 4);
+    await memory.createTask({ id: 't0', type: 'demo', payload: null }, 'now');
+    await memory.bumpCluster('tasks');
+    await waitFor('the claim held back', () => held);
+    await waitFor('t0 running on a', () => a.runningTasks().includes('t0'), 3000);
+    expect((await memory.getTask('t0'))?.owner).toBe('a');
+    ledger.expectSafe();
+  });
+
   it('finding 8: a replacement under a crashed node\'s id is not fooled by that node\'s last writes landing late', async () => {
     const memory = new MemoryStore();
     const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };
