@@ -289,10 +289,12 @@ describe('worker against DynamoDB Local', () => {
     const bStore = (b as unknown as { store: Store }).store;
     const reads: string[][] = [];
     const getTasks = bStore.getTasks.bind(bStore);
-    bStore.getTasks = (ids) => {
-      reads.push([...ids]);
-      return getTasks(ids);
-    };
+    // Recorded once the read has returned, so that what b makes of it has happened by then.
+    bStore.getTasks = (ids) =>
+      getTasks(ids).then((found) => {
+        reads.push([...ids]);
+        return found;
+      });
     const bell = (await t.store().getNode('b'))?.bell;
     expect(bell).toMatch(/^127\.0\.0\.1:\d+$/);
     const forger = new UdpDoorbell();
