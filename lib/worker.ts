@@ -927,8 +927,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
         let after = await this.move(task, { owner: to, ownerInc: inc }, () => (unsure = true));
         // Its outcome unknown: the receiver is told, and looks until it lands or is refused.
         if (!after && unsure && to !== null && to !== this.id) landedFor(to, [task.id]);
-        // Refused because the transaction did land: the receiver still has to be told.
-        if (!after && landedUnseen) {
+        // Refused because the transaction did land: the receiver still has to be told. (After
+        // an unknown outcome, move() has read the task already.)
+        if (!after && landedUnseen && !unsure) {
           const now = await this.store.getTask(task.id);
           if (movedTo(now, task, { owner: to, ownerInc: inc })) after = now;
         }
@@ -969,8 +970,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
           }
         } else {
           this.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
-          // Told even if every redo fails: a transaction that landed unseen must not wait for the periodic resync.
-          if (landedUnseen) landedFor(to, chunk.map((task) => task.id));
+          // Told even if every redo fails: a transaction that landed unseen must not wait for
+          // the periodic resync (this node itself looks at its next two resyncs).
+          if (landedUnseen && to === this.id) this.resyncPending = Math.max(this.resyncPending, 2);
+          else if (landedUnseen) landedFor(to, chunk.map((task) => task.id));
           redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
         }
       }),
