@@ -30,8 +30,13 @@ export function keeperRequestLabel(operation: string, input: Record<string, unkn
         if (item === 'task') return update.includes(':toOwner') ? 'move task' : 'record task outcome';
         if (item === 'cluster') return 'bump cluster';
         return 'update';
-      case 'BatchGetItem':
-        return 'read watched peers';
+      case 'BatchGetItem': {
+        // Node items (with the cluster item) for the detector; task items for tasks handed over.
+        const requests = Object.values((input['RequestItems'] ?? {}) as Record<string, { Keys?: Array<{ pk?: unknown }> }>);
+        const first = requests[0]?.Keys?.[0]?.pk;
+        const firstPk = typeof first === 'string' ? first : String((first as { S?: unknown } | undefined)?.S ?? '');
+        return firstPk.startsWith('task#') ? 'get tasks' : 'read watched peers';
+      }
       case 'Query': {
         if (input['IndexName'] === 'members') return 'list members';
         const values = input['ExpressionAttributeValues'] as Record<string, unknown> | undefined;

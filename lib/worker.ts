@@ -15,6 +15,7 @@ import {
   type NodeItem,
   type ProtocolSettings,
   type Store,
+  type TaskHead,
   type TaskItem,
   type TaskOwnership,
 } from './store/store.js';
@@ -96,14 +97,16 @@ async function forEachLimit<T>(items: readonly T[], limit: number, fn: (item: T)
 /** Bytes of task items one batch move may carry: DynamoDB allows 4 MB per transaction, this leaves room for the encoding. */
 const batchMoveBytes = 2 * 2 ** 20;
 
+/** What a task item of unknown size is assumed to weigh (one created before items recorded it). */
+const unknownItemBytes = 4096;
+
 /** Splits one peer's tasks into transactions: at most batchMoveSize tasks and 2 MB of items each. */
-function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
-  const chunks: TaskItem[][] = [];
-  let chunk: TaskItem[] = [];
+function transactionChunks<T extends TaskHead>(tasks: readonly T[]): T[][] {
+  const chunks: T[][] = [];
+  let chunk: T[] = [];
   let bytes = 0;
   for (const task of tasks) {
-    // Key, attributes and payload, as JSON: close enough to DynamoDB's item size for a budget.
-    const size = Buffer.byteLength(JSON.stringify(task)) + 100;
+    const size = task.itemBytes ?? unknownItemBytes;
     if (chunk.length > 0 && (chunk.length >= batchMoveSize || bytes + size > batchMoveBytes)) {
       chunks.push(chunk);
       chunk = [];
@@ -121,7 +124,7 @@ function transactionChunks(tasks: readonly TaskItem[]): TaskItem[][] {
  * Tokens never go back, so a consistent read showing it proves the move landed, whoever's
  * write it was.
  */
-function movedTo(now: TaskItem | undefined, task: TaskItem, to: { owner: string | null; ownerInc: number }): now is TaskItem {
+function movedTo(now: TaskItem | undefined, task: TaskHead, to: { owner: string | null; ownerInc: number }): now is TaskItem {
   return now !== undefined && now.owner === to.owner && now.ownerInc === to.ownerInc && now.token === task.token + 1;
 }
 
@@ -322,7 +325,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
         // sweep.
         for (let round = 1; round <= 2 && handedOver < tasks.length; round++) {
           for (const id of this.unsettled.keys()) await this.settle(id);
-          const left = (await this.store.tasksOwnedBy(this.id)).filter((t) => this.isMine(t) && !this.unsettled.has(t.id));
+          const left = (await this.store.tasksOwnedBy(this.id)).filter((t) => t.ownerInc === this.inc && !this.unsettled.has(t.id));
           if (left.length === 0) break;
           handedOver += await this.distribute(left, { exclude: this.id, reason: 'leave' });
         }
@@ -852,12 +855,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * is at least as new as every listed owner: if it is alive, only its own incarnation's
    * tasks are live; if it is not, no listed task belongs to a live incarnation.
    */
-  private async orphansOf(nodeId: string): Promise<TaskItem[]> {
+  private async orphansOf(nodeId: string): Promise<TaskHead[]> {
     const listed = await this.store.tasksOwnedBy(nodeId);
     if (listed.length === 0) return [];
     const item = await this.store.getNode(nodeId);
     const liveInc = item?.state === 'alive' ? item.inc : undefined;
-    return listed.filter((t) => t.state === 'ready' && t.ownerInc !== liveInc);
+    return listed.filter((t) => t.ownerInc !== liveInc);
   }
 
   /**
@@ -892,17 +895,17 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * node go the same way (one by one for claims, at half the write units), then one
    * consistent batch read returns the items to run.
    */
-  private async distribute(tasks: TaskItem[], how: { exclude?: string; reason: string; unplaced?: 'pool' | 'leave'; selfSingly?: boolean }): Promise<number> {
+  private async distribute(tasks: TaskHead[], how: { exclude?: string; reason: string; unplaced?: 'pool' | 'leave'; selfSingly?: boolean }): Promise<number> {
     if (tasks.length === 0) return 0;
     const candidates = await this.candidates(how.exclude);
     const { assigned, unplaced } = placeTasks(tasks, candidates);
     const incOf = new Map(candidates.map((c) => [c.id, c.inc]));
     /** `landedUnseen`: the task was in a transaction whose outcome is unknown, which may have moved it already. */
-    type Job = { task: TaskItem; to: string | null; inc: number; landedUnseen?: boolean };
+    type Job = { task: TaskHead; to: string | null; inc: number; landedUnseen?: boolean };
     // Free tasks nobody can take stay where they are; anyone else's go back to the pool.
     const toPool = how.unplaced === 'leave' ? [] : unplaced;
     const singles: Job[] = toPool.map((task) => ({ task, to: null, inc: 0 }));
-    const batches: Array<{ to: string; inc: number; tasks: TaskItem[] }> = [];
+    const batches: Array<{ to: string; inc: number; tasks: TaskHead[] }> = [];
     for (const [target, list] of assigned) {
       const inc = target === this.id ? this.inc : (incOf.get(target) ?? 0);
       const chunks = target === this.id && how.selfSingly ? list.map((task) => [task]) : transactionChunks(list);
@@ -1020,7 +1023,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * follows an ambiguous attempt; if every attempt was ambiguous, re-read and reconcile here
    * instead of assuming failure (a move that did land must not leave the task unrun).
    */
-  private async move(task: TaskItem, to: { owner: string | null; ownerInc: number }, unsure?: () => void): Promise<TaskItem | undefined> {
+  private async move(task: TaskHead, to: { owner: string | null; ownerInc: number }, unsure?: () => void): Promise<TaskItem | undefined> {
     try {
       return await this.store.moveTask(task.id, task, to);
     } catch (error) {
@@ -1076,11 +1079,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private async resync(): Promise<void> {
     const listed = await this.store.tasksOwnedBy(this.id);
     const seen = new Set<string>();
+    const unknown: string[] = [];
     for (const task of listed) {
-      if (task.state !== 'ready') continue;
       if (task.ownerInc === this.inc) {
         seen.add(task.id);
-        await this.takeIn(task);
+        if (!this.owned.has(task.id)) unknown.push(task.id);
+        else if (task.releaseRequested) await this.release(task.id, task);
       } else if (task.ownerInc < this.inc) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
         const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => undefined);
@@ -1088,6 +1092,15 @@ export class Worker extends EventEmitter<WorkerEvents> {
           seen.add(task.id);
           this.adopt(after);
         }
+      }
+    }
+    // The index holds no payloads: the tasks this node does not run yet come from the table,
+    // which also says whether each is still ours and ready.
+    if (unknown.length > 0) {
+      const full = await this.store.getTasks(unknown);
+      for (const id of unknown) {
+        const task = full.get(id);
+        if (task && this.isMine(task)) await this.takeIn(task);
       }
     }
     // The index may lag; confirm with a consistent read before stopping anything.
@@ -1113,7 +1126,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Operator's force-release: stop the task, then put it back in the pool for others. */
-  private async release(id: string, task: TaskItem): Promise<void> {
+  private async release(id: string, task: TaskHead): Promise<void> {
     await this.drop(id, 'released');
     const after = await this.move(task, { owner: null, ownerInc: 0 }).catch(() => undefined);
     if (after) await this.store.bumpCluster('tasks').catch(() => {});
@@ -1179,7 +1192,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       const from = this.strayCursor ?? mineRange.to;
       const page = await this.store.unownedTasks(strayPage, { from, to: from });
       this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
-      const stray: TaskItem[] = [];
+      const stray: TaskHead[] = [];
       for (const task of page) {
         if (!this.handlers.has(task.type) || inArc(taskSlot(task.id), mineRange)) continue;
         const firstSeen = this.freeSeen.get(task.id) ?? this.ticks;
@@ -1200,7 +1213,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Moves free tasks to this node, adopting each that lands; returns how many did. */
-  private async claim(tasks: readonly TaskItem[]): Promise<number> {
+  private async claim(tasks: readonly TaskHead[]): Promise<number> {
     let claimed = 0;
     await forEachLimit(tasks, moveConcurrency, async (task) => {
       const after = await this.move(task, { owner: this.id, ownerInc: this.inc }).catch(() => {

@@ -216,6 +216,22 @@ describe.each([
       expect((await h.store.unownedTasks(10_000)).map((t) => t.id)).toContain(id);
     });
 
+    it('lists tasks from the owner index as heads: ownership, type and size, never the payload', async () => {
+      const id = uid('t');
+      const owner = uid('owner');
+      const payload = { blob: 'x'.repeat(3000) };
+      await h.store.createTask({ id, type: 'demo', payload }, 'now');
+      const [free] = (await h.store.unownedTasks(10_000)).filter((t) => t.id === id);
+      expect(free).toEqual({ id, type: 'demo', owner: null, ownerInc: 0, token: 0, itemBytes: expect.any(Number) });
+      // The size covers the payload, so that transactions can be kept within DynamoDB's limit.
+      expect(free!.itemBytes).toBeGreaterThan(3000);
+      await h.store.moveTask(id, free!, { owner, ownerInc: 2 });
+      await h.store.requestRelease(id);
+      expect(await h.store.tasksOwnedBy(owner)).toEqual([{ id, type: 'demo', owner, ownerInc: 2, token: 1, releaseRequested: true, itemBytes: free!.itemBytes }]);
+      // The full item, payload and all, is one read away.
+      expect((await h.store.getTasks([id])).get(id)).toMatchObject({ id, payload, owner, token: 1 });
+    });
+
     it('reads free tasks of a stretch of the ring in ring order, wrapping past the end', async () => {
       const prefix = uid('ring');
       const ids = Array.from({ length: 40 }, (_, i) => `${prefix}-${i}`);

@@ -12,7 +12,7 @@ import {
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
 import { ringKey } from '../protocol/placement.js';
-import { keys, notified, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
+import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode, parseTask, parseTaskHead, type Warn } from './items.js';
 import {
   AmbiguousWriteError,
   maxBatchMove,
@@ -27,6 +27,7 @@ import {
   type Page,
   type SlotRange,
   type Store,
+  type TaskHead,
   type TaskItem,
   type TaskOwnership,
   type TaskPatch,
@@ -477,19 +478,7 @@ export class DynamoStore implements Store {
   // ---------------------------------------------------------------- tasks
 
   async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
-    const item = {
-      ...keys.task(task.id),
-      id: task.id,
-      type: task.type,
-      payload: task.payload,
-      slot: taskSlot(task.id),
-      owner: keys.freeOwner,
-      ownerInc: 0,
-      token: 0,
-      state: 'ready',
-      attempts: 0,
-      createdAt,
-    };
+    const item = { ...keys.task(task.id), ...newTaskRecord(task, createdAt) };
     const out = await this.write(
       'create task',
       () =>
@@ -613,8 +602,8 @@ export class DynamoStore implements Store {
   }
 
   /** One owner's tasks in slot order; `slots` narrows the query to a stretch of the sort key. */
-  private async byOwner(owner: string, limit?: number, slots?: SlotSegment): Promise<TaskItem[]> {
-    const tasks: TaskItem[] = [];
+  private async byOwner(owner: string, limit?: number, slots?: SlotSegment): Promise<TaskHead[]> {
+    const tasks: TaskHead[] = [];
     const condition = slots === undefined ? '' : slots.op === 'between' ? ' AND #slot BETWEEN :from AND :to' : ` AND #slot ${slots.op} :at`;
     const values = slots === undefined ? {} : slots.op === 'between' ? { ':from': slots.from, ':to': slots.to } : { ':at': slots.at };
     let start: Record<string, unknown> | undefined;
@@ -637,7 +626,7 @@ export class DynamoStore implements Store {
       for (const raw of out.Items ?? []) {
         // BETWEEN includes its upper bound; ranges exclude it.
         if (slots?.op === 'between' && raw['slot'] === slots.to) continue;
-        const task = parseTask(raw, this.warn);
+        const task = parseTaskHead(raw, this.warn);
         if (task) tasks.push(task);
       }
       start = out.LastEvaluatedKey;
@@ -645,12 +634,12 @@ export class DynamoStore implements Store {
     return tasks;
   }
 
-  tasksOwnedBy(nodeId: string): Promise<TaskItem[]> {
+  tasksOwnedBy(nodeId: string): Promise<TaskHead[]> {
     return this.byOwner(nodeId);
   }
 
-  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]> {
-    const tasks: TaskItem[] = [];
+  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskHead[]> {
+    const tasks: TaskHead[] = [];
     for (const segment of slotSegments(range)) {
       if (tasks.length >= limit) break;
       tasks.push(...(await this.byOwner(keys.freeOwner, limit - tasks.length, segment)));

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ringKey } from '../protocol/placement.js';
-import type { ClusterItem, NodeItem, Notified, TaskItem } from './store.js';
+import type { ClusterItem, NodeItem, Notified, TaskHead, TaskItem } from './store.js';
 
 /**
  * The table's key design, written down once.
@@ -18,7 +18,10 @@ import type { ClusterItem, NodeItem, Notified, TaskItem } from './store.js';
  *   whole membership by every node. Heartbeats change neither its keys nor its projected
  *   attributes, so they cost no index writes.
  * - "byOwner" finds the tasks of one owner, and the tasks waiting for one ("#free"), without
- *   scanning. Done and failed tasks drop the attribute and so leave the index. It is sorted by
+ *   scanning. Done and failed tasks drop the attribute and so leave the index. It projects only
+ *   what finding, placing and moving a task needs (taskHeadAttributes), never the payload: a
+ *   node's periodic look at its own tasks, and every index write of a move, cost the same
+ *   whatever the payloads weigh, and a run's result or attempts cost no index write. It is sorted by
  *   `slot`, the task's position on the same ring as the nodes (`taskSlot`), so that each node
  *   reads the free tasks of its own stretch of the ring: in a large cluster the nodes' claim
  *   reads are disjoint instead of every node reading the same front of the pool.
@@ -76,8 +79,29 @@ export const taskItemSchema = z.object({
   error: z.string().optional(),
   releaseRequested: z.boolean().optional(),
   previousOwner: z.string().optional(),
+  itemBytes: count.optional(),
   createdAt: z.string(),
 });
+
+/** Non-key attributes the owner index carries (its keys and the table's, pk holding the id, come anyway). */
+export const taskHeadAttributes = ['type', 'ownerInc', 'token', 'releaseRequested', 'itemBytes'] as const;
+
+const taskHeadSchema = z.object({
+  pk: z.string().startsWith('task#'),
+  type: z.string().min(1),
+  owner: z.string().min(1),
+  ownerInc: count,
+  token: count,
+  releaseRequested: z.boolean().optional(),
+  itemBytes: count.optional(),
+});
+
+/** A new task's stored record (without its keys). */
+export function newTaskRecord(task: { id: string; type: string; payload: unknown }, createdAt: string): Record<string, unknown> {
+  const record = { id: task.id, type: task.type, payload: task.payload, slot: taskSlot(task.id), owner: keys.freeOwner, ownerInc: 0, token: 0, state: 'ready', attempts: 0, createdAt };
+  // As JSON plus room for the keys and names: close enough to DynamoDB's item size to budget a transaction.
+  return { ...record, itemBytes: Buffer.byteLength(JSON.stringify(record)) + 100 };
+}
 
 export const clusterItemSchema = z.object({ tasks: count.default(0) });
 
@@ -99,6 +123,23 @@ export function parseTask(raw: Record<string, unknown>, warn: Warn): TaskItem | 
   if (parsed.success) return parsed.data as TaskItem;
   warn(`skipping corrupt task item ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
   return undefined;
+}
+
+/** Turns an owner index entry (or any stored task record) into a TaskHead, or warns and returns undefined. */
+export function parseTaskHead(raw: Record<string, unknown>, warn: Warn): TaskHead | undefined {
+  const parsed = taskHeadSchema.safeParse(raw);
+  if (!parsed.success) {
+    warn(`skipping corrupt task entry ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
+    return undefined;
+  }
+  const { pk, owner, releaseRequested, itemBytes, ...rest } = parsed.data;
+  return {
+    id: pk.slice(keys.task('').pk.length),
+    ...rest,
+    owner: owner === keys.freeOwner ? null : owner,
+    ...(releaseRequested === undefined ? {} : { releaseRequested }),
+    ...(itemBytes === undefined ? {} : { itemBytes }),
+  };
 }
 
 /** The inbox and doorbell of a node item as a notification returned it. */

@@ -1,5 +1,5 @@
 import { ringKey } from '../protocol/placement.js';
-import { keys, notified, ownerAttribute, parseCluster, parseNode, parseTask, taskSlot, type Warn } from './items.js';
+import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode, parseTask, parseTaskHead, taskSlot, type Warn } from './items.js';
 import {
   maxBatchMove,
   type ClusterItem,
@@ -12,6 +12,7 @@ import {
   type Page,
   type SlotRange,
   type Store,
+  type TaskHead,
   type TaskItem,
   type TaskOwnership,
   type TaskPatch,
@@ -236,18 +237,7 @@ export class MemoryStore implements Store {
 
   async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
     if (this.get(keys.task(task.id))) return 'exists';
-    this.set(keys.task(task.id), {
-      id: task.id,
-      type: task.type,
-      payload: structuredClone(task.payload),
-      slot: taskSlot(task.id),
-      owner: keys.freeOwner,
-      ownerInc: 0,
-      token: 0,
-      state: 'ready',
-      attempts: 0,
-      createdAt,
-    });
+    this.set(keys.task(task.id), structuredClone(newTaskRecord(task, createdAt)));
     return 'created';
   }
 
@@ -294,25 +284,26 @@ export class MemoryStore implements Store {
   }
 
   /** One owner's tasks in slot order, as the index returns them; `within` filters slots. */
-  private byOwner(owner: string, limit = Number.POSITIVE_INFINITY, within: (slot: string) => boolean = () => true): TaskItem[] {
-    const out: TaskItem[] = [];
+  private byOwner(owner: string, limit = Number.POSITIVE_INFINITY, within: (slot: string) => boolean = () => true): TaskHead[] {
+    const out: TaskHead[] = [];
     const matching = [...(this.ownerIndex.get(owner) ?? [])]
       .map((k) => this.items.get(k)!)
       .filter((raw) => typeof raw['slot'] === 'string' && within(raw['slot']))
       .sort((a, b) => (String(a['slot']) < String(b['slot']) ? -1 : 1));
     for (const raw of matching) {
       if (out.length >= limit) break;
-      const task = parseTask(structuredClone(raw), this.warn);
+      // Only what the index projects.
+      const task = parseTaskHead(raw, this.warn);
       if (task) out.push(task);
     }
     return out;
   }
 
-  async tasksOwnedBy(nodeId: string): Promise<TaskItem[]> {
+  async tasksOwnedBy(nodeId: string): Promise<TaskHead[]> {
     return this.byOwner(nodeId);
   }
 
-  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]> {
+  async unownedTasks(limit: number, range?: SlotRange): Promise<TaskHead[]> {
     if (!range) return this.byOwner(keys.freeOwner, limit);
     const { from, to } = range;
     if (from < to) return this.byOwner(keys.freeOwner, limit, (slot) => slot >= from && slot < to);

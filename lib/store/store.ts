@@ -78,7 +78,26 @@ export interface TaskItem {
   releaseRequested?: boolean;
   /** The owner before the last move (absent if the task was free then): rebalancing never sends it straight back. */
   previousOwner?: string;
+  /** About how large the item is, in bytes (set at creation), to size transactions. */
+  itemBytes?: number;
   createdAt: string;
+}
+
+/**
+ * A task as the owner index holds it: enough to find, place and move it (a compare-and-set
+ * needs only the ownership), without its payload or history. Index entries hold only ready
+ * tasks, as of the index, which may lag behind the table. The full item comes from getTask(s)
+ * or from the move that lands.
+ */
+export interface TaskHead {
+  id: string;
+  type: string;
+  owner: string | null;
+  ownerInc: number;
+  token: number;
+  releaseRequested?: boolean;
+  /** About how large the whole item is, in bytes (its payload included), to size transactions. */
+  itemBytes?: number;
 }
 
 export interface ClusterItem {
@@ -178,14 +197,14 @@ export interface Store {
   deleteTask(id: string, expected?: TaskOwnership): Promise<TaskItem | undefined>;
   listTasks(limit: number, cursor?: string): Promise<Page<TaskItem>>;
   /** Tasks whose owner is `nodeId` (any incarnation), from the owner index. */
-  tasksOwnedBy(nodeId: string): Promise<TaskItem[]>;
+  tasksOwnedBy(nodeId: string): Promise<TaskHead[]>;
   /**
    * Tasks waiting for an owner, from the owner index, in ring order of their slot (taskSlot).
    * With a range, only slots from `range.from` (inclusive) to `range.to` (exclusive), going
    * round the ring past its end when `to` <= `from` (the whole ring, starting at `from`, when
    * they are equal).
    */
-  unownedTasks(limit: number, range?: SlotRange): Promise<TaskItem[]>;
+  unownedTasks(limit: number, range?: SlotRange): Promise<TaskHead[]>;
   /** Compare-and-set of a task's owner; the fencing token goes up by one. */
   moveTask(id: string, from: TaskOwnership, to: { owner: string | null; ownerInc: number }): Promise<TaskItem | undefined>;
   /**

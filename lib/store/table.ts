@@ -5,7 +5,7 @@ import {
   ResourceInUseException,
   type CreateTableCommandInput,
 } from '@aws-sdk/client-dynamodb';
-import { keys } from './items.js';
+import { keys, taskHeadAttributes } from './items.js';
 
 /**
  * The table definition, shared by `keeper init`, the tests and the CDK construct so that the
@@ -18,9 +18,9 @@ export const tableSchema = {
     // Sorted by ring position; keys and `state` only (the id is in pk): heartbeats change
     // neither, so they cost no index writes.
     { name: keys.membersIndex, partitionKey: 'member', sortKey: 'ring', projection: { type: 'INCLUDE', attributes: ['state'] } },
-    // All attributes: a takeover needs the token, type and payload of every task it moves.
-    // Sorted by ring slot, so a node reads the free tasks of its own arc (items.ts).
-    { name: keys.ownerIndex, partitionKey: 'owner', sortKey: 'slot', projection: { type: 'ALL' } },
+    // What placing and moving a task needs, not its payload (items.ts). Sorted by ring slot,
+    // so a node reads the free tasks of its own arc.
+    { name: keys.ownerIndex, partitionKey: 'owner', sortKey: 'slot', projection: { type: 'INCLUDE', attributes: taskHeadAttributes } },
   ],
 } as const;
 
