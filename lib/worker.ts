@@ -71,7 +71,7 @@ const maxToldSpan = 1024;
  * Periods a task stays on a node before rebalancing may move it on: two nodes acting on each
  * other's task counts of a period ago would otherwise hand the same task back and forth.
  */
-const rebalanceHoldTicks = 10;
+export const rebalanceHoldTicks = 10;
 
 /** Live successors a node knows (and hands tasks to): its watched peers and a few more. */
 const spreadPeers = 8;
