@@ -21,7 +21,7 @@ import type { ClusterItem, NodeItem, Notified, TaskHead, TaskItem } from './stor
  *   scanning. Done and failed tasks drop the attribute and so leave the index. It projects only
  *   what finding, placing and moving a task needs (taskHeadAttributes), never the payload: a
  *   node's periodic look at its own tasks, and every index write of a move, cost the same
- *   whatever the payloads weigh, and a run's result or attempts cost no index write. It is sorted by
+ *   whatever the payloads weigh, and a failed run's attempts and error cost no index write. It is sorted by
  *   `slot`, the task's position on the same ring as the nodes (`taskSlot`), so that each node
  *   reads the free tasks of its own stretch of the ring: in a large cluster the nodes' claim
  *   reads are disjoint instead of every node reading the same front of the pool.
