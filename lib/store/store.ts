@@ -161,7 +161,8 @@ export interface Store {
   heartbeat(input: HeartbeatInput): Promise<HeartbeatResult>;
   /**
    * Strongly consistent read of some nodes, plus the cluster item unless `cluster: false`.
-   * Corrupt items are left out.
+   * Corrupt items are left out. Never eventually consistent: a stale witness counter would
+   * inflate the detector's evidence (docs/protocol.md, "Watching").
    */
   readNodes(ids: string[], options?: { cluster?: boolean }): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }>;
   /** Every node item's id and state, in ring order (eventually consistent; from the members index). */
