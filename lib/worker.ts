@@ -673,12 +673,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     if (rings.length === 0) return;
     if (this.rings.length > 0) this.inboxAgain = true;
     const ids = [...new Set(rings.flatMap((r) => r.tasks ?? []))];
-    const now = ids.length > 0 ? await this.store.getTasks(ids).catch(() => undefined) : new Map<string, TaskItem>();
+    const now = await this.takeInFromTable(ids).catch(() => undefined);
     if (!now) return; // the heartbeat's inbox still tells of them
-    for (const id of ids) {
-      const task = now.get(id);
-      if (task && this.isMine(task) && this.phase === 'running') await this.takeIn(task);
-    }
     // A ring counts as told only if every task it names is this incarnation's now. Anything
     // else is left to a resync: a move whose outcome the mover did not know may still land,
     // and tasks handed to an earlier incarnation of this node are reclaimed there.
@@ -1096,13 +1092,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     }
     // The index holds no payloads: the tasks this node does not run yet come from the table,
     // which also says whether each is still ours and ready.
-    if (unknown.length > 0) {
-      const full = await this.store.getTasks(unknown);
-      for (const id of unknown) {
-        const task = full.get(id);
-        if (task && this.isMine(task)) await this.takeIn(task);
-      }
-    }
+    await this.takeInFromTable(unknown);
     // The index may lag; confirm with a consistent read before stopping anything.
     for (const id of [...this.owned.keys()]) {
       if (seen.has(id)) continue;
@@ -1113,6 +1103,19 @@ export class Worker extends EventEmitter<WorkerEvents> {
       }
       await this.drop(id, 'revoked');
     }
+  }
+
+  /**
+   * Reads tasks with one consistent batch read and takes in those the table says are this
+   * incarnation's (a ring's tasks, or listed ones this node does not run yet). Returns what it read.
+   */
+  private async takeInFromTable(ids: readonly string[]): Promise<Map<string, TaskItem>> {
+    const now = ids.length > 0 ? await this.store.getTasks(ids) : new Map<string, TaskItem>();
+    for (const id of ids) {
+      const task = now.get(id);
+      if (task && this.isMine(task) && this.phase === 'running') await this.takeIn(task);
+    }
+    return now;
   }
 
   /** A task of this incarnation, as the table lists it: run it, unless it must go back. */

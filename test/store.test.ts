@@ -1,4 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { QueryCommand } from '@aws-sdk/lib-dynamodb';
 import { ringKey } from '../lib/protocol/placement.js';
 import { keys, taskSlot } from '../lib/store/items.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
@@ -391,5 +392,19 @@ describe.each([
       expect((await h.store.tasksOwnedBy(owner)).map((t) => t.id)).toEqual([good]);
       expect(h.warnings.length).toBeGreaterThan(warningsBefore);
     });
+  });
+});
+
+describe('the DynamoDB table', () => {
+  it('keeps payloads out of the owner index: its entries carry the task head only', async () => {
+    const t = table!;
+    const id = `heads-${Date.now()}`;
+    await t.store().createTask({ id, type: 'demo', payload: { blob: 'x'.repeat(3000) } }, 'now');
+    const out = await t.doc.send(
+      new QueryCommand({ TableName: t.table, IndexName: keys.ownerIndex, KeyConditionExpression: '#owner = :free', ExpressionAttributeNames: { '#owner': 'owner' }, ExpressionAttributeValues: { ':free': keys.freeOwner } }),
+    );
+    const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
+    expect(entry).toBeDefined();
+    expect(Object.keys(entry!).sort()).toEqual(['itemBytes', 'owner', 'ownerInc', 'pk', 'sk', 'slot', 'token', 'type']);
   });
 });
