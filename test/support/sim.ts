@@ -222,3 +222,50 @@ export class SimDoorbells {
     };
   }
 }
+
+/** JSON with Maps and Sets spelled out and object keys in a fixed order: equal values, equal text. */
+export function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) => {
+    if (v instanceof Map) return { map: [...v.entries()] };
+    if (v instanceof Set) return { set: [...v] };
+    if (v instanceof Error) return { error: v.name, message: v.message };
+    if (v && typeof v === 'object' && !Array.isArray(v)) return Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+    return v;
+  }) ?? 'undefined';
+}
+
+/**
+ * A store that reports each call and its outcome. It hands the caller the very promise the
+ * store returned, so recording adds no turn to the caller's continuations and cannot change
+ * the order in which a schedule unfolds.
+ */
+export function recorded(store: Store, record: (line: string) => void): Store {
+  return new Proxy(store, {
+    get(target, prop, receiver) {
+      const original = Reflect.get(target, prop, receiver);
+      if (typeof original !== 'function') return original;
+      return (...args: unknown[]) => {
+        const call = `${String(prop)}(${canonical(args).slice(1, -1)})`;
+        record(`call ${call}`);
+        const reply = (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        reply.then(
+          (result) => record(`reply ${call} -> ${canonical(result)}`),
+          (error: unknown) => record(`fail ${call} -> ${canonical(error)}`),
+        );
+        return reply;
+      };
+    },
+  });
+}
+
+/** A doorbell that reports each ring it sends. */
+export function recordedBell(bell: Doorbell, record: (line: string) => void): Doorbell {
+  return {
+    open: (onRing) => bell.open(onRing),
+    ring: (to, ring) => {
+      record(`ring ${to} ${canonical(ring)}`);
+      bell.ring(to, ring);
+    },
+    close: () => bell.close(),
+  };
+}

@@ -2,7 +2,7 @@ import { failoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/co
 import { MemoryStore } from '../../lib/store/memory-store.js';
 import type { TaskContext } from '../../lib/tasks.js';
 import { Worker } from '../../lib/worker.js';
-import { networkStore, prng, SimClock, SimDoorbells, VirtualTime } from './sim.js';
+import { canonical, networkStore, prng, recorded, recordedBell, SimClock, SimDoorbells, VirtualTime } from './sim.js';
 
 /**
  * One seeded schedule of the deterministic simulator: 3 to 9 nodes with skewed clocks (any
@@ -53,6 +53,12 @@ export interface ScheduleOverrides {
   /** Bypasses config validation with a fence window that is too long: the checker must catch it. */
   unsafeFenceMs?: number;
   trace?: (line: string) => void;
+  /**
+   * Every store call each node makes with its outcome, every event it emits, every ring it
+   * sends and every log line, in the order they happen: the schedule's record, whose digest
+   * must not change under a refactor (tools/sim-digests.ts).
+   */
+  record?: (line: string) => void;
 }
 
 export async function runSchedule(seed: number, overrides: ScheduleOverrides = {}): Promise<ScheduleResult> {
@@ -94,13 +100,31 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       random: rnd,
       timeoutMs: config.requestTimeoutMs,
     });
-    const trace = overrides.trace;
+    const record = overrides.record;
+    const trace = overrides.trace ?? record;
     const logger = trace && {
       info: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} INFO ${m} ${JSON.stringify(f)}`),
       warn: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} WARN ${m} ${JSON.stringify(f)}`),
       error: (m: string, f?: object) => trace(`${Math.round(time.now)} ${id} ERROR ${m} ${JSON.stringify(f)}`),
     };
-    const worker = new Worker({ ...settings, store, clock, random: rnd, nodeId: id, capacity: 100, doorbell: bells?.for(id, clock, () => time.now < proc.partitionedUntil) ?? false, ...(logger ? { logger } : {}) });
+    const bell = bells?.for(id, clock, () => time.now < proc.partitionedUntil);
+    const worker = new Worker({
+      ...settings,
+      store: record ? recorded(store, (line) => record(`${time.now} ${id} ${line}`)) : store,
+      clock,
+      random: rnd,
+      nodeId: id,
+      capacity: 100,
+      doorbell: (record && bell ? recordedBell(bell, (line) => record(`${time.now} ${id} ${line}`)) : bell) ?? false,
+      ...(logger ? { logger } : {}),
+    });
+    if (record) {
+      const emit = worker.emit.bind(worker) as (event: string, ...args: unknown[]) => boolean;
+      worker.emit = ((event: string, ...args: unknown[]) => {
+        record(`${time.now} ${id} event ${event} ${canonical(args)}`);
+        return emit(event, ...args);
+      }) as typeof worker.emit;
+    }
     worker.handle('demo', (ctx) => {
       const run: Run = { node: id, clock, task: ctx.task.id, token: ctx.token, ctx };
       const previous = lastToken.get(run.task) ?? -1;
