@@ -1,6 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { benchmark, Detector } from '../lib/protocol/detector.js';
-import { claimArcs, inArc, placeTasks, rebalanceCount, rendezvous, ringKey, ringOrder, watchedPeers } from '../lib/protocol/placement.js';
+import { placeTasks, rebalanceCount, rendezvous } from '../lib/protocol/placement.js';
+import { claimArcs, inArc, ringKey, ringOrder, watchedPeers } from '../lib/protocol/ring.js';
 import { taskSlot } from '../lib/store/items.js';
 import type { NodeItem } from '../lib/store/store.js';
 

@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
-import { claimArcs, inArc, ringOrder } from '../lib/protocol/placement.js';
+import { claimArcs, inArc, ringOrder } from '../lib/protocol/ring.js';
 import { taskSlot } from '../lib/store/items.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { QueryCommand } from '@aws-sdk/lib-dynamodb';
-import { ringKey } from '../lib/protocol/placement.js';
+import { ringKey } from '../lib/protocol/ring.js';
 import { keys, taskSlot } from '../lib/store/items.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
 import type { NodeItem, Store } from '../lib/store/store.js';

@@ -286,7 +286,7 @@ describe('worker against DynamoDB Local', () => {
     const [a, b] = start(t, ledger, [{ id: 'a', options: { capacity: 6 } }, { id: 'b', options: { capacity: 0 } }]);
     await startAll([a!, b!]);
     await waitFor('a runs every task', () => a!.runningTasks().length === tasks.length);
-    const bStore = (b as unknown as { store: Store }).store;
+    const bStore = (b as unknown as { node: { store: Store } }).node.store;
     const reads: string[][] = [];
     const getTasks = bStore.getTasks.bind(bStore);
     // Recorded once the read has returned, so that what b makes of it has happened by then.

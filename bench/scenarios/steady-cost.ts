@@ -1,5 +1,5 @@
 import { resolveConfig, type KeeperOptions } from '../../lib/config.js';
-import { rebalanceHoldTicks } from '../../lib/worker.js';
+import { rebalanceHoldPasses } from '../../lib/node/pool.js';
 import { difference, totals, type OperationCount } from '../capacity-meter.js';
 import { barChart, colors } from '../charts.js';
 import type { BenchContext, SectionReport } from '../context.js';
@@ -46,7 +46,7 @@ export interface Row {
 }
 
 /** How long nothing may have moved before the windows start. */
-const quietMsFor = (row: { system: string; periodMs: number }) => (row.system === 'keeper' ? Math.max(3000, (rebalanceHoldTicks + 5) * row.periodMs) : 3000);
+const quietMsFor = (row: { system: string; periodMs: number }) => (row.system === 'keeper' ? Math.max(3000, (rebalanceHoldPasses + 5) * row.periodMs) : 3000);
 
 const perNodeHour = (value: number, w: Window, nodes: number) => (value / nodes) * (3600 / w.seconds);
 
@@ -256,7 +256,7 @@ export function renderCost(data: CostData): SectionReport {
   const saturatedRows = rows.filter((r) => r.saturated.length > 0);
 
   const body = [
-    `Each row starts a fresh cluster on a fresh table (keeper's tasks added at ${feedRate} per second once the nodes run), waits until every task runs on exactly one node and no handler has started for ${rebalanceHoldTicks + 5} periods (keeper: longer than a task is held before rebalancing may pass it on; baseline: 3 s), then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes; it reports 0 for a Query that returns nothing), plus the computed units of failed conditional writes (the last column of the breakdown). At P = 3 s keeper's periodic reads come every 90 s, so a 30 s window holds them for some nodes only. keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
+    `Each row starts a fresh cluster on a fresh table (keeper's tasks added at ${feedRate} per second once the nodes run), waits until every task runs on exactly one node and no handler has started for ${rebalanceHoldPasses + 5} periods (keeper: longer than a task is held before rebalancing may pass it on; baseline: 3 s), then counts ${windowCount} windows of ${windowMs / 1000} s. Figures are per node and hour (window count / ${nodes} nodes x 3,600 s / window length): median / p99 over the windows. Units are read and write capacity units as DynamoDB Local reported them (table plus indexes; it reports 0 for a Query that returns nothing), plus the computed units of failed conditional writes (the last column of the breakdown). At P = 3 s keeper's periodic reads come every 90 s, so a 30 s window holds them for some nodes only. keeper's capacity is its default 1,000 unless a node's share plus 20 % needs more (the 10,000-task row: 1,200); the baseline's is ceil(tasks / 10) x 1.2.`,
     '',
     table(['system', 'tasks', 'requests / node-hour', 'read requests', 'read units', 'write requests', 'write units', 'write units / task-hour', 'latency p50 / p99 (median window)', 'CPU: DynamoDB Local / bench'], mainRows),
     '',

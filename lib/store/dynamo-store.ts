@@ -11,7 +11,7 @@ import {
 } from '@aws-sdk/lib-dynamodb';
 import { unmarshall } from '@aws-sdk/util-dynamodb';
 import type { AttributeValue } from '@aws-sdk/client-dynamodb';
-import { ringKey } from '../protocol/placement.js';
+import { ringKey } from '../protocol/ring.js';
 import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode, parseTask, parseTaskHead, type Warn } from './items.js';
 import {
   AmbiguousWriteError,

@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { ringKey } from '../protocol/placement.js';
+import { ringKey } from '../protocol/ring.js';
 import type { ClusterItem, NodeItem, Notified, TaskHead, TaskItem } from './store.js';
 
 /**

@@ -1,4 +1,4 @@
-import { ringKey } from '../protocol/placement.js';
+import { ringKey } from '../protocol/ring.js';
 import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode, parseTask, parseTaskHead, taskSlot, type Warn } from './items.js';
 import {
   maxBatchMove,

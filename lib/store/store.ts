@@ -2,7 +2,8 @@
  * The narrow interface between the coordination logic and the shared table. Every state
  * change is a compare-and-set: it names the state it expects and reports whether it won.
  * Two implementations: DynamoStore (the product) and MemoryStore (the deterministic
- * simulator); `test/store.conformance.ts` holds both to one contract.
+ * simulator); `test/store.test.ts` runs one conformance suite against both, on DynamoDB Local
+ * and in memory.
  */
 
 export type NodeState = 'alive' | 'dead' | 'left';

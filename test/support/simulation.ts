@@ -139,7 +139,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       );
     });
     // Config validation refuses such a window, so it is forced into the worker's lease by hand.
-    if (overrides.unsafeFenceMs) (worker as unknown as { lease: { fenceMs: number } }).lease.fenceMs = overrides.unsafeFenceMs;
+    if (overrides.unsafeFenceMs) (worker as unknown as { heartbeat: { lease: { fenceMs: number } } }).heartbeat.lease.fenceMs = overrides.unsafeFenceMs;
     proc.worker = worker;
     procs.push(proc);
     void worker.start().catch((error) => violations.push(`t=${time.now}: ${id} failed to start: ${String(error)}`));

@@ -1,0 +1,153 @@
+import type { Timer } from '../clock.js';
+import { errorText } from '../log.js';
+import { Lease } from '../protocol/lease.js';
+import type { NodeItem, WatchRecord } from '../store/store.js';
+import type { NodeContext } from './context.js';
+
+/** What the heartbeat reports to, and asks of, the rest of the node. */
+export interface HeartbeatHooks {
+  /** Tasks this node holds and types it runs: published with every beat. */
+  taskCount(): number;
+  types(): string[];
+  /** The detector's sightings, published so that fresh observers need not wait a full window. */
+  watch(): Record<string, WatchRecord>;
+  /** A beat's reply: this node's item as it stands after the beat (inbox and neighbour counters). */
+  news(node: NodeItem): void;
+  /** The beat was refused: this incarnation was declared dead or replaced. */
+  refused(current: NodeItem | undefined): Promise<void>;
+  /** The lease was renewed in time (`unfenced`: that ended a fence). */
+  renewed(unfenced: boolean): void;
+  /** The lease ran out. */
+  fenced(sinceRenewalMs: number): void;
+  /** A beat is over while the node runs: time for a maintenance pass. */
+  beat(): void;
+}
+
+/**
+ * The counter loop: once per period, the one write that advances this node's counter and
+ * renews its lease, and nothing else ever delays it. Owns the incarnation the node runs as,
+ * its counter, the beat timer and the lease.
+ */
+export class Heartbeat {
+  private incarnation = 0;
+  private joinedAt = '';
+  private counterValue = 0;
+  /** Send time of the first attempt to write `counter + 1`, while no attempt has succeeded. */
+  private firstAttemptAt: number | undefined;
+  private readonly lease: Lease;
+  private nextBeatAt = 0;
+  private beatTimer: Timer | undefined;
+
+  constructor(
+    private readonly node: NodeContext,
+    private readonly hooks: HeartbeatHooks,
+  ) {
+    this.lease = new Lease(node.clock, node.config.fenceMs, (since) => hooks.fenced(since));
+  }
+
+  get inc(): number {
+    return this.incarnation;
+  }
+
+  get counter(): number {
+    return this.counterValue;
+  }
+
+  get fenced(): boolean {
+    return this.lease.fenced;
+  }
+
+  /** A join landed: beat as that incarnation from its counter on (the lease is renewed separately). */
+  begin(item: NodeItem): void {
+    this.incarnation = item.inc;
+    this.counterValue = item.counter;
+    this.firstAttemptAt = undefined;
+    this.joinedAt = item.joinedAt;
+  }
+
+  /**
+   * Beats at once, then once per period. At once: the lease runs from the join write, and a
+   * slow start (announcing, a cold table) must not eat into it.
+   */
+  start(): void {
+    this.nextBeatAt = this.node.clock.now();
+    this.schedule();
+  }
+
+  /** Stops the beat timer (a rejoin starts it again). */
+  pause(): void {
+    this.beatTimer?.cancel();
+  }
+
+  /** Stops beating for good and drops the lease timer. */
+  halt(): void {
+    this.beatTimer?.cancel();
+    this.lease.cancel();
+  }
+
+  /** Declared dead: the lease is void at once, whatever time it had left. */
+  revoke(): void {
+    this.lease.revoke();
+  }
+
+  /** True while the lease is valid on this node's monotonic clock. Synchronous by design. */
+  leaseValid(): boolean {
+    return this.node.phase() !== 'stopped' && this.lease.valid();
+  }
+
+  /** A write sent at `sentAt` proved this incarnation alive: renew the lease from then. */
+  renew(sentAt: number): void {
+    const outcome = this.lease.renew(sentAt);
+    if (outcome === 'late') return;
+    this.hooks.renewed(outcome === 'unfenced');
+  }
+
+  private schedule(): void {
+    this.beatTimer = this.node.clock.setTimer(Math.max(0, this.nextBeatAt - this.node.clock.now()), () => void this.beat());
+  }
+
+  private async beat(): Promise<void> {
+    const { node, hooks } = this;
+    if (node.phase() !== 'running' && node.phase() !== 'leaving') return;
+    const sentAt = node.clock.now();
+    this.nextBeatAt += node.config.periodMs;
+    // After a pause, skip the missed beats instead of firing them all at once.
+    if (this.nextBeatAt < sentAt) this.nextBeatAt = sentAt + node.config.periodMs;
+    // The counter counts heartbeats that landed, never periods in which this node could not
+    // reach the table: an observer's own outage must not become evidence against others
+    // (after a store outage every counter would otherwise jump by the outage's length). A
+    // failed attempt is repeated with the same value. It may have landed, and peers may have
+    // seen the value since then: so the lease counts from the first attempt of a value, never
+    // from a retry (renewing from the retry would let the lease outlive a peer's judgement).
+    const next = this.counterValue + 1;
+    this.firstAttemptAt ??= sentAt;
+    try {
+      const result = await node.store.heartbeat({
+        id: node.id,
+        inc: this.incarnation,
+        joinedAt: this.joinedAt,
+        counter: next,
+        taskCount: hooks.taskCount(),
+        capacity: node.config.capacity,
+        types: hooks.types(),
+        watch: hooks.watch(),
+      });
+      if (node.phase() !== 'running' && node.phase() !== 'leaving') return;
+      if (!result.ok) {
+        await hooks.refused(result.current);
+        return;
+      }
+      const renewFrom = this.firstAttemptAt;
+      this.counterValue = next;
+      this.firstAttemptAt = undefined;
+      this.renew(renewFrom);
+      if (result.node) hooks.news(result.node);
+    } catch (error) {
+      node.emit('heartbeat-failed', { error: errorText(error) });
+      node.log.warn('heartbeat failed', { node: node.id, error: errorText(error) });
+      this.lease.check();
+    }
+    if (node.phase() === 'running' || node.phase() === 'leaving') this.schedule();
+    if (node.phase() === 'running') hooks.beat();
+  }
+}

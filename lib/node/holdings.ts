@@ -1,0 +1,209 @@
+import { errorText } from '../log.js';
+import type { TaskHead, TaskItem } from '../store/store.js';
+import { TaskRun, type Registration, type RunHost } from '../tasks.js';
+import type { NodeContext } from './context.js';
+import type { Moves } from './moves.js';
+
+/** A task this node holds, with its run while one is going. */
+export interface Held {
+  task: TaskItem;
+  run?: TaskRun;
+  /** The maintenance pass at which this node took the task on. */
+  since: number;
+}
+
+/** What holding tasks asks of the rest of the node. */
+export interface HoldingsHooks {
+  /** Whether the lease is valid now (tasks start and record outcomes only then). */
+  leaseValid(): boolean;
+}
+
+/**
+ * The tasks this node holds and the runs of their handlers: the one place that starts and
+ * stops user code. Owns the registered handlers and, for each held task, the item as this
+ * node last saw it and its run. A task comes in through adopt() only, which checks that the
+ * table says it is this incarnation's and that no move of it away is still unsettled.
+ */
+export class Holdings {
+  private readonly handlers = new Map<string, Registration>();
+  private readonly owned = new Map<string, Held>();
+  private readonly runHost: RunHost;
+
+  constructor(
+    private readonly node: NodeContext,
+    private readonly moves: Moves,
+    private readonly hooks: HoldingsHooks,
+  ) {
+    this.runHost = this.createRunHost();
+  }
+
+  register(type: string, registration: Registration): void {
+    this.handlers.set(type, registration);
+  }
+
+  /** Task types this node has handlers for. */
+  types(): string[] {
+    return [...this.handlers.keys()];
+  }
+
+  handles(type: string): boolean {
+    return this.handlers.has(type);
+  }
+
+  get size(): number {
+    return this.owned.size;
+  }
+
+  has(id: string): boolean {
+    return this.owned.has(id);
+  }
+
+  /** Ids of held tasks, in the order they were taken on. */
+  ids(): string[] {
+    return [...this.owned.keys()];
+  }
+
+  /** Held tasks with the pass each was taken on. */
+  held(): Array<Readonly<Held>> {
+    return [...this.owned.values()];
+  }
+
+  /** Ids of tasks whose handler is running right now. */
+  running(): string[] {
+    return [...this.owned.entries()]
+      .filter(([, o]) => o.run && !o.run.aborted)
+      .map(([id]) => id)
+      .sort();
+  }
+
+  /** Whether the table says this incarnation should run the task. */
+  isMine(task: TaskItem): boolean {
+    return task.owner === this.node.id && task.ownerInc === this.node.inc() && task.state === 'ready';
+  }
+
+  adopt(task: TaskItem): void {
+    // Also refuses a task moved to an earlier incarnation of this node by a maintenance pass
+    // that was still under way when this incarnation was declared dead: its replies can
+    // arrive after the rejoin, and that incarnation's tasks are orphans now.
+    if (this.node.phase() !== 'running' || !this.isMine(task)) return;
+    const pending = this.moves.pending(task.id);
+    if (pending && task.token <= pending.token) {
+      // An outgoing move of this task may still land: settle before running it again.
+      void this.moves.settle(task.id).then((now) => {
+        if (now && this.isMine(now) && !this.moves.pending(task.id)) this.adopt(now);
+      });
+      return;
+    }
+    const existing = this.owned.get(task.id);
+    if (existing && existing.task.token === task.token) return;
+    if (existing?.run) void existing.run.stop('superseded');
+    this.owned.set(task.id, { task, since: this.node.passes() });
+    if (!this.handlers.has(task.type)) {
+      // Not ours to run (no handler): put it back for a node that has one.
+      void this.release(task.id, task);
+      return;
+    }
+    this.startRun(task.id);
+  }
+
+  /** Takes back the tasks whose unknown move away has settled here. */
+  async resettle(): Promise<void> {
+    for (const id of this.moves.pendingIds()) {
+      const now = await this.moves.settle(id);
+      if (now && this.isMine(now) && !this.moves.pending(id)) this.adopt(now);
+    }
+  }
+
+  /** After a failed or ambiguous move of one of our tasks: re-read it and take it back if still ours. */
+  async takeBack(id: string): Promise<void> {
+    const task = await this.node.store.getTask(id).catch(() => undefined);
+    if (task && this.isMine(task)) this.adopt(task);
+  }
+
+  /** Operator's force-release (or no handler here): stop the task, then put it back in the pool for others. */
+  async release(id: string, task: TaskHead): Promise<void> {
+    await this.drop(id, 'released');
+    const after = await this.moves.move(task, { owner: null, ownerInc: 0 }).catch(() => undefined);
+    if (after) await this.node.store.bumpCluster('tasks').catch(() => {});
+  }
+
+  /** Stops a task's run (waiting for the handler to return) and forgets the task. */
+  async drop(id: string, reason: string): Promise<void> {
+    const entry = this.owned.get(id);
+    this.owned.delete(id);
+    await entry?.run?.stop(reason);
+  }
+
+  /** Stops every run (waiting for the handlers to return); the tasks stay held. */
+  async stopAll(reason: string): Promise<void> {
+    const runs = [...this.owned.values()].map((o) => o.run).filter((r): r is TaskRun => r !== undefined);
+    await Promise.all(runs.map((r) => r.stop(reason)));
+  }
+
+  /** Forgets every held task (their runs stopped already). */
+  clear(): void {
+    this.owned.clear();
+  }
+
+  /**
+   * The lease was renewed: start every task held that is not running, the ones stopped by
+   * fencing and any that arrived while the lease was out (startRun refuses to start those).
+   */
+  resume(unfenced: boolean): void {
+    if (unfenced) {
+      this.node.emit('unfenced', { tasks: this.owned.size });
+      this.node.log.info('lease renewed; resuming tasks', { node: this.node.id, tasks: this.owned.size });
+    }
+    for (const id of this.owned.keys()) this.startRun(id);
+  }
+
+  /** The lease ran out: stop every task before any peer may take them. */
+  fence(sinceRenewalMs: number): void {
+    const { node } = this;
+    if (node.phase() === 'stopped') return;
+    node.emit('fenced', { sinceRenewalMs, tasks: this.owned.size });
+    node.log.warn('lease expired; stopping all tasks until a heartbeat succeeds', { node: node.id, sinceRenewalMs: Math.round(sinceRenewalMs) });
+    void this.stopAll('fenced');
+  }
+
+  private startRun(id: string): void {
+    const entry = this.owned.get(id);
+    const registration = entry && this.handlers.get(entry.task.type);
+    if (!entry || !registration || (entry.run && !entry.run.aborted)) return;
+    // Only a running node with a valid lease starts tasks: not while fenced, and not while
+    // leaving (the heartbeats that go on during a leave renew the lease).
+    if (this.node.phase() !== 'running' || !this.hooks.leaseValid()) return;
+    entry.run = new TaskRun(entry.task, registration, this.runHost);
+    this.node.emit('task-started', { task: id, token: entry.task.token });
+  }
+
+  /** What a TaskRun may do: check the lease and record outcomes while the task is still ours. */
+  private createRunHost(): RunHost {
+    const { node } = this;
+    return {
+      nodeId: node.id,
+      clock: node.clock,
+      maxAttempts: node.config.maxAttempts,
+      leaseValid: () => this.hooks.leaseValid(),
+      backoffMs: (attempt) => node.backoffMs(attempt),
+      recordFailure: async (task, error, maxAttempts) => {
+        const attempts = task.attempts + 1;
+        const failed = attempts >= maxAttempts;
+        node.log.warn(failed ? 'task failed for good' : 'task handler threw; will retry', { node: node.id, task: task.id, attempts, error: errorText(error) });
+        const patch = failed ? { attempts, state: 'failed' as const, error: errorText(error) } : { attempts, error: errorText(error) };
+        const ok = await node.store.updateTask(task.id, task, patch).catch(() => false);
+        if (!ok) return 'lost';
+        const entry = this.owned.get(task.id);
+        if (entry && !failed) entry.task = { ...entry.task, attempts };
+        return failed ? 'failed' : 'retry';
+      },
+      recordDone: (task, result) => node.store.updateTask(task.id, task, { state: 'done', result: result ?? null }).catch(() => false),
+      ended: (run, outcome) => {
+        const entry = this.owned.get(run.taskId);
+        if (outcome !== 'stopped' && entry?.run === run) this.owned.delete(run.taskId);
+        node.emit('task-ended', { task: run.taskId, outcome });
+      },
+      onError: (message, error) => node.log.error(message, { node: node.id, error: errorText(error) }),
+    };
+  }
+}

@@ -1,0 +1,156 @@
+import { sleep } from '../clock.js';
+import { ConfigError } from '../config.js';
+import { errorText } from '../log.js';
+import { AmbiguousWriteError, StoreUnavailableError, type NodeItem, type ProtocolSettings } from '../store/store.js';
+import type { NodeContext } from './context.js';
+import { readNeighbourhood } from './neighbourhood.js';
+
+/** Another live process holds this node id. */
+export class NodeIdInUseError extends Error {
+  override name = 'NodeIdInUseError';
+}
+
+/** What joining needs from the rest of the node. */
+export interface JoinHooks {
+  /** The incarnation and counter the node last ran with (0 before its first join). */
+  inc(): number;
+  counter(): number;
+  types(): string[];
+  /** This incarnation's doorbell address, published in its node item. */
+  bell(): string | undefined;
+  /** Source of fresh incarnation numbers (seeded in the simulator). */
+  random(): number;
+  /** The join write landed, sent at `sentAt`: take up that incarnation. */
+  joined(node: NodeItem, sentAt: number): Promise<void>;
+}
+
+/** The settings every node of a cluster must share, as published in its node item. */
+export function protocolSettings(node: NodeContext): ProtocolSettings {
+  const { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs } = node.config;
+  return { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs };
+}
+
+/**
+ * Joins the cluster, at start (`firstStart`) or after this incarnation was declared dead,
+ * retrying while the store is unreachable and the node still wants in: writes a new
+ * incarnation of this node's item, unless an earlier attempt of this call landed unseen.
+ */
+export async function join(node: NodeContext, hooks: JoinHooks, firstStart: boolean): Promise<void> {
+  /** joinedAt of each join write sent by this call, with its send time. */
+  const attempts = new Map<string, number>();
+  for (let attempt = 1; node.phase() === 'joining' || (!firstStart && node.phase() === 'running'); attempt++) {
+    try {
+      if (firstStart && attempt === 1) await checkSettings(node);
+      const existing = await node.store.getNode(node.id);
+      const ours = existing && existing.state === 'alive' ? attempts.get(existing.joinedAt) : undefined;
+      if (existing && ours !== undefined) {
+        // An earlier attempt of ours whose reply was lost landed after all: the lease runs
+        // from that attempt's send time.
+        await hooks.joined(existing, ours);
+        return;
+      }
+      if (existing && existing.state === 'alive' && existing.inc !== hooks.inc()) {
+        await waitForHolder(node, existing);
+        continue;
+      }
+      const sentAt = node.clock.now();
+      const bell = hooks.bell();
+      const item: NodeItem = {
+        id: node.id,
+        // A fresh item gets a random incarnation so that (incarnation, counter) pairs of
+        // an earlier item with the same id can never be mistaken for this one's.
+        inc: existing ? existing.inc + 1 : 1 + Math.floor(hooks.random() * 2 ** 30),
+        counter: Math.max(existing?.counter ?? 0, hooks.counter()) + 1,
+        state: 'alive',
+        inbox: existing?.inbox ?? 0,
+        neighbours: existing?.neighbours ?? 0,
+        taskCount: 0,
+        capacity: node.config.capacity,
+        types: hooks.types(),
+        watch: existing?.watch ?? {},
+        settings: protocolSettings(node),
+        joinedAt: new Date().toISOString(),
+        ...(bell ? { bell } : {}),
+      };
+      attempts.set(item.joinedAt, sentAt);
+      if (!(await joinAs(node, item, existing))) continue;
+      await hooks.joined(item, sentAt);
+      return;
+    } catch (error) {
+      // Only an unreachable or ambiguous store is worth waiting out; a missing table or
+      // denied access is a configuration problem the operator has to see.
+      if (!(error instanceof StoreUnavailableError || error instanceof AmbiguousWriteError)) throw error;
+      node.log.warn('join failed; retrying', { node: node.id, attempt, error: errorText(error) });
+      await sleep(node.clock, node.backoffMs(attempt));
+    }
+  }
+}
+
+/**
+ * The safety bound holds only if every node detects and fences with the same settings: a
+ * node with a longer fence window than its observers assume could still run a task after
+ * they took it. So a node refuses to join next to live nodes that run different ones.
+ */
+async function checkSettings(node: NodeContext): Promise<void> {
+  const { successors } = await readNeighbourhood(node.store, node.id, node.config.watchPeers);
+  if (successors.length === 0) return;
+  const { nodes } = await node.store.readNodes(
+    successors.map((m) => m.id),
+    { cluster: false },
+  );
+  const mine = protocolSettings(node);
+  for (const peer of nodes.values()) {
+    const theirs = peer.settings;
+    if (!theirs || peer.state !== 'alive') continue;
+    const differ = (Object.keys(mine) as Array<keyof ProtocolSettings>).filter((key) => theirs[key] !== mine[key]);
+    if (differ.length === 0) continue;
+    const show = (s: ProtocolSettings) => differ.map((key) => `${key} ${s[key]}`).join(', ');
+    throw new ConfigError(
+      `live node "${peer.id}" runs with ${show(theirs)}, this node with ${show(mine)}: mixed settings break the safety bound; start every node with the same settings`,
+    );
+  }
+}
+
+/** The join write; after a lost reply the item itself tells whether it landed. */
+async function joinAs(node: NodeContext, item: NodeItem, existing: NodeItem | undefined): Promise<boolean> {
+  try {
+    return await node.store.joinNode(item, existing ? { inc: existing.inc, state: existing.state } : undefined);
+  } catch (error) {
+    if (!(error instanceof AmbiguousWriteError)) throw error;
+    const now = await node.store.getNode(node.id);
+    return now !== undefined && now.inc === item.inc && now.joinedAt === item.joinedAt && now.state === 'alive';
+  }
+}
+
+/**
+ * Our id is held by a live-looking incarnation: a previous run of this node that crashed,
+ * or another process started with the same id by mistake. Watch its counter on our own
+ * clock. If it moves, the id is in use; if it stands still for K of our periods after we
+ * first saw it (at least (K-1)*P/f of real time, the same margin peers wait), it is dead
+ * and we declare it so.
+ */
+async function waitForHolder(node: NodeContext, holder: NodeItem): Promise<void> {
+  node.log.warn('node id is held by a live-looking incarnation; checking whether it still runs', { node: node.id, inc: holder.inc });
+  // A live holder moves its counter every period. A crashed one's last requests may still
+  // land a little after it died, so one or two moves prove nothing: only a counter that
+  // keeps moving means the id is in use; K still periods in a row mean it is dead.
+  let last = holder.counter;
+  let moves = 0;
+  for (let still = 0; still < node.config.staleTicks; ) {
+    await sleep(node.clock, node.config.periodMs);
+    const now = await node.store.getNode(node.id);
+    if (!now || now.state !== 'alive' || now.inc !== holder.inc) return;
+    if (now.counter === last) {
+      still += 1;
+      continue;
+    }
+    last = now.counter;
+    still = 0;
+    if (++moves >= 3) {
+      throw new NodeIdInUseError(`node id "${node.id}" is in use by another live process (its counter is advancing); choose another --node-id`);
+    }
+  }
+  if (await node.store.declareDead(node.id, { inc: holder.inc, counter: last }, node.id)) {
+    node.emit('declared-dead', { node: node.id, staleness: node.config.staleTicks });
+  }
+}

@@ -1,0 +1,218 @@
+import { moveConcurrency } from '../config.js';
+import { rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { claimArcs, inArc } from '../protocol/ring.js';
+import { taskSlot } from '../store/items.js';
+import type { ClusterItem, TaskHead } from '../store/store.js';
+import type { NodeContext } from './context.js';
+import type { Holdings } from './holdings.js';
+import type { Monitor } from './monitor.js';
+import { forEachLimit, type Moves } from './moves.js';
+import type { Mover } from './mover.js';
+import type { Neighbourhood } from './neighbourhood.js';
+
+/**
+ * Passes a task stays on a node before rebalancing may move it on: two nodes acting on each
+ * other's task counts of a period ago would otherwise hand the same task back and forth.
+ */
+export const rebalanceHoldPasses = 10;
+
+/** Free tasks a node reads per period beyond its own arc, looking for tasks left unclaimed. */
+const strayPage = 16;
+/** A node busy placing tasks of its own arc looks for strays every this many claim rounds. */
+const strayEvery = 4;
+
+/** What the pool asks of the rest of the node. */
+export interface PoolHooks {
+  leaseValid(): boolean;
+  /** A claim may have landed unseen: reconcile at the next `passes` passes. */
+  lookAgain(passes: number): void;
+}
+
+/**
+ * Free tasks and the balance of load: claims unowned tasks (this node's arc of the ring, then
+ * strays anyone may take), and hands a few tasks per pass to a lighter watched successor.
+ * Owns what it knows of the pool: the cluster's task counter as last seen, whether a backlog
+ * is left, the free tasks seen outside its arcs and where the next look for strays starts.
+ */
+export class Pool {
+  /** The cluster's task counter as last read: a change means tasks were added or freed. */
+  private seenTasks = -1;
+  private freeBacklog = false;
+  /** Free tasks outside this node's arcs, with the pass each was first seen free (see claimUnowned). */
+  private readonly freeSeen = new Map<string, number>();
+  /** Where the next look for stray free tasks starts: the ring goes round in pages. */
+  private strayCursor: string | undefined;
+  /** The last look for strays found some: look again next round. */
+  private straysSeen = false;
+  private roundsSinceStrays = 0;
+
+  constructor(
+    private readonly node: NodeContext,
+    private readonly neighbourhood: Neighbourhood,
+    private readonly monitor: Monitor,
+    private readonly holdings: Holdings,
+    private readonly moves: Moves,
+    private readonly mover: Mover,
+    private readonly hooks: PoolHooks,
+  ) {}
+
+  /** Whether this pass should claim: the task counter moved, a backlog is left, or the pass is periodic. */
+  claimDue(cluster: ClusterItem | undefined): boolean {
+    const tasksChanged = cluster !== undefined && cluster.tasks !== this.seenTasks;
+    if (cluster) this.seenTasks = cluster.tasks;
+    return tasksChanged || this.freeBacklog || this.node.periodic();
+  }
+
+  /**
+   * Claims free tasks, reading only a bounded part of the pool however large the cluster:
+   *
+   * 1. This node's own arc of the ring (claimArcs), and the arcs of the watched successors
+   *    right after it that cannot take tasks now (full, or not running every type this node
+   *    runs). Where views agree, every free task has exactly one such claimant,
+   *    and the claimants' reads do not overlap.
+   * 2. With room to spare, one page of the rest of the pool, a little further round the ring
+   *    each time. A task seen there that is still free two periods after this node first
+   *    saw it was left by its claimant (full, unable to run its type, or with a different
+   *    view of the ring), and anyone may take it.
+   *
+   * Returns how many free tasks this round placed (on this node or its successors).
+   */
+  async claimUnowned(): Promise<number> {
+    let spare = this.node.config.capacity - this.holdings.size;
+    this.freeBacklog = false;
+    if (spare <= 0 || this.holdings.types().length === 0) return 0;
+    // Until this round has read what it needs: if a read fails, look again next period
+    // rather than wait for the next change of the cluster counter.
+    this.freeBacklog = true;
+    const arcs = claimArcs(this.node.id, this.neighbourhood.wholeRing ?? this.neighbourhood.successors, this.neighbourhood.wholeRing !== undefined);
+    let reach = 1;
+    while (reach < arcs.length && reach <= this.node.config.watchPeers && !this.canClaimAll(arcs[reach]!.owner)) reach++;
+    const mineRange = { from: arcs[0]!.from, to: arcs[reach - 1]!.to };
+    const limit = Math.min(spare * 4, 1000);
+    const inRange = await this.node.store.unownedTasks(limit, mineRange);
+    const mine = inRange.filter((task) => {
+      if (!this.holdings.handles(task.type)) return false;
+      const slot = taskSlot(task.id);
+      const arc = arcs.slice(0, reach).find((a) => inArc(slot, a));
+      // A successor that runs this type and has room claims its own arc's tasks.
+      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task.type);
+    });
+    let placed: number;
+    if (this.neighbourhood.wholeRing) {
+      placed = await this.claim(mine.slice(0, spare));
+      spare -= placed;
+    } else {
+      // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
+      // node deals its arc's tasks out over itself and its successors, least loaded first, as
+      // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
+      // with the largest arcs and being moved again by rebalancing.
+      const before = this.holdings.size;
+      // Claims are not urgent: this node's own share goes one write unit per task, not two.
+      placed = await this.mover.distribute(mine, { reason: 'claim', unplaced: 'leave', selfSingly: true });
+      spare -= this.holdings.size - before;
+    }
+    // More to read in our range, tasks left or refused (another node's view of the ring
+    // differed, or nobody had room).
+    let backlog = inRange.length >= limit || placed < mine.length;
+
+    // Strays: whenever this round found nothing of its own to place, and while the last look
+    // found some; a node busy with its own arc (tasks being added) looks every few rounds.
+    if (spare > 0 && (this.straysSeen || placed === 0 || ++this.roundsSinceStrays >= strayEvery)) {
+      this.roundsSinceStrays = 0;
+      this.straysSeen = false;
+      const from = this.strayCursor ?? mineRange.to;
+      const page = await this.node.store.unownedTasks(strayPage, { from, to: from });
+      this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
+      const stray: TaskHead[] = [];
+      for (const task of page) {
+        if (!this.holdings.handles(task.type) || inArc(taskSlot(task.id), mineRange)) continue;
+        const firstSeen = this.freeSeen.get(task.id) ?? this.node.passes();
+        this.freeSeen.set(task.id, firstSeen);
+        if (this.node.passes() - firstSeen >= 2) stray.push(task);
+        this.straysSeen = true;
+        backlog = true;
+      }
+      placed += await this.claim(stray.slice(0, spare));
+    } else if (spare > 0) {
+      // Not looked at this round: the next one will (it finds nothing of its own, or is due).
+      backlog = true;
+    }
+    // Forget sightings old enough that the task has surely been claimed or finished since.
+    for (const [id, seen] of this.freeSeen) if (this.node.passes() - seen > 2 * this.node.config.resyncTicks) this.freeSeen.delete(id);
+    this.freeBacklog = backlog;
+    return placed;
+  }
+
+  /** Moves free tasks to this node, adopting each that lands; returns how many did. */
+  private async claim(tasks: readonly TaskHead[]): Promise<number> {
+    let claimed = 0;
+    await forEachLimit(tasks, moveConcurrency, async (task) => {
+      const after = await this.moves.move(task, { owner: this.node.id, ownerInc: this.node.inc() }).catch(() => {
+        // The claim may have landed unseen: look at our own tasks next period rather than
+        // leave it owned and unrun until the periodic reconcile.
+        this.hooks.lookAgain(1);
+        return undefined;
+      });
+      if (after) {
+        claimed += 1;
+        this.freeSeen.delete(task.id);
+        this.holdings.adopt(after);
+      }
+    });
+    return claimed;
+  }
+
+  /**
+   * Whether a successor, as last read, would claim a free task of this type itself. Unread
+   * (not watched, or not read yet) counts as yes; so does one that may have died, until it is
+   * declared dead: its tasks wait for that anyway, and the strays rule covers the rest.
+   */
+  private canClaim(id: string, type: string): boolean {
+    const peer = this.monitor.peer(id);
+    return peer === undefined || (peer.state === 'alive' && peer.taskCount < peer.capacity && peer.types.includes(type));
+  }
+
+  /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
+  private canClaimAll(id: string): boolean {
+    return this.holdings.types().every((type) => this.canClaim(id, type));
+  }
+
+  /**
+   * Diffusion along the ring: hand a few tasks to a watched successor that carries fewer.
+   * Uses only what this node reads anyway, so balancing costs no extra reads.
+   */
+  async rebalance(): Promise<void> {
+    if (!this.hooks.leaseValid()) return;
+    let budget = this.node.config.maxMovesPerTick;
+    for (const [index, id] of this.neighbourhood.watched.entries()) {
+      if (budget <= 0) return;
+      const peer = this.monitor.peer(id);
+      // Only to a peer seen advancing just now: a task handed to a node that has just died
+      // would wait for the tombstone sweep.
+      if (!peer || peer.state !== 'alive' || !this.monitor.advancing(id)) continue;
+      const count = rebalanceCount(this.holdings.size, peer.taskCount, peer.capacity - peer.taskCount, this.node.config.watchPeers, budget, index === 0);
+      if (count === 0) continue;
+      // Never a task straight back to the node it came from; and tasks that hash towards
+      // the peer first, so the same tasks would move again if anything.
+      const movable = this.holdings.held()
+        .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses)
+        .map((o) => o.task)
+        .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
+        .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id))
+        .slice(0, count);
+      if (movable.length === 0) continue;
+      budget -= movable.length;
+      const moved: string[] = [];
+      await forEachLimit(movable, moveConcurrency, async (task) => {
+        await this.holdings.drop(task.id, 'rebalanced');
+        const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
+        if (after) moved.push(task.id);
+        else await this.holdings.takeBack(task.id);
+      });
+      if (moved.length > 0) {
+        await this.mover.tell(id, moved);
+        this.node.emit('rebalanced', { to: id, tasks: moved.length });
+      }
+    }
+  }
+}
