@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { failoverBoundMs, resolveConfig } from '../lib/config.js';
-import { measureFeed } from './support/feed-model.js';
-import { measureScale } from './support/scale-model.js';
+import { measureFeed } from '../tools/feed-model.js';
+import { measureScale } from '../tools/scale-model.js';
 
 /** The simulator at cluster sizes one machine cannot run against DynamoDB Local (docs/scale.md). */
 describe('per-node cost does not grow with the cluster (simulator)', () => {

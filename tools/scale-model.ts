@@ -1,14 +1,14 @@
-import { MemoryStore } from '../../lib/store/memory-store.js';
-import type { Store } from '../../lib/store/store.js';
-import { Worker } from '../../lib/worker.js';
-import { networkStore, prng, SimClock, VirtualTime } from './sim.js';
+import { MemoryStore } from '../lib/store/memory-store.js';
+import type { Store } from '../lib/store/store.js';
+import { Worker } from '../lib/worker.js';
+import { networkStore, prng, SimClock, VirtualTime } from '../test/support/sim.js';
 
 /**
  * The real Worker code at cluster sizes one machine cannot run against DynamoDB Local:
  * N simulated nodes over the in-memory store in virtual time, counting every store call a
  * node makes. docs/scale.md turns these counts into request units and dollars.
  *
- *   npx tsx test/support/scale-model.ts <nodes> [tasksPerNode] [periods]
+ *   npx tsx tools/scale-model.ts <nodes> [tasksPerNode] [periods]
  */
 export interface ScaleFigures {
   nodes: number;

@@ -1,14 +1,14 @@
-import { MemoryStore } from '../../lib/store/memory-store.js';
-import type { Store } from '../../lib/store/store.js';
-import { Worker } from '../../lib/worker.js';
-import { networkStore, prng, SimClock, VirtualTime } from './sim.js';
+import { MemoryStore } from '../lib/store/memory-store.js';
+import type { Store } from '../lib/store/store.js';
+import { Worker } from '../lib/worker.js';
+import { networkStore, prng, SimClock, VirtualTime } from '../test/support/sim.js';
 
 /**
  * A cluster taking on a stream of new tasks, with the real Worker code in virtual time (the
  * claim path at sizes one machine cannot run against DynamoDB Local; docs/bench-findings.md,
  * finding 2). Nodes start 10 every 0.5 s, then tasks are added at `rate` per second.
  *
- *   npx tsx test/support/feed-model.ts <nodes> [tasks] [rate per second]
+ *   npx tsx tools/feed-model.ts <nodes> [tasks] [rate per second]
  */
 export interface FeedFigures {
   nodes: number;
