@@ -1,6 +1,6 @@
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { CheckResult, Stats, Violation } from './checker.js';
+import type { CheckResult, Stats, Violation } from './checker/check-result.js';
 import { renderTimelineSvg } from './timeline-svg.js';
 
 /** The Markdown summary of a run, next to its SVG timeline. Figures only; no adjectives. */

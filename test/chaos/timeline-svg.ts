@@ -1,4 +1,4 @@
-import type { TimelineModel } from './checker.js';
+import type { TimelineModel } from './checker/check-result.js';
 
 /**
  * The run as a picture, hand-written SVG (no dependency): one lane per worker slot with the
