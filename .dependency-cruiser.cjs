@@ -1,0 +1,58 @@
+/**
+ * Import rules, checked by `npm test` (npm run deps). Each says which way knowledge flows:
+ * the parts of a node reach each other through hooks, never by importing what composes them;
+ * the protocol core and the store know nothing of nodes; the fault checker knows nothing of
+ * the library it judges.
+ */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-cycles',
+      severity: 'error',
+      comment: 'An import cycle means two modules each need the other: cut one way through a hook.',
+      from: {},
+      to: { circular: true },
+    },
+    {
+      name: 'node-parts-below-worker',
+      severity: 'error',
+      comment: 'The parts of a node (lib/node) never import the Worker that composes them.',
+      from: { path: '^lib/node/' },
+      to: { path: '^lib/worker\\.ts$' },
+    },
+    {
+      name: 'protocol-is-pure',
+      severity: 'error',
+      comment: 'lib/protocol is pure: ids, counters and time in, answers out. It may name store types, nothing more.',
+      from: { path: '^lib/protocol/' },
+      to: { path: '^lib/', pathNot: ['^lib/protocol/', '^lib/clock\\.ts$', '^lib/store/store\\.ts$'] },
+    },
+    {
+      name: 'store-below-node',
+      severity: 'error',
+      comment: 'The store speaks DynamoDB for the node and knows nothing of it.',
+      from: { path: '^lib/store/' },
+      to: { path: ['^lib/node/', '^lib/worker\\.ts$', '^lib/cli/'] },
+    },
+    {
+      name: 'library-stands-alone',
+      severity: 'error',
+      comment: 'What users install (lib/) never imports tests, benchmarks, tools or the stack.',
+      from: { path: '^lib/' },
+      to: { path: ['^test/', '^bench/', '^tools/', '^infra/', '^functions/'] },
+    },
+    {
+      name: 'checker-is-independent',
+      severity: 'error',
+      comment: 'The fault checker judges the library from the table and the logs alone, so that a bug in lib/ cannot hide itself.',
+      from: { path: ['^test/chaos/(checker|table-history|fault-log)\\.ts$', '^test/chaos/checker/'] },
+      to: { path: '^lib/' },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(node_modules|dist|cdk\\.out)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+  },
+};
