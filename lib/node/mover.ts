@@ -147,7 +147,7 @@ export class Mover {
         if (to === this.node.id) this.holdings.adopt(after);
         else if (to !== null) landedFor(to, [task.id]);
       } catch (error) {
-        // Ambiguous or unavailable: the tombstone sweep (or the target's resync) finds it later.
+        // Ambiguous or unavailable: the tombstone sweep (or the target's reconcile) finds it later.
         this.node.log.warn(`${how.reason}: could not move task`, { node: this.node.id, task: task.id, error: errorText(error) });
       }
     };
@@ -180,7 +180,7 @@ export class Mover {
         } else {
           this.node.log.warn(`${how.reason}: batch move failed; moving its tasks one by one`, { node: this.node.id, to, tasks: chunk.length, error: failure === undefined ? 'refused' : errorText(failure) });
           // Told even if every redo fails: a transaction that landed unseen must not wait for
-          // the periodic resync (this node itself looks at its next two resyncs).
+          // the periodic reconcile (this node itself looks at its next two passes).
           if (landedUnseen && to === this.node.id) this.hooks.lookAgain(2);
           else if (landedUnseen) landedFor(to, chunk.map((task) => task.id));
           redo.push(...chunk.map((task) => ({ task, to, inc, landedUnseen })));
@@ -198,7 +198,7 @@ export class Mover {
   /**
    * Starts the tasks a transaction moved to this node: a transaction returns no items, so one
    * consistent batch read fetches them (instead of one single write per task, each returning
-   * its item). If the read fails, the next resync finds them.
+   * its item). If the read fails, the next reconcile finds them.
    */
   private async adoptLanded(ids: string[]): Promise<void> {
     const now = await this.node.store.getTasks(ids).catch(() => undefined);
