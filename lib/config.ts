@@ -129,7 +129,7 @@ export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
  *   d            the last heartbeat may take up to d to land;
  *   P*f          an observer sees that value at its next read, at most one slow period later;
  *   (K+1)*P*f    the benchmark needs K ticks of the slowest clocks, plus one period of phase;
- *   P*f          the new owner notices the handover at its next tick (balanced takeover),
+ *   P*f          the new owner notices the handover at its next beat (balanced takeover),
  *                if the doorbell's ring was lost: rings are not relied on;
  *   ceil(n/100)*d moving the n tasks of the crashed node in transactions (25 tasks for one
  *                peer in each, 100 tasks in flight), each answered within d;

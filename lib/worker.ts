@@ -8,7 +8,7 @@ import type { NodeContext, Phase, WorkerEvents } from './node/context.js';
 import { Handover } from './node/handover.js';
 import { Heartbeat } from './node/heartbeat.js';
 import { Holdings } from './node/holdings.js';
-import { join, type JoinHooks } from './node/join.js';
+import { Join } from './node/join.js';
 import { Monitor } from './node/monitor.js';
 import { Mover } from './node/mover.js';
 import { Moves } from './node/moves.js';
@@ -78,7 +78,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly mover: Mover;
   private readonly pool: Pool;
   private readonly sweeper: Sweeper;
-  private readonly joinHooks: JoinHooks;
+  private readonly joining: Join;
 
   constructor(options: WorkerOptions) {
     super();
@@ -138,14 +138,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.mover = new Mover(node, this.neighbourhood, this.holdings, this.moves, bell, { lookAgain });
     this.pool = new Pool(node, this.neighbourhood, this.monitor, this.holdings, this.moves, this.mover, { leaseValid, lookAgain });
     this.sweeper = new Sweeper(node, this.neighbourhood, this.mover);
-    this.joinHooks = {
+    this.joining = new Join(node, {
       inc: () => this.heartbeat.inc,
       counter: () => this.heartbeat.counter,
       types: () => this.holdings.types(),
       bell: () => this.handover.bell,
       random: this.random,
       joined: (item, sentAt) => this.joined(item, sentAt),
-    };
+    });
   }
 
   /** Registers the handler for one task type; only types with a handler are claimed. */
@@ -163,7 +163,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.phase = 'joining';
     await this.handover.open();
     try {
-      await join(this.node, this.joinHooks, true);
+      await this.joining.join(true);
     } catch (error) {
       await this.handover.close();
       throw error;
@@ -230,7 +230,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     // are conditional writes on the same state: nothing left to settle by hand.
     this.moves.forgetAll();
     this.heartbeat.pause();
-    await join(this.node, this.joinHooks, false);
+    await this.joining.join(false);
     if (this.phase !== 'running') return;
     this.heartbeat.start();
     this.kickMaintenance();

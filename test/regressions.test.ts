@@ -197,11 +197,11 @@ describe('regressions found by the fault harness', () => {
       return result;
     };
     const ledger = new Ledger();
-    // No periodic resync within the test: only the follow-up on the unknown outcome can find it.
+    // No periodic reconcile within the test: only the follow-up on the unknown outcome can find it.
     const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, resyncTicks: 1000, store: faulty(memory, 'a', hook) }).handle('demo', ledger.handler('a'));
     workers.push(a);
     await a.start();
-    // Past the resyncs that follow a join: the task comes to a settled node.
+    // Past the reconciles that follow a join: the task comes to a settled node.
     const joined = a.snapshot().counter;
     await waitFor('a settled', () => a.snapshot().counter >= joined + 4);
     await memory.createTask({ id: 't0', type: 'demo', payload: null }, 'now');

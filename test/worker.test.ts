@@ -262,7 +262,7 @@ describe('worker against DynamoDB Local', () => {
     await a!.start();
     await waitFor('a runs every task', () => a!.runningTasks().length === tasks.length);
     await b!.start();
-    // Past b's joining resyncs (its first two maintenance passes), and just after a heartbeat:
+    // Past b's joining reconciles (its first two maintenance passes), and just after a heartbeat:
     // its next one is a period away.
     const joinedAt = b!.snapshot().counter;
     await waitFor('b settled', () => b!.snapshot().counter >= joinedAt + 3, 20_000, 5);
@@ -353,7 +353,7 @@ describe('worker against DynamoDB Local', () => {
     await t.putRaw({ ...keys.node('b'), id: 'b', member: keys.memberPartition, state: 'alive', inc: (await t.store().getNode('b'))!.inc, counter: 'garbled', watch: 7 });
     const counterA = nodes[0]!.snapshot().counter;
     await waitFor('ten more periods', () => nodes[0]!.snapshot().counter >= counterA + 10);
-    // The periodic resync (every 30 periods) reads the members and a's tasks at the latest.
+    // The periodic reconcile (every 30 periods) reads the members and a's tasks at the latest.
     await waitFor('a warning about the corrupt items', () => warnings.some((w) => w.includes('corrupt')), 20_000);
     expect(events).toEqual([]);
     expect(await ownership(t, tasks)).toEqual(before);

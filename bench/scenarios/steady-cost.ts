@@ -131,7 +131,7 @@ export interface CostData {
 export async function measureCost(ctx: BenchContext): Promise<CostData> {
   const nodes = 10;
   const sizes = ctx.quick ? [100, 1000] : [100, 1000, 10_000];
-  // 30 s: keeper's periodic reads (resync, membership, unowned tasks) come once per 30 periods,
+  // 30 s: keeper's periodic reads (reconcile, membership, unowned tasks) come once per 30 periods,
   // so at P = 1 s every node does exactly one in every window.
   const windowCount = ctx.quick ? 1 : 2;
   const windowMs = ctx.quick ? 10_000 : 30_000;

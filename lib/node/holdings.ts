@@ -108,7 +108,7 @@ export class Holdings {
 
   /** Takes back the tasks whose unknown move away has settled here. */
   async resettle(): Promise<void> {
-    for (const id of this.moves.pendingIds()) {
+    for (const id of [...this.moves.pendingIds()]) {
       const now = await this.moves.settle(id);
       if (now && this.isMine(now) && !this.moves.pending(id)) this.adopt(now);
     }

@@ -31,57 +31,73 @@ export function protocolSettings(node: NodeContext): ProtocolSettings {
 }
 
 /**
- * Joins the cluster, at start (`firstStart`) or after this incarnation was declared dead,
- * retrying while the store is unreachable and the node still wants in: writes a new
- * incarnation of this node's item, unless an earlier attempt of this call landed unseen.
+ * Joining the cluster, at start or after this incarnation was declared dead. Owns the join
+ * writes sent since the last join that landed: a rejoin that failed after its write landed
+ * unseen must recognise that write at its next try, not mistake it for another process.
  */
-export async function join(node: NodeContext, hooks: JoinHooks, firstStart: boolean): Promise<void> {
-  /** joinedAt of each join write sent by this call, with its send time. */
-  const attempts = new Map<string, number>();
-  for (let attempt = 1; node.phase() === 'joining' || (!firstStart && node.phase() === 'running'); attempt++) {
-    try {
-      if (firstStart && attempt === 1) await checkSettings(node);
-      const existing = await node.store.getNode(node.id);
-      const ours = existing && existing.state === 'alive' ? attempts.get(existing.joinedAt) : undefined;
-      if (existing && ours !== undefined) {
-        // An earlier attempt of ours whose reply was lost landed after all: the lease runs
-        // from that attempt's send time.
-        await hooks.joined(existing, ours);
+export class Join {
+  /** joinedAt of each join write sent since the last successful join, with its send time. */
+  private readonly attempts = new Map<string, number>();
+
+  constructor(
+    private readonly node: NodeContext,
+    private readonly hooks: JoinHooks,
+  ) {}
+
+  /**
+   * Joins (`firstStart`: the node's first), retrying while the store is unreachable and the
+   * node still wants in: writes a new incarnation of this node's item, unless an earlier
+   * attempt landed unseen.
+   */
+  async join(firstStart: boolean): Promise<void> {
+    const { node, hooks, attempts } = this;
+    for (let attempt = 1; node.phase() === 'joining' || (!firstStart && node.phase() === 'running'); attempt++) {
+      try {
+        if (firstStart && attempt === 1) await checkSettings(node);
+        const existing = await node.store.getNode(node.id);
+        const ours = existing && existing.state === 'alive' ? attempts.get(existing.joinedAt) : undefined;
+        if (existing && ours !== undefined) {
+          // An earlier attempt of ours whose reply was lost landed after all: the lease runs
+          // from that attempt's send time.
+          attempts.clear();
+          await hooks.joined(existing, ours);
+          return;
+        }
+        if (existing && existing.state === 'alive' && existing.inc !== hooks.inc()) {
+          await waitForHolder(node, existing);
+          continue;
+        }
+        const sentAt = node.clock.now();
+        const bell = hooks.bell();
+        const item: NodeItem = {
+          id: node.id,
+          // A fresh item gets a random incarnation so that (incarnation, counter) pairs of
+          // an earlier item with the same id can never be mistaken for this one's.
+          inc: existing ? existing.inc + 1 : 1 + Math.floor(hooks.random() * 2 ** 30),
+          counter: Math.max(existing?.counter ?? 0, hooks.counter()) + 1,
+          state: 'alive',
+          inbox: existing?.inbox ?? 0,
+          neighbours: existing?.neighbours ?? 0,
+          taskCount: 0,
+          capacity: node.config.capacity,
+          types: hooks.types(),
+          watch: existing?.watch ?? {},
+          settings: protocolSettings(node),
+          joinedAt: new Date().toISOString(),
+          ...(bell ? { bell } : {}),
+        };
+        attempts.set(item.joinedAt, sentAt);
+        if (!(await joinAs(node, item, existing))) continue;
+        attempts.clear();
+        await hooks.joined(item, sentAt);
         return;
+      } catch (error) {
+        // Only an unreachable or ambiguous store is worth waiting out; a missing table or
+        // denied access is a configuration problem the operator has to see.
+        if (!(error instanceof StoreUnavailableError || error instanceof AmbiguousWriteError)) throw error;
+        node.log.warn('join failed; retrying', { node: node.id, attempt, error: errorText(error) });
+        await sleep(node.clock, node.backoffMs(attempt));
       }
-      if (existing && existing.state === 'alive' && existing.inc !== hooks.inc()) {
-        await waitForHolder(node, existing);
-        continue;
-      }
-      const sentAt = node.clock.now();
-      const bell = hooks.bell();
-      const item: NodeItem = {
-        id: node.id,
-        // A fresh item gets a random incarnation so that (incarnation, counter) pairs of
-        // an earlier item with the same id can never be mistaken for this one's.
-        inc: existing ? existing.inc + 1 : 1 + Math.floor(hooks.random() * 2 ** 30),
-        counter: Math.max(existing?.counter ?? 0, hooks.counter()) + 1,
-        state: 'alive',
-        inbox: existing?.inbox ?? 0,
-        neighbours: existing?.neighbours ?? 0,
-        taskCount: 0,
-        capacity: node.config.capacity,
-        types: hooks.types(),
-        watch: existing?.watch ?? {},
-        settings: protocolSettings(node),
-        joinedAt: new Date().toISOString(),
-        ...(bell ? { bell } : {}),
-      };
-      attempts.set(item.joinedAt, sentAt);
-      if (!(await joinAs(node, item, existing))) continue;
-      await hooks.joined(item, sentAt);
-      return;
-    } catch (error) {
-      // Only an unreachable or ambiguous store is worth waiting out; a missing table or
-      // denied access is a configuration problem the operator has to see.
-      if (!(error instanceof StoreUnavailableError || error instanceof AmbiguousWriteError)) throw error;
-      node.log.warn('join failed; retrying', { node: node.id, attempt, error: errorText(error) });
-      await sleep(node.clock, node.backoffMs(attempt));
     }
   }
 }

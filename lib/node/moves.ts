@@ -33,9 +33,9 @@ export class Moves {
     return this.unsettled.get(id);
   }
 
-  /** Tasks whose move away is still unsettled. */
-  pendingIds(): string[] {
-    return [...this.unsettled.keys()];
+  /** Tasks whose move away is still unsettled: a live view, which settling shrinks as it goes. */
+  pendingIds(): IterableIterator<string> {
+    return this.unsettled.keys();
   }
 
   /** Declared dead: the new incarnation's reclaims race the old moves by the same conditions, nothing to settle by hand. */

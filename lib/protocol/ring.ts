@@ -83,7 +83,7 @@ function ringPointOf(id: string): string {
  *   arcs in ring order, so a small cluster shares a backlog evenly.
  * - Otherwise (a large cluster, where each node knows only a neighbourhood): a node's arc runs
  *   from its own ring position to its first successor's. These arcs are uneven (the largest
- *   is about ln n times the mean), which is why the worker deals an arc's tasks out over the
+ *   is about ln n times the mean), which is why the pool (lib/node/pool.ts) deals an arc's tasks out over the
  *   arc owner's neighbourhood there instead of claiming them all itself.
  */
 export function claimArcs(self: string, successors: readonly string[], wholeRing: boolean): ClaimArc[] {

@@ -40,7 +40,7 @@ for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo',
 const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'A', periodMs: 200, store: storeFor('A') }).handle('demo', handler('A'));
 await a.start();
 await sleep(800); // A claims all six
-// B looks for handed-over tasks on every tick (resyncTicks 1), not only when notified at the
+// B looks for handed-over tasks on every maintenance pass (resyncTicks 1), not only when notified at the
 // end of the handover, so it starts each task as soon as its move lands.
 const b = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'B', periodMs: 200, store: storeFor('B'), maxMovesPerTick: 0, resyncTicks: 1 }).handle('demo', handler('B'));
 await b.start();
