@@ -37,9 +37,25 @@ module.exports = {
     {
       name: 'library-stands-alone',
       severity: 'error',
-      comment: 'What users install (lib/) never imports tests, benchmarks, tools or the stack.',
+      comment: 'What users install (lib/) never imports tests, benchmarks, tools, the demo stack or the functions (the construct deploys their prebuilt bundles from dist/functions).',
       from: { path: '^lib/' },
       to: { path: ['^test/', '^bench/', '^tools/', '^infra/', '^functions/'] },
+    },
+    {
+      name: 'cdk-is-separate',
+      severity: 'error',
+      comment:
+        'The CDK construct (lib/cdk, the package export "./cdk") is the only part of the library that may use aws-cdk-lib and constructs, ' +
+        'which are optional peer dependencies: the library and the CLI must work without them, and nothing outside lib/cdk imports lib/cdk but the demo stack (infra/) and tests.',
+      from: { path: '^lib/', pathNot: '^lib/cdk/' },
+      to: { path: ['^lib/cdk/', '(^|/)node_modules/(aws-cdk-lib|constructs)/'] },
+    },
+    {
+      name: 'cdk-through-its-entry',
+      severity: 'error',
+      comment: 'The demo stack uses the construct the way users do, through its entry point (what "keeper/cdk" exports).',
+      from: { path: '^infra/' },
+      to: { path: '^lib/cdk/', pathNot: '^lib/cdk/index\\.ts$' },
     },
     {
       name: 'checker-is-independent',
@@ -51,7 +67,7 @@ module.exports = {
   ],
   options: {
     doNotFollow: { path: 'node_modules' },
-    exclude: { path: '^(node_modules|dist|cdk\\.out)/' },
+    exclude: { path: '^(dist|cdk\\.out)/' },
     tsPreCompilationDeps: true,
     tsConfig: { fileName: 'tsconfig.json' },
   },

@@ -8,7 +8,8 @@ COPY package.json package-lock.json ./
 RUN npm ci --ignore-scripts
 COPY tsconfig.json tsconfig.build.json ./
 COPY lib ./lib
-RUN npm run build
+# Only the library and the CLI: the construct's Lambda bundles (npm run build) are not part of a worker.
+RUN npx tsc -p tsconfig.build.json
 
 FROM node:20-slim
 ENV NODE_ENV=production

@@ -6,7 +6,7 @@ import { HttpProblem, httpHandler, type HttpResult } from './http.js';
 
 /**
  * The task API: one Lambda function per route, so that each holds only the table rights its
- * route needs (see infra/keeper-cluster.ts).
+ * route needs (see lib/cdk/keeper-cluster.ts).
  *
  *   POST   /tasks                     create (idempotent on id)   201 created, 200 already there
  *   GET    /tasks?limit=&cursor=      list, one page              200 { items, cursor? }

@@ -2,8 +2,11 @@ import { CfnOutput, RemovalPolicy, Stack, type StackProps } from 'aws-cdk-lib';
 import { Platform } from 'aws-cdk-lib/aws-ecr-assets';
 import * as ecs from 'aws-cdk-lib/aws-ecs';
 import type { Construct } from 'constructs';
-import { KeeperCluster, type KeeperClusterProps } from './keeper-cluster.js';
-import { repoRoot } from './lambda.js';
+import { fileURLToPath } from 'node:url';
+import { KeeperCluster, type KeeperClusterProps } from '../lib/cdk/index.js';
+
+/** The repository root: the build context of the demo worker image (the root Dockerfile). */
+export const repoRoot = fileURLToPath(new URL('..', import.meta.url));
 
 export interface KeeperStackProps extends StackProps, Partial<Omit<KeeperClusterProps, 'workerImage'>> {}
 

@@ -27,3 +27,4 @@ export { keys, limits } from './store/items.js';
 export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, TaskState } from './store/store.js';
 export { AmbiguousWriteError, StoreUnavailableError } from './store/store.js';
 export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type DetachMetrics } from './metrics.js';
+export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';

@@ -14,17 +14,15 @@ import { metricNames } from '../lib/metrics.js';
 import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
 import { createTableInput, tableSchema } from '../lib/store/table.js';
-import { doorbellPort, KeeperCluster, type KeeperClusterProps } from '../infra/keeper-cluster.js';
-import { repoRoot } from '../infra/lambda.js';
-import { KeeperStack } from '../infra/stack.js';
-import { tableAccess } from '../infra/task-table.js';
+import { doorbellPort, KeeperCluster, tableAccess, type KeeperClusterProps } from '../lib/cdk/index.js';
+import { KeeperStack, repoRoot } from '../infra/stack.js';
 import type { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
 
 /**
  * The synthesized CloudFormation of the demo stack, read with aws-cdk-lib/assertions. One
- * synth (with the functions bundled by the local esbuild and the image only staged) serves
+ * synth (with the prebuilt function bundles of dist/functions and the image only staged) serves
  * every assertion; the variants that test props skip bundling.
  */
 
@@ -63,7 +61,7 @@ function quickStack(props: Partial<KeeperClusterProps>) {
 }
 
 describe('synth', () => {
-  it('takes seconds, bundles the functions locally and only stages the worker image', () => {
+  it('takes seconds, deploys the prebuilt function bundles and only stages the worker image', () => {
     expect(synthMs).toBeLessThan(60_000);
     const manifest = JSON.parse(readFileSync(join(outdir, 'Keeper.assets.json'), 'utf8')) as {
       files: Record<string, { source: { path: string; packaging: string } }>;

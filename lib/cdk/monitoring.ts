@@ -5,7 +5,7 @@ import type * as ecs from 'aws-cdk-lib/aws-ecs';
 import type * as lambda from 'aws-cdk-lib/aws-lambda';
 import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
-import { metricNames } from '../lib/metrics.js';
+import { metricNames } from '../metrics.js';
 
 export interface AlarmSettings {
   /** Nodes declared dead within one minute that raise the failover alarm; default 1 (any failover). */

@@ -2,8 +2,8 @@ import { RemovalPolicy } from 'aws-cdk-lib';
 import * as dynamodb from 'aws-cdk-lib/aws-dynamodb';
 import * as iam from 'aws-cdk-lib/aws-iam';
 import type { Construct } from 'constructs';
-import { keys } from '../lib/store/items.js';
-import { tableSchema } from '../lib/store/table.js';
+import { keys } from '../store/items.js';
+import { tableSchema } from '../store/table.js';
 
 /**
  * The cluster's one table, built from the same `tableSchema` that `keeper init` and the

@@ -14,8 +14,8 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { ConfigError, failoverBoundMs, resolveConfig, type KeeperConfig } from '../lib/config.js';
-import { metricsNamespace } from '../lib/metrics.js';
+import { ConfigError, failoverBoundMs, resolveConfig, type KeeperConfig } from '../config.js';
+import { metricsNamespace } from '../metrics.js';
 import { KeeperFunction } from './lambda.js';
 import { KeeperMonitoring, type AlarmSettings } from './monitoring.js';
 import { createTaskTable, grantTableAccess, tableAccess } from './task-table.js';
@@ -210,7 +210,7 @@ export class KeeperCluster extends Construct {
     // ------------------------------------------------------------ task API
     const fn = (name: string, handler: string, description: string, access: (typeof tableAccess)[keyof typeof tableAccess]) => {
       const f = new KeeperFunction(this, name, {
-        source: 'task-api.ts',
+        bundle: 'task-api',
         handler,
         description,
         environment: { KEEPER_TABLE: tableName },
@@ -254,7 +254,7 @@ export class KeeperCluster extends Construct {
 
     // ------------------------------------------------------------ health check
     this.healthFunction = new KeeperFunction(this, 'Health', {
-      source: 'health.ts',
+      bundle: 'health',
       handler: 'handler',
       description: 'keeper health check: live nodes and orphaned tasks, every minute',
       environment: shared,
