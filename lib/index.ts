@@ -28,3 +28,5 @@ export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, Ta
 export { AmbiguousWriteError, StoreUnavailableError } from './store/store.js';
 export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type DetachMetrics } from './metrics.js';
 export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';
+export { runWorker, runWorkerDefaults, type RunWorkerOptions } from './run-worker.js';
+export { readWorkerEnvironment, workerEnvironment, EnvironmentError, type WorkerEnvironmentSettings } from './worker-environment.js';

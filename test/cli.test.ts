@@ -62,6 +62,13 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
   });
 });
 
+describe('keeper --version', () => {
+  it("prints the package's version and exits 0", () => {
+    const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) expect(keeper([flag])).toMatchObject({ code: 0, stdout: `${version}\n`, stderr: '' });
+  });
+});
+
 describe('keeper CLI against DynamoDB Local', () => {
   it('init is idempotent', () => {
     const table = `${t.table}-init`;

@@ -1,14 +1,17 @@
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { TaskAdmin } from '../admin.js';
 import { skewedClock, systemClock } from '../clock.js';
 import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
 import { AuditLog, demoHandler } from '../demo.js';
 import { JavaMissingError, startLocalDb } from '../local-db.js';
-import { errorText, jsonLogger } from '../log.js';
+import { errorText } from '../log.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from '../store/client.js';
 import { DynamoStore } from '../store/dynamo-store.js';
 import { ensureTable } from '../store/table.js';
-import { NodeIdInUseError, Worker } from '../worker.js';
+import { runWorker } from '../run-worker.js';
+import { defaultNodeId, NodeIdInUseError } from '../worker.js';
+import { EnvironmentError, readWorkerEnvironment } from '../worker-environment.js';
 import { runLocalCluster } from './local-cluster.js';
 import { formatStatus } from './status.js';
 
@@ -74,9 +77,19 @@ function parsePayload(text: string | undefined): unknown {
   }
 }
 
+/**
+ * The installed package's version, from its package.json: two levels up both from
+ * dist/cli/program.js (installed) and lib/cli/program.ts (run from source).
+ */
+function packageVersion(): string {
+  const manifest = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+  return String(manifest.version);
+}
+
 export function buildProgram(): Command {
   const program = new Command('keeper')
     .description('Fail-safe singleton tasks for long-running workers, coordinated through one DynamoDB table.')
+    .version(packageVersion(), '-V, --version', 'print the version of keeper')
     .showHelpAfterError('(run with --help for usage)')
     .exitOverride();
 
@@ -138,64 +151,30 @@ export function buildProgram(): Command {
         ['takeover', 'takeover'],
         ['nodeId', 'nodeId'],
       ];
-      const env = process.env;
-      // The CDK construct configures workers through the environment; flags win.
-      const fromEnv: Array<[string, keyof KeeperOptions]> = [
-        ['KEEPER_PERIOD_MS', 'periodMs'],
-        ['KEEPER_STALE_TICKS', 'staleTicks'],
-        ['KEEPER_DRIFT_BOUND', 'driftBound'],
-        ['KEEPER_FENCE_MS', 'fenceMs'],
-        ['KEEPER_CAPACITY', 'capacity'],
-        ['KEEPER_INBOX_POLL_MS', 'inboxPollMs'],
-        ['KEEPER_DOORBELL_PORT', 'doorbellPort'],
-      ];
-      for (const [name, key] of fromEnv) {
-        const value = env[name];
-        if (value === undefined || value === '') continue;
-        const n = Number(value);
-        if (!Number.isFinite(n)) throw new UsageError(`${name} must be a number, got "${value}"`);
-        (settings as Record<string, unknown>)[key] = n;
-      }
-      if (env['KEEPER_DOORBELL_HOST']) settings.doorbellHost = env['KEEPER_DOORBELL_HOST'];
-      const doorbellEnv = env['KEEPER_DOORBELL']?.toLowerCase();
-      if (doorbellEnv !== undefined && doorbellEnv !== '') {
-        if (!['on', 'off', 'true', 'false', '1', '0'].includes(doorbellEnv)) throw new UsageError(`KEEPER_DOORBELL must be on or off, got "${env['KEEPER_DOORBELL']}"`);
-        settings.doorbell = ['on', 'true', '1'].includes(doorbellEnv);
-      }
+      // The CDK construct configures workers through the environment (runWorker reads it); flags win.
       for (const [flag, key] of map) if (o[flag] !== undefined) (settings as Record<string, unknown>)[key] = o[flag];
       // Commander sets doorbell to true unless --no-doorbell: only the flag itself overrides the environment.
       if (o['doorbell'] === false) settings.doorbell = false;
-      const config = resolveConfig(settings); // refuses unsafe settings before anything starts
+      const fromEnv = readWorkerEnvironment();
+      resolveConfig({ ...fromEnv.settings, ...settings }); // refuses unsafe settings before anything starts
       const rate = (o['clockRate'] as number | undefined) ?? 1;
       if (!(rate > 0)) throw new UsageError('--clock-rate must be > 0');
       const clock = rate !== 1 || o['clockOffsetMs'] ? skewedClock(systemClock, rate, (o['clockOffsetMs'] as number | undefined) ?? 0) : systemClock;
-      const log = jsonLogger((line) => process.stderr.write(line));
-      const { store, client } = storeFor(o, config.requestTimeoutMs, (m) => log.warn(m));
-      const worker = new Worker({ ...settings, store, clock, logger: log });
-      const audit = o['auditLog'] ? new AuditLog(String(o['auditLog']), worker.id) : undefined;
-      worker.handle('demo', demoHandler(audit));
-      if (env['KEEPER_METRICS'] === 'emf') {
-        const { attachMetrics } = await import('../metrics.js');
-        attachMetrics(worker, {});
-      }
-      let stopping = false;
-      const leave = (signal: string) => {
-        if (stopping) {
-          log.warn('second signal; exiting without finishing the leave', { signal });
-          process.exit(1);
-        }
-        stopping = true;
-        log.info('leaving on signal', { signal, node: worker.id });
-        void worker.stop().finally(() => {
-          audit?.close();
-          client.destroy();
-          process.exit(0);
-        });
-      };
-      process.on('SIGTERM', () => leave('SIGTERM'));
-      process.on('SIGINT', () => leave('SIGINT'));
-      await worker.start();
-      log.info('worker running', { node: worker.id, periodMs: config.periodMs, staleTicks: config.staleTicks, fenceMs: config.fenceMs, driftBound: config.driftBound });
+      const table = tableOf(o);
+      const endpoint = endpointOf(o);
+      // The audit log names the node, so the id is settled before the worker exists.
+      const nodeId = settings.nodeId ?? fromEnv.settings.nodeId ?? defaultNodeId();
+      const audit = o['auditLog'] ? new AuditLog(String(o['auditLog']), nodeId) : undefined;
+      const worker = await runWorker({
+        ...settings,
+        nodeId,
+        clock,
+        table,
+        ...(endpoint ? { endpoint } : {}),
+        ...(o.region ? { region: o.region } : {}),
+        handlers: { demo: demoHandler(audit) },
+      });
+      worker.once('left', () => audit?.close());
       await new Promise<never>(() => {});
     });
 
@@ -261,7 +240,7 @@ export function buildProgram(): Command {
 /** Maps an error to the one line a user sees and the exit code. */
 export function describeFailure(error: unknown): { message: string; code: number } {
   if (error instanceof CommanderError) return { message: '', code: error.exitCode === 0 ? 0 : 2 };
-  if (error instanceof UsageError || error instanceof ConfigError) return { message: error.message, code: 2 };
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError) return { message: error.message, code: 2 };
   const status = (error as { status?: number }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) return { message: (error as Error).message, code: 2 };
   if (error instanceof NodeIdInUseError || error instanceof JavaMissingError) return { message: error.message, code: 1 };

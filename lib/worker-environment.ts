@@ -1,0 +1,85 @@
+import type { KeeperOptions } from './config.js';
+
+/**
+ * The environment a worker reads: the names `KeeperCluster` sets on every worker container,
+ * and the ones `keeper worker` and `runWorker` honour. Written down once, here, so the
+ * construct, the CLI and the library cannot drift apart.
+ *
+ * | variable | setting |
+ * |---|---|
+ * | `KEEPER_TABLE` | the table (required unless a store or table is given) |
+ * | `KEEPER_PERIOD_MS`, `KEEPER_STALE_TICKS`, `KEEPER_DRIFT_BOUND`, `KEEPER_FENCE_MS` | the protocol settings |
+ * | `KEEPER_CAPACITY`, `KEEPER_INBOX_POLL_MS` | most tasks per node; inbox polling |
+ * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
+ * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
+ * | `KEEPER_METRICS` (`emf`/`off`) | publish metrics in Embedded Metric Format |
+ * | `KEEPER_HANDLERS` | `keeper worker` only: the handler module to load |
+ * | `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION` | where DynamoDB is (the AWS SDK's own names) |
+ */
+export const workerEnvironment = {
+  table: 'KEEPER_TABLE',
+  numbers: {
+    KEEPER_PERIOD_MS: 'periodMs',
+    KEEPER_STALE_TICKS: 'staleTicks',
+    KEEPER_DRIFT_BOUND: 'driftBound',
+    KEEPER_FENCE_MS: 'fenceMs',
+    KEEPER_CAPACITY: 'capacity',
+    KEEPER_INBOX_POLL_MS: 'inboxPollMs',
+    KEEPER_DOORBELL_PORT: 'doorbellPort',
+  },
+  doorbellHost: 'KEEPER_DOORBELL_HOST',
+  doorbell: 'KEEPER_DOORBELL',
+  nodeId: 'KEEPER_NODE_ID',
+  metrics: 'KEEPER_METRICS',
+  handlers: 'KEEPER_HANDLERS',
+} as const satisfies { numbers: Record<string, keyof KeeperOptions> } & Record<string, unknown>;
+
+/** A variable of the worker environment has a value that cannot be used; the message names it and what it accepts. */
+export class EnvironmentError extends Error {
+  override name = 'EnvironmentError';
+}
+
+/** What the environment says about a worker. Absent variables are absent here. */
+export interface WorkerEnvironmentSettings {
+  settings: KeeperOptions;
+  table?: string;
+  /** Whether KEEPER_METRICS asks for EMF metrics. */
+  metrics?: boolean;
+  /** KEEPER_HANDLERS. */
+  handlers?: string;
+}
+
+/** Reads the worker environment; refuses a malformed value with an {@link EnvironmentError}. */
+export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): WorkerEnvironmentSettings {
+  const settings: KeeperOptions = {};
+  const given = (name: string) => {
+    const value = env[name];
+    return value === undefined || value.trim() === '' ? undefined : value.trim();
+  };
+  for (const [name, key] of Object.entries(workerEnvironment.numbers)) {
+    const value = given(name);
+    if (value === undefined) continue;
+    const n = Number(value);
+    if (!Number.isFinite(n)) throw new EnvironmentError(`${name} must be a number, got "${value}"`);
+    (settings as Record<string, unknown>)[key] = n;
+  }
+  const host = given(workerEnvironment.doorbellHost);
+  if (host !== undefined) settings.doorbellHost = host;
+  const doorbell = given(workerEnvironment.doorbell)?.toLowerCase();
+  if (doorbell !== undefined) {
+    if (!['on', 'off', 'true', 'false', '1', '0'].includes(doorbell)) throw new EnvironmentError(`KEEPER_DOORBELL must be on or off, got "${env[workerEnvironment.doorbell]}"`);
+    settings.doorbell = ['on', 'true', '1'].includes(doorbell);
+  }
+  const nodeId = given(workerEnvironment.nodeId);
+  if (nodeId !== undefined) settings.nodeId = nodeId;
+  const metrics = given(workerEnvironment.metrics)?.toLowerCase();
+  if (metrics !== undefined && metrics !== 'emf' && metrics !== 'off') throw new EnvironmentError(`KEEPER_METRICS must be emf or off, got "${env[workerEnvironment.metrics]}"`);
+  const table = given(workerEnvironment.table);
+  const handlers = given(workerEnvironment.handlers);
+  return {
+    settings,
+    ...(table !== undefined ? { table } : {}),
+    ...(metrics !== undefined ? { metrics: metrics === 'emf' } : {}),
+    ...(handlers !== undefined ? { handlers } : {}),
+  };
+}
