@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -134,5 +134,95 @@ describe('keeper CLI against DynamoDB Local', () => {
       expect(events.filter((e) => e === 'work').length).toBeGreaterThan(0);
     }
     expect(stderr).toMatch(/"msg":"left the cluster"/);
+  });
+});
+
+describe('keeper worker --handlers <module>', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'keeper-handlers-'));
+  const modules: Record<string, string> = {
+    'good.mjs': `export default {
+      echo: { handler: (ctx) => ({ echoed: ctx.task.payload }), mode: 'finite' },
+      spin: (ctx) => new Promise((resolve) => ctx.signal.addEventListener('abort', resolve)),
+    };`,
+    'named.mjs': `export const handlers = { echo: { handler: () => 'named', mode: 'finite' } };\nexport const other = { echo: { handler: () => 'other', mode: 'finite' } };`,
+    'no-export.mjs': 'export const nothingUseful = 1;',
+    'not-a-function.mjs': "export default { echo: 'run it' };",
+    'empty.mjs': 'export default {};',
+    'throws.mjs': "throw new Error('cannot reach the mailbox server');",
+    'syntax.mjs': 'export default {',
+  };
+  for (const [name, text] of Object.entries(modules)) writeFileSync(join(dir, name), text);
+
+  const bad: Array<[string, string, RegExp]> = [
+    ['a missing module', './nope.mjs', /^keeper: handler module \.\/nope\.mjs not found \(looked for .*nope\.mjs\)$/],
+    ['no default or handlers export', './no-export.mjs', /^keeper: handler module \.\/no-export\.mjs has neither a default export nor an export "handlers"; it exports "nothingUseful"\. Export the map/],
+    ['an unknown export name', './named.mjs#missing', /^keeper: handler module \.\/named\.mjs has no export "missing"; it exports "handlers", "other"$/],
+    ['an export name that is not one', './named.mjs#no-such thing', /is not an export name; write <module>#<export>/],
+    ['a handler that is not a function', './not-a-function.mjs', /^keeper: handler module \.\/not-a-function\.mjs \(export "default"\): "echo" must be a function or \{ handler, mode, maxAttempts \}, got a string$/],
+    ['an empty map', './empty.mjs', /has no handlers: map at least one task type to a function$/],
+    ['a module that throws when loaded', './throws.mjs', /^keeper: handler module \.\/throws\.mjs failed to load: Error: cannot reach the mailbox server$/],
+    ['a module with a syntax error', './syntax.mjs', /^keeper: handler module \.\/syntax\.mjs failed to load: SyntaxError: /],
+  ];
+  it.each(bad)('refuses %s: exit 2, one line, nothing written', async (_name, spec, message) => {
+    const out = spawnSync(process.execPath, [bin, 'worker', '--table', t.table, '--node-id', 'bad-module', '--handlers', spec], {
+      cwd: dir,
+      encoding: 'utf8',
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint') },
+      timeout: 30_000,
+    });
+    expect(out.status).toBe(2);
+    expect(out.stderr.trim().split('\n')).toHaveLength(1);
+    expect(out.stderr.trim()).toMatch(message);
+    expect(out.stdout).toBe('');
+    expect(await t.store().getNode('bad-module')).toBeUndefined();
+  });
+
+  it('takes the module from KEEPER_HANDLERS too, and refuses it the same way', () => {
+    const { code, stderr } = keeper(['worker', '--table', t.table], { KEEPER_HANDLERS: join(dir, 'no-export.mjs') });
+    expect(code).toBe(2);
+    expect(stderr).toMatch(/has neither a default export nor an export "handlers"/);
+  });
+
+  async function runWith(spec: string, nodeId: string, tasks: Array<{ id: string; type: string; payload?: unknown }>, env: Record<string, string> = {}) {
+    const store = t.store();
+    for (const task of tasks) await store.createTask({ payload: null, ...task }, 'now');
+    await store.bumpCluster('tasks');
+    const child = spawn(process.execPath, [bin, 'worker', '--table', t.table, '--node-id', nodeId, '--period-ms', '250', ...(spec ? ['--handlers', spec] : [])], {
+      cwd: dir,
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint'), ...env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    return { store, child, exited, stderr: () => stderr };
+  }
+
+  it("runs a user's handlers, finite and long-running, and leaves on SIGTERM", async () => {
+    const run = await runWith('./good.mjs', 'user-node', [
+      { id: 'echo-1', type: 'echo', payload: { a: 1 } },
+      { id: 'spin-1', type: 'spin' },
+    ]);
+    await waitFor('echo-1 done', async () => (await run.store.getTask('echo-1'))?.state === 'done');
+    expect((await run.store.getTask('echo-1'))?.result).toEqual({ echoed: { a: 1 } });
+    await waitFor('spin-1 running on user-node', async () => (await run.store.getTask('spin-1'))?.owner === 'user-node');
+    run.child.kill('SIGTERM');
+    expect(await run.exited).toBe(0);
+    expect((await run.store.getNode('user-node'))?.state).toBe('left');
+    expect((await run.store.getTask('spin-1'))?.owner).toBeNull();
+    expect(run.stderr()).toMatch(/"msg":"left the cluster"/);
+  });
+
+  it('finds the export "handlers", or the one named after #', async () => {
+    for (const [spec, node, expected] of [
+      ['./named.mjs', 'named-node', 'named'],
+      ['./named.mjs#other', 'other-node', 'other'],
+    ] as const) {
+      const run = await runWith(spec, node, [{ id: `echo-${node}`, type: 'echo' }]);
+      await waitFor(`echo-${node} done`, async () => (await run.store.getTask(`echo-${node}`))?.state === 'done');
+      expect((await run.store.getTask(`echo-${node}`))?.result).toBe(expected);
+      run.child.kill('SIGTERM');
+      expect(await run.exited).toBe(0);
+    }
   });
 });

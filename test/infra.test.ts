@@ -148,6 +148,16 @@ describe('workers', () => {
     expect(udp[0]!['CidrIp']).toBeUndefined();
   });
 
+  it('run the handler module given as handlerModule (KEEPER_HANDLERS), and the image\'s own entry point without it', () => {
+    const envOf = (t: Template) => {
+      const [, taskDef] = Object.entries(t.toJSON()['Resources'] as Resources).find(([, r]) => r.Type === 'AWS::ECS::TaskDefinition')!;
+      const container = taskDef.Properties['ContainerDefinitions'][0] as Record<string, any>;
+      return Object.fromEntries((container['Environment'] as Array<{ Name: string; Value: unknown }>).map((e) => [e.Name, e.Value]));
+    };
+    expect(envOf(Template.fromStack(quickStack({ handlerModule: '/app/dist/handlers.js#handlers' }).stack))['KEEPER_HANDLERS']).toBe('/app/dist/handlers.js#handlers');
+    expect(envOf(template)).not.toHaveProperty('KEEPER_HANDLERS');
+  });
+
   it('scale on CPU between minWorkers and maxWorkers', () => {
     template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalableTarget', { MinCapacity: 2, MaxCapacity: 6, ScalableDimension: 'ecs:service:DesiredCount' });
     template.hasResourceProperties('AWS::ApplicationAutoScaling::ScalingPolicy', {
@@ -404,6 +414,8 @@ describe('invalid props fail the synth with one readable message and leave nothi
     ['an orphan window of zero minutes', { alarms: { orphanedMinutes: 0 } }, 'KeeperCluster: alarms.orphanedMinutes must be a whole number from 1 to 60, got 0'],
     ['a failure rate of 100%', { alarms: { heartbeatFailurePercent: 100 } }, 'KeeperCluster: alarms.heartbeatFailurePercent must be above 0 and below 100, got 100'],
     ['a bad alarm address', { alarmEmails: ['ops'] }, 'KeeperCluster: alarmEmails: "ops" is not an email address'],
+    ['a handler module path with a space', { handlerModule: '/app/my handlers.js' }, 'KeeperCluster: handlerModule must be a path inside the image without spaces, e.g. /app/dist/handlers.js, got "/app/my handlers.js"'],
+    ['an empty handler module path', { handlerModule: '' }, 'KeeperCluster: handlerModule must be a path inside the image without spaces'],
   ])('%s', (_what, props, message) => {
     const quick = new Stack(new App({ context: { 'aws:cdk:bundling-stacks': [] } }), 'Bad');
     let error: unknown;

@@ -21,8 +21,19 @@ import { KeeperMonitoring, type AlarmSettings } from './monitoring.js';
 import { createTaskTable, grantTableAccess, tableAccess } from './task-table.js';
 
 export interface KeeperClusterProps {
-  /** The worker image: this repository's `keeper worker`, or your own entry point (docs/deploy.md). */
+  /**
+   * The worker image: one whose command runs `keeper worker` (with `handlerModule`, your
+   * handlers; without, the built-in demo handler), or your own entry point that calls
+   * `runWorker` (docs/deploy.md).
+   */
   workerImage: ecs.ContainerImage;
+  /**
+   * Path, inside the image, of an ES module whose default export (or export `handlers`, or
+   * `<path>#<export>`) maps task types to handlers. Set as `KEEPER_HANDLERS`, which
+   * `keeper worker` loads: the alternative to an entry point of your own. Relative paths
+   * are resolved from the image's working directory.
+   */
+  handlerModule?: string;
   /** Fewest workers; CPU autoscaling never goes below. At least 1. */
   minWorkers: number;
   /** Most workers; CPU autoscaling never goes above. */
@@ -117,6 +128,9 @@ export function checkClusterProps(props: KeeperClusterProps): Settings {
   if (!(alarms.heartbeatFailurePercent > 0 && alarms.heartbeatFailurePercent < 100)) {
     refuse(`alarms.heartbeatFailurePercent must be above 0 and below 100, got ${alarms.heartbeatFailurePercent}`);
   }
+  if (props.handlerModule !== undefined && !/^[^\s#][^\s]*$/.test(props.handlerModule)) {
+    refuse(`handlerModule must be a path inside the image without spaces, e.g. /app/dist/handlers.js, got ${JSON.stringify(props.handlerModule)}`);
+  }
   for (const email of props.alarmEmails ?? []) if (!/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(email)) refuse(`alarmEmails: "${email}" is not an email address`);
 
   return { protocol, minWorkers, maxWorkers, cpuTargetPercent, alarms, healthTimeout: Duration.seconds(healthSeconds) };
@@ -171,7 +185,12 @@ export class KeeperCluster extends Construct {
     const workerLogs = new logs.LogGroup(this, 'WorkerLogs', { retention: logRetention, removalPolicy });
     taskDefinition.addContainer('worker', {
       image: props.workerImage,
-      environment: { ...shared, KEEPER_METRICS: 'emf', KEEPER_DOORBELL_PORT: String(doorbellPort) },
+      environment: {
+        ...shared,
+        KEEPER_METRICS: 'emf',
+        KEEPER_DOORBELL_PORT: String(doorbellPort),
+        ...(props.handlerModule !== undefined ? { KEEPER_HANDLERS: props.handlerModule } : {}),
+      },
       // The doorbell (UDP, worker to worker): a node that hands tasks over rings the receiver so
       // that it starts them at once rather than at its next heartbeat. Allowed only between
       // the workers' own tasks (below); without it, handovers wait for that heartbeat.

@@ -12,6 +12,7 @@ import { ensureTable } from '../store/table.js';
 import { runWorker } from '../run-worker.js';
 import { defaultNodeId, NodeIdInUseError } from '../worker.js';
 import { EnvironmentError, readWorkerEnvironment } from '../worker-environment.js';
+import { HandlerModuleError, loadHandlerModule } from './handler-module.js';
 import { runLocalCluster } from './local-cluster.js';
 import { formatStatus } from './status.js';
 
@@ -118,7 +119,8 @@ export function buildProgram(): Command {
     client.destroy();
   });
 
-  withTable(program.command('worker').description('run a worker with the built-in demo handler'))
+  withTable(program.command('worker').description('run a worker: your handlers (--handlers) or the built-in demo handler'))
+    .option('--handlers <module>', 'ES module whose default export (or export "handlers", or <module>#<export>) maps task types to handlers (default: $KEEPER_HANDLERS; none: the demo handler)')
     .option('--node-id <id>', 'node id (default: <host>-<pid>-<random>)')
     .option('--period-ms <n>', 'heartbeat period', numArg('--period-ms'))
     .option('--stale-ticks <n>', 'benchmark ticks after which a peer is stale', numArg('--stale-ticks'))
@@ -157,6 +159,10 @@ export function buildProgram(): Command {
       if (o['doorbell'] === false) settings.doorbell = false;
       const fromEnv = readWorkerEnvironment();
       resolveConfig({ ...fromEnv.settings, ...settings }); // refuses unsafe settings before anything starts
+      // Loaded before anything starts or is written: a bad module is a usage error.
+      const handlerModule = (o['handlers'] as string | undefined) ?? fromEnv.handlers;
+      const handlers = handlerModule !== undefined ? await loadHandlerModule(handlerModule) : undefined;
+      if (handlers && o['auditLog']) throw new UsageError('--audit-log records the demo handler only; drop it, or drop --handlers');
       const rate = (o['clockRate'] as number | undefined) ?? 1;
       if (!(rate > 0)) throw new UsageError('--clock-rate must be > 0');
       const clock = rate !== 1 || o['clockOffsetMs'] ? skewedClock(systemClock, rate, (o['clockOffsetMs'] as number | undefined) ?? 0) : systemClock;
@@ -172,7 +178,7 @@ export function buildProgram(): Command {
         table,
         ...(endpoint ? { endpoint } : {}),
         ...(o.region ? { region: o.region } : {}),
-        handlers: { demo: demoHandler(audit) },
+        handlers: handlers ?? { demo: demoHandler(audit) },
       });
       worker.once('left', () => audit?.close());
       await new Promise<never>(() => {});
@@ -240,7 +246,7 @@ export function buildProgram(): Command {
 /** Maps an error to the one line a user sees and the exit code. */
 export function describeFailure(error: unknown): { message: string; code: number } {
   if (error instanceof CommanderError) return { message: '', code: error.exitCode === 0 ? 0 : 2 };
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError) return { message: error.message, code: 2 };
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError || error instanceof HandlerModuleError) return { message: error.message, code: 2 };
   const status = (error as { status?: number }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) return { message: (error as Error).message, code: 2 };
   if (error instanceof NodeIdInUseError || error instanceof JavaMissingError) return { message: error.message, code: 1 };
