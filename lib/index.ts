@@ -30,3 +30,4 @@ export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type
 export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';
 export { runWorker, runWorkerDefaults, type RunWorkerOptions } from './run-worker.js';
 export { readWorkerEnvironment, workerEnvironment, EnvironmentError, type WorkerEnvironmentSettings } from './worker-environment.js';
+export { checkTable, tableDifferences, TableSchemaMismatchError } from './store/table.js';

@@ -1,10 +1,11 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { resolveConfig } from './config.js';
-import { jsonLogger, type Logger } from './log.js';
+import { errorText, jsonLogger, type Logger } from './log.js';
 import type { MetricsOptions } from './metrics.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from './store/client.js';
 import { DynamoStore } from './store/dynamo-store.js';
 import type { Store } from './store/store.js';
+import { checkTable, TableSchemaMismatchError } from './store/table.js';
 import { checkHandlers, registerHandlers, type TaskHandlers } from './task-handlers.js';
 import { Worker, type WorkerOptions } from './worker.js';
 import { EnvironmentError, readWorkerEnvironment } from './worker-environment.js';
@@ -69,10 +70,11 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   const logger = loggerOption ?? runWorkerDefaults.logger();
 
   let client: DynamoDBClient | undefined;
+  let table: string | undefined;
   let store: Store;
   if (storeOption) store = storeOption;
   else {
-    const table = tableOption ?? fromEnv.table;
+    table = tableOption ?? fromEnv.table;
     if (!table) throw new EnvironmentError('no table: set KEEPER_TABLE (KeeperCluster sets it for you) or pass { table }');
     const endpoint = resolveEndpoint(endpointOption ?? env['AWS_ENDPOINT_URL_DYNAMODB']);
     if (endpoint !== undefined && !isValidEndpoint(endpoint)) throw new EnvironmentError(`invalid DynamoDB endpoint "${endpoint}": expected a URL such as http://127.0.0.1:8000`);
@@ -127,6 +129,19 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   }
 
   try {
+    // A table made for another version of keeper (other keys, indexes or projections) would
+    // make the worker misbehave quietly: refuse it, saying what differs and what to do.
+    if (client && table) {
+      try {
+        await checkTable(client, table);
+      } catch (error) {
+        const name = (error as { name?: string }).name;
+        if (error instanceof TableSchemaMismatchError || name === 'ResourceNotFoundException') throw error;
+        // Throttling, an outage, a role without DescribeTable: the check is a safeguard, not a
+        // precondition of the protocol, and a worker that cannot start is worse than one unchecked.
+        logger.warn('could not check the table against the schema; starting anyway', { table, error: errorText(error) });
+      }
+    }
     await worker.start();
   } catch (error) {
     for (const [s, l] of listening) process.removeListener(s, l);

@@ -73,7 +73,7 @@ describe('keeper CLI against DynamoDB Local', () => {
   it('init is idempotent', () => {
     const table = `${t.table}-init`;
     expect(keeper(['init', '--table', table])).toMatchObject({ code: 0, stdout: `created table ${table}\n` });
-    expect(keeper(['init', '--table', table])).toMatchObject({ code: 0, stdout: `table ${table} already exists\n` });
+    expect(keeper(['init', '--table', table])).toMatchObject({ code: 0, stdout: `table ${table} already exists and matches the schema\n` });
   });
 
   it('adds, lists and removes tasks, and shows status as JSON', () => {

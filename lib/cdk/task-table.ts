@@ -35,7 +35,7 @@ export function createTaskTable(scope: Construct, id: string, removalPolicy: Rem
   return table;
 }
 
-type ItemAction = 'GetItem' | 'BatchGetItem' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'Scan';
+type ItemAction = 'DescribeTable' | 'GetItem' | 'BatchGetItem' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'Scan';
 type IndexName = typeof keys.membersIndex | typeof keys.ownerIndex;
 
 export interface TableAccess {
@@ -52,10 +52,11 @@ export interface TableAccess {
  */
 export const tableAccess = {
   /**
-   * Join, heartbeat, read and declare peers, move and update tasks, leave, remove tombstones.
-   * Batch moves are TransactWriteItems of Updates, which IAM authorises as UpdateItem.
+   * Check the table's schema at start (runWorker, `keeper worker`), join, heartbeat, read and
+   * declare peers, move and update tasks, leave, remove tombstones. Batch moves are
+   * TransactWriteItems of Updates, which IAM authorises as UpdateItem.
    */
-  worker: { items: ['GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem', 'DeleteItem'], queries: [keys.membersIndex, keys.ownerIndex] },
+  worker: { items: ['DescribeTable', 'GetItem', 'BatchGetItem', 'PutItem', 'UpdateItem', 'DeleteItem'], queries: [keys.membersIndex, keys.ownerIndex] },
   /** TaskAdmin.add: conditional put, read back, bump the cluster's task counter. */
   createTask: { items: ['PutItem', 'GetItem', 'UpdateItem'], queries: [] },
   getTask: { items: ['GetItem'], queries: [] },

@@ -8,7 +8,7 @@ import { JavaMissingError, startLocalDb } from '../local-db.js';
 import { errorText } from '../log.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from '../store/client.js';
 import { DynamoStore } from '../store/dynamo-store.js';
-import { ensureTable } from '../store/table.js';
+import { checkTable, ensureTable, TableSchemaMismatchError } from '../store/table.js';
 import { runWorker } from '../run-worker.js';
 import { defaultNodeId, NodeIdInUseError } from '../worker.js';
 import { EnvironmentError, readWorkerEnvironment } from '../worker-environment.js';
@@ -114,9 +114,14 @@ export function buildProgram(): Command {
 
   withTable(program.command('init').description('create the table and its indexes (idempotent)')).action(async (o: TableOptions) => {
     const { table, client } = storeFor(o);
-    const created = await ensureTable(client, table);
-    process.stdout.write(created ? `created table ${table}\n` : `table ${table} already exists\n`);
-    client.destroy();
+    try {
+      const created = await ensureTable(client, table);
+      // An existing table may have been made by another version of keeper: check it.
+      if (!created) await checkTable(client, table);
+      process.stdout.write(created ? `created table ${table}\n` : `table ${table} already exists and matches the schema\n`);
+    } finally {
+      client.destroy();
+    }
   });
 
   withTable(program.command('worker').description('run a worker: your handlers (--handlers) or the built-in demo handler'))
@@ -249,7 +254,7 @@ export function describeFailure(error: unknown): { message: string; code: number
   if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError || error instanceof HandlerModuleError) return { message: error.message, code: 2 };
   const status = (error as { status?: number }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) return { message: (error as Error).message, code: 2 };
-  if (error instanceof NodeIdInUseError || error instanceof JavaMissingError) return { message: error.message, code: 1 };
+  if (error instanceof NodeIdInUseError || error instanceof JavaMissingError || error instanceof TableSchemaMismatchError) return { message: error.message, code: 1 };
   const name = (error as { name?: string }).name;
   if (name === 'TableMissingError') return { message: (error as Error).message, code: 1 };
   if (name === 'ResourceNotFoundException') return { message: 'table not found; create it with `keeper init --table <name>`', code: 1 };
