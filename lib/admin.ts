@@ -13,14 +13,17 @@ export class InvalidInputError extends Error {
   override name = 'InvalidInputError';
   readonly status = 400;
 }
+/** A task payload over the size limit (status 413): send a smaller payload, or a reference to where the data is. */
 export class PayloadTooLargeError extends Error {
   override name = 'PayloadTooLargeError';
   readonly status = 413;
 }
+/** A different task already has that id, or the task cannot be released in its state (status 409). */
 export class TaskConflictError extends Error {
   override name = 'TaskConflictError';
   readonly status = 409;
 }
+/** No task with that id (status 404). */
 export class TaskNotFoundError extends Error {
   override name = 'TaskNotFoundError';
   readonly status = 404;
@@ -79,6 +82,7 @@ export function parseNewTask(input: unknown): { id: string; type: string; payloa
   return { id: parsed.data.id, type: parsed.data.type, payload: JSON.parse(json) as unknown };
 }
 
+/** Adds, reads, lists, releases and removes tasks, validating input the same way for the CLI, the task API and tests. */
 export class TaskAdmin {
   constructor(
     private readonly store: Store,

@@ -14,6 +14,7 @@ export interface Clock {
   setTimer(ms: number, fn: () => void): Timer;
 }
 
+/** A timer set on a Clock, which can be cancelled. */
 export interface Timer {
   cancel(): void;
 }

@@ -18,6 +18,7 @@ export class ConfigError extends Error {
 }
 
 export const takeoverModes = ['balanced', 'detector'] as const;
+/** Who gets a dead node's tasks: `balanced` spreads them over live nodes, `detector` gives them to the node that detected the failure. */
 export type TakeoverMode = (typeof takeoverModes)[number];
 
 const nodeIdPattern = /^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$/;
@@ -51,8 +52,10 @@ export const optionsSchema = z
   })
   .strict();
 
+/** The protocol settings a user may give; every one has a default (see the README's settings table). */
 export type KeeperOptions = z.input<typeof optionsSchema>;
 
+/** The settings after resolveConfig: every default filled in and the safety condition checked. */
 export interface KeeperConfig {
   nodeId?: string;
   periodMs: number;

@@ -20,6 +20,7 @@ export interface LocalDb {
   stop(): Promise<void>;
 }
 
+/** Options of startLocalDb. */
 export interface LocalDbOptions {
   port?: number;
   /** Directory for on-disk storage; in memory when absent. */
@@ -52,6 +53,7 @@ export async function freePort(): Promise<number> {
   });
 }
 
+/** Starts DynamoDB Local (needs Java 17+) on the given or a free port and waits until it answers. Call `stop()` when done. */
 export async function startLocalDb(options: LocalDbOptions = {}): Promise<LocalDb> {
   checkJava();
   const port = options.port ?? (await freePort());

@@ -5,6 +5,7 @@ export interface Logger {
   error(message: string, fields?: Record<string, unknown>): void;
 }
 
+/** A Logger that drops every line (tests, embedding). */
 export const silentLogger: Logger = { info: () => {}, warn: () => {}, error: () => {} };
 
 /** One JSON object per line on the given stream, for CloudWatch Logs and `jq`. */

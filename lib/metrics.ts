@@ -42,6 +42,7 @@ export const metricNames = {
   failedTasks: 'FailedTasks',
 } as const;
 
+/** Options of attachMetrics. */
 export interface MetricsOptions {
   /** CloudWatch namespace; default $POWERTOOLS_METRICS_NAMESPACE, else "Keeper". */
   namespace?: string;

@@ -22,10 +22,13 @@ export interface TaskContext<P = unknown> {
   isValid(): boolean;
 }
 
+/** Task code: gets the task's context, and returns (finite tasks: the result) or runs until `ctx.signal` aborts (long-running tasks). */
 export type TaskHandler<P = unknown, R = unknown> = (ctx: TaskContext<P>) => Promise<R> | R;
 
+/** `long-running`: runs until revoked, restarted after a backoff if it returns. `finite`: the resolved value completes the task. */
 export type TaskMode = 'long-running' | 'finite';
 
+/** How a handler's task runs: its mode and how often it may fail. */
 export interface HandlerOptions {
   /**
    * 'long-running' (default): runs until revoked; if it returns on its own it is started again
@@ -138,6 +141,7 @@ export class TaskRun {
   }
 }
 
+/** The reason given to `ctx.signal` when this node must stop a task (revoked, moved, fenced, leaving). */
 export class TaskStoppedError extends Error {
   override name = 'TaskStoppedError';
   constructor(readonly reason: string) {

@@ -21,6 +21,7 @@ import type { HandlerOptions, TaskHandler } from './tasks.js';
 export { NodeIdInUseError } from './node/join.js';
 export type { WorkerEvents } from './node/context.js';
 
+/** What a Worker is built from: the protocol settings (KeeperOptions) plus the store and the optional clock, logger, doorbell and randomness. */
 export interface WorkerOptions extends Omit<KeeperOptions, 'doorbell'> {
   store: Store;
   /** false: no doorbell (handovers noticed at the next heartbeat); a Doorbell: use that one (the simulator's). Default: UDP. */
@@ -31,6 +32,7 @@ export interface WorkerOptions extends Omit<KeeperOptions, 'doorbell'> {
   random?: () => number;
 }
 
+/** The node id a worker takes when none is given: host name, process id and a random suffix. */
 export function defaultNodeId(): string {
   const host = hostname().replace(/[^A-Za-z0-9._-]/g, '-').slice(0, 60) || 'node';
   return `${host}-${process.pid}-${Math.random().toString(36).slice(2, 6)}`;

@@ -20,6 +20,7 @@ import { KeeperFunction } from './lambda.js';
 import { KeeperMonitoring, type AlarmSettings } from './monitoring.js';
 import { createTaskTable, grantTableAccess, tableAccess } from './task-table.js';
 
+/** Props of KeeperCluster: the worker image and autoscaling bounds are required, everything else has a default. */
 export interface KeeperClusterProps {
   /**
    * The worker image: one whose command runs `keeper worker` (with `handlerModule`, your

@@ -23,6 +23,7 @@ export function functionBundleDir(name: FunctionBundle): string {
   return fileURLToPath(new URL(`../../dist/functions/${name}`, import.meta.url));
 }
 
+/** Props of KeeperFunction. */
 export interface KeeperFunctionProps {
   /** Which prebuilt bundle the function runs. */
   bundle: FunctionBundle;

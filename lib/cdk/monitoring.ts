@@ -7,6 +7,7 @@ import type * as sns from 'aws-cdk-lib/aws-sns';
 import { Construct } from 'constructs';
 import { metricNames } from '../metrics.js';
 
+/** Thresholds of the cluster's alarms. */
 export interface AlarmSettings {
   /** Nodes declared dead within one minute that raise the failover alarm; default 1 (any failover). */
   failoverThreshold: number;
@@ -16,6 +17,7 @@ export interface AlarmSettings {
   heartbeatFailurePercent: number;
 }
 
+/** Props of KeeperMonitoring: what it watches and where alarms go. */
 export interface MonitoringProps extends AlarmSettings {
   namespace: string;
   /** The `service` dimension: the table name, which workers and the health function publish under. */

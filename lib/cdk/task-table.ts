@@ -38,6 +38,7 @@ export function createTaskTable(scope: Construct, id: string, removalPolicy: Rem
 type ItemAction = 'DescribeTable' | 'GetItem' | 'BatchGetItem' | 'PutItem' | 'UpdateItem' | 'DeleteItem' | 'Scan';
 type IndexName = typeof keys.membersIndex | typeof keys.ownerIndex;
 
+/** The DynamoDB calls one part of the deployment makes on the table, from which its IAM policy is written. */
 export interface TableAccess {
   /** Calls on the table itself. */
   items: readonly ItemAction[];

@@ -2,6 +2,7 @@ import { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { DynamoDBDocumentClient } from '@aws-sdk/lib-dynamodb';
 import { NodeHttpHandler } from '@smithy/node-http-handler';
 
+/** Options of createDynamoClient. */
 export interface ClientOptions {
   /** Endpoint URL; defaults to AWS_ENDPOINT_URL_DYNAMODB, then AWS's regional endpoint. */
   endpoint?: string;
@@ -43,6 +44,7 @@ export function isValidEndpoint(endpoint: string): boolean {
   }
 }
 
+/** A DynamoDB client with keeper's timeouts (each request gives up after requestTimeoutMs) and dummy credentials for a local endpoint. */
 export function createDynamoClient(options: ClientOptions): DynamoDBClient {
   const endpoint = resolveEndpoint(options.endpoint);
   const local = isLocalEndpoint(endpoint);
@@ -64,6 +66,7 @@ export function createDynamoClient(options: ClientOptions): DynamoDBClient {
   });
 }
 
+/** The document client DynamoStore needs, over a client from createDynamoClient. */
 export function documentClient(client: DynamoDBClient): DynamoDBDocumentClient {
   return DynamoDBDocumentClient.from(client, {
     marshallOptions: { removeUndefinedValues: true, convertClassInstanceToMap: false },

@@ -35,6 +35,7 @@ import {
 
 type Raw = Record<string, unknown>;
 
+/** How transient DynamoDB failures are retried: attempts and jittered exponential backoff. */
 export interface RetryPolicy {
   /** Attempts per call, the first included. */
   attempts: number;
@@ -43,6 +44,7 @@ export interface RetryPolicy {
   capMs: number;
 }
 
+/** Options of DynamoStore: the document client, the table, timeouts, retries and where warnings go. */
 export interface DynamoStoreOptions {
   client: DynamoDBDocumentClient;
   table: string;
@@ -57,6 +59,7 @@ export class TableMissingError extends Error {
   override name = 'TableMissingError';
 }
 
+/** A list cursor this store did not hand out (status 400): start again without a cursor. */
 export class InvalidCursorError extends Error {
   override name = 'InvalidCursorError';
   readonly status = 400;

@@ -168,6 +168,7 @@ export function ownerAttribute(owner: string | null, state: TaskItem['state']): 
   return owner ?? keys.freeOwner;
 }
 
+/** Size limits of task ids and payloads, which TaskAdmin enforces. */
 export const limits = {
   /** Longest task id; the id is part of the key (DynamoDB allows 2048 bytes for a partition key). */
   taskIdLength: 256,

@@ -7,6 +7,7 @@
  */
 
 export type NodeState = 'alive' | 'dead' | 'left';
+/** `ready` (runs, or waits for a node), `done` (a finite task completed), `failed` (out of attempts). */
 export type TaskState = 'ready' | 'done' | 'failed';
 
 /**
@@ -20,6 +21,7 @@ export interface WatchRecord {
   since: number;
 }
 
+/** A node's item: its incarnation, counter, state and what it watched. */
 export interface NodeItem {
   id: string;
   /** Bumped on every (re)join; a node's heartbeat is refused once its incarnation is gone. */
@@ -61,6 +63,7 @@ export interface ProtocolSettings {
   handlerStopMs: number;
 }
 
+/** A task's item: type, payload, owner, fencing token, state, attempts, result or error. */
 export interface TaskItem {
   id: string;
   type: string;
@@ -101,6 +104,7 @@ export interface TaskHead {
   itemBytes?: number;
 }
 
+/** The cluster item: a counter bumped whenever tasks become claimable. */
 export interface ClusterItem {
   /** Bumped when tasks become claimable: nodes look for unowned tasks when it changes. */
   tasks: number;
@@ -149,6 +153,7 @@ export interface Page<T> {
   cursor?: string;
 }
 
+/** The narrow store interface a node uses: every write is a compare-and-set naming the state it expects. DynamoStore and MemoryStore implement it. */
 export interface Store {
   // --- nodes ---
   getNode(id: string): Promise<NodeItem | undefined>;

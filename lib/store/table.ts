@@ -25,6 +25,7 @@ export const tableSchema = {
   ],
 } as const;
 
+/** The CreateTable request for a table with keeper's schema (tableSchema), on-demand. */
 export function createTableInput(table: string): CreateTableCommandInput {
   const attributes = new Set<string>([tableSchema.partitionKey, tableSchema.sortKey]);
   for (const index of tableSchema.indexes) {
