@@ -1,5 +1,5 @@
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -175,6 +175,13 @@ describe('keeper worker --handlers <module>', () => {
     expect(out.stderr.trim()).toMatch(message);
     expect(out.stdout).toBe('');
     expect(await t.store().getNode('bad-module')).toBeUndefined();
+  });
+
+  it('refuses --audit-log with --handlers: the audit log records the demo handler only', () => {
+    const { code, stderr } = keeper(['worker', '--table', t.table, '--handlers', join(dir, 'good.mjs'), '--audit-log', join(dir, 'audit.jsonl')]);
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe('keeper: --audit-log records the demo handler only; drop it, or drop --handlers');
+    expect(existsSync(join(dir, 'audit.jsonl'))).toBe(false);
   });
 
   it('takes the module from KEEPER_HANDLERS too, and refuses it the same way', () => {
