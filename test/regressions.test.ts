@@ -212,6 +212,40 @@ describe('regressions found by the fault harness', () => {
     ledger.expectSafe();
   });
 
+  it('finding 13: a takeover cut short by a store error is retried by the declarer\'s follow-ups, not left to the sweep', async () => {
+    const memory = new MemoryStore();
+    let crashed = false;
+    let failed = 0;
+    const hook: Hook = (_node, operation, call, args) => {
+      // The declarer's first read of the dead node's tasks fails, as a 5xx that outlasted the
+      // store's retries would: the takeover stops at its first step.
+      if (crashed && operation === 'tasksOwnedBy' && args[0] === 'c' && failed === 0) {
+        failed += 1;
+        return Promise.reject(new StoreUnavailableError('list tasks failed: InternalServerError (injected)'));
+      }
+      return call();
+    };
+    const ledger = new Ledger();
+    // No periodic sweep within the test: only a follow-up can finish the takeover in time.
+    const [a, b, c] = ['a', 'b', 'c'].map((id) => new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs: 200, resyncTicks: 1000, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
+    workers.push(a!, b!, c!);
+    for (const w of [a!, b!, c!]) await w.start();
+    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    await memory.bumpCluster('tasks');
+    await waitFor('c runs some tasks', () => c!.runningTasks().length > 0);
+    const lost = c!.runningTasks();
+    const takeovers: Array<{ by: string; moved: number }> = [];
+    for (const w of [a!, b!]) w.on('takeover', ({ node, moved }) => node === 'c' && takeovers.push({ by: w.id, moved }));
+    crashed = true;
+    await c!.kill();
+    await waitFor('the injected failure', () => failed === 1, 5000);
+    await waitFor('c\'s tasks run elsewhere', () => lost.every((t) => a!.runningTasks().includes(t) || b!.runningTasks().includes(t)), 5000);
+    // Taken over by a follow-up of the declarer (a 'takeover' event), not by the tombstone
+    // sweep eight passes later (which emits none).
+    expect(takeovers.map((t) => t.moved)).toEqual([lost.length]);
+    ledger.expectSafe();
+  }, 20_000);
+
   it('finding 8: a replacement under a crashed node\'s id is not fooled by that node\'s last writes landing late', async () => {
     const memory = new MemoryStore();
     const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };

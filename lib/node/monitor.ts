@@ -89,10 +89,12 @@ export class Monitor {
       this.neighbourhood.markChanged();
       node.emit('declared-dead', { node: suspect.id, staleness: suspect.staleness });
       node.log.warn('declared peer dead', { node: node.id, peer: suspect.id, staleness: suspect.staleness, counter: suspect.counter });
-      await this.hooks.takeOver(suspect.id);
       // Look again shortly: a peer may have handed it a task just before it was declared
-      // dead, and on DynamoDB the owner index may lag behind the table.
+      // dead, and on DynamoDB the owner index may lag behind the table. Scheduled before the
+      // takeover, so that a takeover cut short by a store error is retried two passes later
+      // rather than left to the tombstone sweep (chaos finding 13).
       for (const after of [2, 6]) this.followUps.push({ node: suspect.id, atPass: node.passes() + after });
+      await this.hooks.takeOver(suspect.id);
     }
   }
 
