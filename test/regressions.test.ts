@@ -246,6 +246,29 @@ describe('regressions found by the fault harness', () => {
     ledger.expectSafe();
   }, 20_000);
 
+  it('an inbox poll that reads an older value than the node has seen starts no reconcile (eventually consistent read)', async () => {
+    const memory = new MemoryStore();
+    let stale: number | undefined;
+    let lists = 0;
+    const hook: Hook = (_node, operation, call) => {
+      if (operation === 'tasksOwnedBy') lists += 1;
+      // An eventually consistent read may return the item as it was before the last notification.
+      if (operation === 'peekInbox' && stale !== undefined) return Promise.resolve(stale);
+      return call();
+    };
+    // No periodic reconcile within the test: any task-list read after the settling is news.
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, resyncTicks: 1000, inboxPollMs: 50, doorbell: false, store: faulty(memory, 'a', hook) });
+    workers.push(a);
+    await a.start();
+    for (let i = 0; i < 3; i++) await memory.notify('a');
+    const joined = a.snapshot().counter;
+    await waitFor('a has seen and acted on its inbox', () => a.snapshot().counter >= joined + 4);
+    stale = 1; // the value before the last two notifications
+    const before = lists;
+    await sleep(6 * 200);
+    expect(lists - before).toBe(0);
+  }, 20_000);
+
   it('finding 8: a replacement under a crashed node\'s id is not fooled by that node\'s last writes landing late', async () => {
     const memory = new MemoryStore();
     const node = { id: 'x', inc: 7, counter: 40, state: 'alive' as const, inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'before' };

@@ -94,7 +94,10 @@ export class Handover {
       void node.store
         .peekInbox(node.id)
         .then((inbox) => {
-          if (inbox !== undefined && inbox !== this.processedInbox && inbox !== this.latestInbox) {
+          // Only a value newer than any seen is news: the poll reads eventually consistently
+          // (and its reply may come after a heartbeat's), so an older value is the past, and
+          // taking it would send the node to reconcile for nothing.
+          if (inbox !== undefined && inbox > Math.max(this.processedInbox, this.latestInbox ?? -1)) {
             this.latestInbox = inbox;
             this.hooks.pickUpSoon();
           }
