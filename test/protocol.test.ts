@@ -8,7 +8,7 @@ import type { NodeItem } from '../lib/store/store.js';
 function item(id: string, counter: number, extra: Partial<NodeItem> = {}): NodeItem {
   return { id, inc: 1, counter, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j', ...extra };
 }
-const read = (...items: NodeItem[]) => new Map(items.map((i) => [i.id, i]));
+const read = (...items: NodeItem[]) => ({ nodes: new Map(items.map((i) => [i.id, i])), unread: new Set<string>(), rounds: new Map<string, number>() });
 
 describe('detector: staleness from the cluster\'s own counters', () => {
   it('takes the strongest evidence, discounting the single strongest once there are three witnesses', () => {
@@ -30,6 +30,30 @@ describe('detector: staleness from the cluster\'s own counters', () => {
     // The peer's counter moves: it starts over.
     d.observe(15, read(item('p', 8), item('w1', 105), item('w2', 55)), ['p', 'w1', 'w2']);
     expect(d.staleness('p')).toBe(0);
+  });
+
+  it('starts a sighting only from witness counters read no earlier than the peer\'s value', () => {
+    // One read took two requests: w1 and w2 were read by the first, p's value by the second,
+    // after the store left p's key unprocessed. Between the two, p's heartbeat landed and the
+    // witnesses advanced: their counters from the first request predate p's value.
+    const d = new Detector('me', 3);
+    const split = read(item('p', 7), item('w1', 100), item('w2', 50), item('w3', 20));
+    d.observe(10, { ...split, rounds: new Map([['p', 2], ['w3', 2]]) }, ['p']);
+    d.observe(10, read(item('p', 7), item('w1', 103), item('w2', 53), item('w3', 21)), ['p']);
+    // Only this node (0 ticks) and w3 (1 tick, read with p) count: w1's and w2's 3 ticks may
+    // all have come before p's heartbeat.
+    expect(d.staleness('p')).toBe(1);
+    expect(d.suspects()).toEqual([]);
+  });
+
+  it('treats a peer the store left unread as not observed: its sighting neither restarts nor ends', () => {
+    const d = new Detector('me', 4);
+    d.observe(10, read(item('p', 7), item('w1', 100), item('w2', 50)), ['p']);
+    const unread = read(item('w1', 102), item('w2', 52));
+    d.observe(12, { ...unread, unread: new Set(['p']) }, ['p']);
+    expect(d.staleness('p')).toBe(2);
+    d.observe(14, read(item('p', 7), item('w1', 104), item('w2', 54)), ['p']);
+    expect(d.suspects()).toEqual([{ id: 'p', inc: 1, counter: 7, staleness: 4 }]);
   });
 
   it('is not fooled by one witness whose clock runs far too fast', () => {

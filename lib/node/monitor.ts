@@ -68,11 +68,14 @@ export class Monitor {
   async observe(): Promise<Observation | undefined> {
     const { node, neighbourhood } = this;
     const witnesses = neighbourhood.witnesses();
-    const { nodes, cluster } = await node.store.readNodes([...neighbourhood.watched, ...witnesses], { cluster: neighbourhood.readsClusterNow() });
+    const read = await node.store.readNodes([...neighbourhood.watched, ...witnesses], { cluster: neighbourhood.readsClusterNow() });
     if (node.phase() !== 'running') return undefined;
-    for (const id of neighbourhood.watched) if (nodes.get(id)?.state !== 'alive') neighbourhood.markChanged();
+    const { nodes, cluster, unread } = read;
+    for (const id of neighbourhood.watched) if (!unread.has(id) && nodes.get(id)?.state !== 'alive') neighbourhood.markChanged();
     this.peers = nodes;
-    this.detector.observe(this.hooks.counter(), nodes, neighbourhood.watched);
+    // The own counter is taken after the read returned, never before: its ticks from then on
+    // all come after every value the read saw.
+    this.detector.observe(this.hooks.counter(), read, neighbourhood.watched);
     return { cluster };
   }
 

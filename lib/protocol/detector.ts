@@ -1,4 +1,4 @@
-import type { NodeItem, WatchRecord } from '../store/store.js';
+import type { NodeItem, NodesRead, WatchRecord } from '../store/store.js';
 
 /**
  * Failure detection by the cluster's own counters (the patent's benchmark), never by another
@@ -82,10 +82,11 @@ export class Detector {
   }
 
   /**
-   * Takes one read of the table: this node's counter right after its heartbeat, and the
-   * items of the nodes it read (its watched peers).
+   * Takes one read of the table: this node's counter, taken after the read returned, and the
+   * items of the nodes it read (its watched peers and witnesses).
    */
-  observe(selfCounter: number, nodes: Map<string, NodeItem>, watched: readonly string[]): void {
+  observe(selfCounter: number, read: Pick<NodesRead, 'nodes' | 'unread' | 'rounds'>, watched: readonly string[]): void {
+    const { nodes, unread, rounds } = read;
     this.selfCounter = selfCounter;
     this.latest = nodes;
     for (const [id, node] of nodes) {
@@ -96,6 +97,8 @@ export class Detector {
     const watchedSet = new Set(watched);
     for (const id of [...this.sightings.keys()]) if (!watchedSet.has(id)) this.sightings.delete(id);
     for (const id of watched) {
+      // Not read this time (left unprocessed by the store): not observed, so nothing changes.
+      if (unread.has(id)) continue;
       const node = nodes.get(id);
       if (!node || node.state !== 'alive') {
         // Gone, unreadable or no longer alive: start over. A sighting must never outlive the
@@ -108,8 +111,14 @@ export class Detector {
       if (current && current.inc === node.inc && current.counter === node.counter) continue;
       const seeded = this.seeded.get(id);
       const since = seeded && seeded.inc === node.inc && seeded.counter === node.counter ? Math.min(seeded.since, selfCounter) : selfCounter;
+      // Only witnesses read by the same request as p's value, or a later one: a witness counter
+      // read by an earlier request may predate p's last heartbeat, and its progress from then
+      // would count against p (docs/protocol.md, "Why it is safe").
+      const round = rounds.get(id) ?? 1;
       const snapshot = new Map<string, number>();
-      for (const [other, item] of nodes) if (other !== id && other !== this.selfId) snapshot.set(other, item.counter);
+      for (const [other, item] of nodes) {
+        if (other !== id && other !== this.selfId && (rounds.get(other) ?? 1) >= round) snapshot.set(other, item.counter);
+      }
       this.sightings.set(id, { inc: node.inc, counter: node.counter, since, snapshot });
     }
     this.seeded.clear();

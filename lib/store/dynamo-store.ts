@@ -23,6 +23,7 @@ import {
   type MemberEntry,
   type NodeItem,
   type NodeState,
+  type NodesRead,
   type Notified,
   type Page,
   type SlotRange,
@@ -140,8 +141,10 @@ export class DynamoStore implements Store {
   // lib-dynamodb's command classes do not unify under one `send` overload; the results are
   // typed at each call site instead.
   private async send<T = { Attributes?: Raw }>(command: object): Promise<T> {
-    // The abort signal is a second line behind the HTTP handler's own timeouts.
-    return (await this.client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs + 100) })) as T;
+    // The abort signal is a second line behind the HTTP handler's own timeouts, and it holds
+    // for a client made elsewhere too: the safety bound counts on no request, and so no read
+    // or write of one, lasting longer than requestTimeoutMs (config.ts, readWindowMs).
+    return (await this.client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs) })) as T;
   }
 
   private backoff(attempt: number): Promise<void> {
@@ -292,22 +295,32 @@ export class DynamoStore implements Store {
     return { ok: false, current: out.current ? parseNode(out.current, this.warn) : undefined };
   }
 
-  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }> {
+  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<NodesRead> {
     const wanted: Record<string, unknown>[] = [...new Set(ids)].map((id) => keys.node(id));
     const withCluster = options.cluster !== false;
     if (withCluster) wanted.push(keys.cluster);
-    const found = await this.batchGet('read nodes', wanted);
+    const { found, unprocessed } = await this.batchGet('read nodes', wanted);
     const nodes = new Map<string, NodeItem>();
+    const rounds = new Map<string, number>();
     let cluster: ClusterItem | undefined = withCluster ? { tasks: 0 } : undefined;
-    for (const raw of found) {
+    for (const { raw, round } of found) {
       if (raw['pk'] === keys.cluster.pk) {
         cluster = parseCluster(raw);
         continue;
       }
       const node = parseNode(raw, this.warn);
-      if (node) nodes.set(node.id, node);
+      if (!node) continue;
+      nodes.set(node.id, node);
+      if (round > 1) rounds.set(node.id, round);
     }
-    return { nodes, cluster };
+    const unread = new Set<string>();
+    for (const key of unprocessed) {
+      const pk = String(key['pk']);
+      if (pk === keys.cluster.pk) cluster = undefined;
+      else unread.add(pk.slice('node#'.length));
+    }
+    if (unprocessed.length > 0) this.warn(`read nodes: ${unprocessed.length} keys unprocessed after ${this.retry.attempts} rounds`);
+    return { nodes, cluster, unread, rounds };
   }
 
   /** One query of the members index; `range` narrows it to one side of a ring position. */
@@ -499,35 +512,48 @@ export class DynamoStore implements Store {
   }
 
   async getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>> {
-    const found = await this.batchGet('get tasks', [...new Set(ids)].map((id) => keys.task(id)));
+    const { found, unprocessed } = await this.batchGet('get tasks', [...new Set(ids)].map((id) => keys.task(id)));
+    if (unprocessed.length > 0) throw new StoreUnavailableError(`get tasks: ${unprocessed.length} keys unprocessed after ${this.retry.attempts} rounds`);
     const tasks = new Map<string, TaskItem>();
-    for (const raw of found) {
+    for (const { raw } of found) {
       const task = parseTask(raw, this.warn);
       if (task) tasks.set(task.id, task);
     }
     return tasks;
   }
 
-  /** Consistent reads of items by key: 100 keys per request, keys the store left unprocessed asked again. */
-  private async batchGet(what: string, wanted: Record<string, unknown>[]): Promise<Raw[]> {
-    const found: Raw[] = [];
+  /**
+   * Consistent reads of items by key, 100 keys per request. Keys the store left unprocessed
+   * (a throttled partition, the 16 MB reply limit) are asked again after a backoff, up to the
+   * retry policy's attempts; those still unprocessed are returned as such. Each item comes
+   * with the number of the request that read it, in the order they were sent: items of
+   * different requests were read at different moments.
+   */
+  private async batchGet(what: string, wanted: Record<string, unknown>[]): Promise<{ found: Array<{ raw: Raw; round: number }>; unprocessed: Record<string, unknown>[] }> {
+    const found: Array<{ raw: Raw; round: number }> = [];
+    const unprocessed: Record<string, unknown>[] = [];
+    let request = 0;
     for (let i = 0; i < wanted.length; i += 100) {
       let pending: Record<string, unknown>[] = wanted.slice(i, i + 100);
-      for (let round = 1; pending.length > 0; round++) {
+      for (let attempt = 1; pending.length > 0; attempt++) {
+        const keysNow = pending;
         const out = await this.read(what, () =>
           this.send<{ Responses?: Record<string, Raw[]>; UnprocessedKeys?: Record<string, { Keys?: Record<string, unknown>[] }> }>(
-            new BatchGetCommand({ RequestItems: { [this.table]: { Keys: pending, ConsistentRead: true } } }),
+            new BatchGetCommand({ RequestItems: { [this.table]: { Keys: keysNow, ConsistentRead: true } } }),
           ),
         );
-        found.push(...(out.Responses?.[this.table] ?? []));
+        request += 1;
+        for (const raw of out.Responses?.[this.table] ?? []) found.push({ raw, round: request });
         pending = out.UnprocessedKeys?.[this.table]?.Keys ?? [];
-        if (pending.length > 0) {
-          if (round >= this.retry.attempts) throw new StoreUnavailableError(`${what}: ${pending.length} keys unprocessed after ${round} rounds`);
-          await this.backoff(round);
+        if (pending.length === 0) break;
+        if (attempt >= this.retry.attempts) {
+          unprocessed.push(...pending);
+          break;
         }
+        await this.backoff(attempt);
       }
     }
-    return found;
+    return { found, unprocessed };
   }
 
   async getTask(id: string): Promise<TaskItem | undefined> {

@@ -8,6 +8,7 @@ import {
   type MemberEntry,
   type NodeItem,
   type NodeState,
+  type NodesRead,
   type Notified,
   type Page,
   type SlotRange,
@@ -148,13 +149,13 @@ export class MemoryStore implements Store {
     return { ok: true, node: parseNode(structuredClone(current), this.warn) };
   }
 
-  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }> {
+  async readNodes(ids: string[], options: { cluster?: boolean } = {}): Promise<NodesRead> {
     const nodes = new Map<string, NodeItem>();
     for (const id of new Set(ids)) {
       const node = this.node(id);
       if (node) nodes.set(id, node);
     }
-    return { nodes, cluster: options.cluster === false ? undefined : parseCluster(this.get(keys.cluster)) };
+    return { nodes, cluster: options.cluster === false ? undefined : parseCluster(this.get(keys.cluster)), unread: new Set(), rounds: new Map() };
   }
 
   private member(entry: { key: string }): MemberEntry | undefined {

@@ -110,6 +110,23 @@ export interface ClusterItem {
   tasks: number;
 }
 
+/** One read of node items (Store.readNodes). */
+export interface NodesRead {
+  nodes: Map<string, NodeItem>;
+  /** The cluster item, if asked for and read. */
+  cluster: ClusterItem | undefined;
+  /**
+   * Ids the store still left unread after its last round (BatchGetItem's UnprocessedKeys, on
+   * a throttled partition say): not observed this time, which is not the same as absent.
+   */
+  unread: ReadonlySet<string>;
+  /**
+   * Which request each node was read by (1 = the first), when keys left unprocessed took more
+   * than one: an item read by a later request was read later. Ids not in the map: 1.
+   */
+  rounds: ReadonlyMap<string, number>;
+}
+
 export interface MemberEntry {
   id: string;
   state: NodeState;
@@ -168,9 +185,12 @@ export interface Store {
   /**
    * Strongly consistent read of some nodes, plus the cluster item unless `cluster: false`.
    * Corrupt items are left out. Never eventually consistent: a stale witness counter would
-   * inflate the detector's evidence (docs/protocol.md, "Watching").
+   * inflate the detector's evidence (docs/protocol.md, "Watching"). Keys left unprocessed are
+   * asked again; those still unread after the last round are reported, not treated as absent,
+   * and each item says which round read it, because items of different rounds were read at
+   * different moments (the detector must not mix them into one sighting).
    */
-  readNodes(ids: string[], options?: { cluster?: boolean }): Promise<{ nodes: Map<string, NodeItem>; cluster: ClusterItem | undefined }>;
+  readNodes(ids: string[], options?: { cluster?: boolean }): Promise<NodesRead>;
   /** Every node item's id and state, in ring order (eventually consistent; from the members index). */
   listMembers(): Promise<MemberEntry[]>;
   /** Up to `limit` members after ring position `after` ('' for the start), in ring order. */

@@ -1,5 +1,6 @@
 import { createServer, request, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
+import { CloudModel, errorBody, type CloudSettings } from './cloud-model.js';
 
 /**
  * An HTTP proxy in front of DynamoDB Local that injects the faults a worker meets on a real
@@ -7,7 +8,8 @@ import type { Socket } from 'node:net';
  * answers, and writes that are applied but whose reply never arrives.
  *
  * It runs in the test process or the fault harness, one per worker, so that one worker can
- * be cut off while the rest of the cluster carries on.
+ * be cut off while the rest of the cluster carries on. With `cloud()`, it also behaves the
+ * way Amazon DynamoDB does and DynamoDB Local does not (cloud-model.ts).
  */
 export type Fault = 'throttle' | 'error500' | 'drop-reply';
 
@@ -29,13 +31,11 @@ export interface ProxyStats {
   held: number;
 }
 
-const errorBody = (type: string, message: string) => JSON.stringify({ __type: `com.amazonaws.dynamodb.v20120810#${type}`, message });
-
 export class FaultProxy {
   private server: Server | undefined;
   private readonly sockets = new Set<Socket>();
   private blackholed = false;
-  private queued: Array<{ fault: Fault; operation?: string }> = [];
+  private queued: Array<{ fault: Fault; operation?: string; match?: (body: string) => boolean }> = [];
   rates: FaultRates = {};
   /**
    * Requests this matches are held for `ms` before they are forwarded: the client times out
@@ -44,6 +44,7 @@ export class FaultProxy {
   hold: { match: (operation: string, body: string) => boolean; ms: number } | undefined;
   readonly stats: ProxyStats = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0, held: 0 };
   port = 0;
+  private cloudModel: CloudModel | undefined;
 
   constructor(
     private readonly upstream: string,
@@ -77,9 +78,15 @@ export class FaultProxy {
     for (const socket of this.sockets) socket.destroy();
   }
 
-  /** Applies `fault` to the next request (of `operation`, e.g. 'UpdateItem', if given). */
-  inject(fault: Fault, operation?: string): void {
-    this.queued.push({ fault, ...(operation ? { operation } : {}) });
+  /** Behaves like Amazon DynamoDB from now on (settings may be changed later through the returned model). */
+  cloud(settings: CloudSettings): CloudModel {
+    this.cloudModel = new CloudModel(settings, this.random);
+    return this.cloudModel;
+  }
+
+  /** Applies `fault` to the next request (of `operation`, e.g. 'UpdateItem', if given, and whose body `match`es, if given). */
+  inject(fault: Fault, operation?: string, match?: (body: string) => boolean): void {
+    this.queued.push({ fault, ...(operation ? { operation } : {}), ...(match ? { match } : {}) });
   }
 
   async close(): Promise<void> {
@@ -87,8 +94,8 @@ export class FaultProxy {
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
   }
 
-  private pickFault(operation: string): Fault | undefined {
-    const index = this.queued.findIndex((q) => !q.operation || q.operation === operation);
+  private pickFault(operation: string, body: string): Fault | undefined {
+    const index = this.queued.findIndex((q) => (!q.operation || q.operation === operation) && (!q.match || q.match(body)));
     if (index >= 0) return this.queued.splice(index, 1)[0]!.fault;
     const r = this.random();
     const { throttle = 0, error500 = 0, dropReply = 0 } = this.rates;
@@ -107,9 +114,11 @@ export class FaultProxy {
       return; // never answer; the client's own timeout must fire
     }
     const operation = String(req.headers['x-amz-target'] ?? '').split('.').pop() ?? '';
-    const fault = this.pickFault(operation);
-    if (this.rates.delayMs) await new Promise((resolve) => setTimeout(resolve, this.rates.delayMs));
-    if (this.hold?.match(operation, Buffer.concat(chunks).toString())) {
+    const sent = Buffer.concat(chunks).toString();
+    const fault = this.pickFault(operation, sent);
+    const delay = (this.rates.delayMs ?? 0) + (this.cloudModel?.latency() ?? 0);
+    if (delay > 0) await new Promise((resolve) => setTimeout(resolve, delay));
+    if (this.hold?.match(operation, sent)) {
       this.stats.held += 1;
       await new Promise((resolve) => setTimeout(resolve, this.hold!.ms));
     }
@@ -123,24 +132,36 @@ export class FaultProxy {
       res.writeHead(500, { 'content-type': 'application/x-amz-json-1.0' }).end(errorBody('InternalServerError', 'Internal server error (injected).'));
       return;
     }
+    const verdict = this.cloudModel?.judge(operation, sent) ?? { body: sent };
+    if ('reply' in verdict) {
+      res.writeHead(verdict.reply.status, { 'content-type': 'application/x-amz-json-1.0' }).end(verdict.reply.body);
+      return;
+    }
     const upstream = new URL(this.upstream);
-    const forward = request(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
-      (answer) => {
-        const body: Buffer[] = [];
-        answer.on('data', (c: Buffer) => body.push(c));
-        answer.on('end', () => {
-          if (fault === 'drop-reply' || this.blackholed) {
-            // The write was applied; the caller never learns it.
-            this.stats.droppedReplies += 1;
-            req.socket.destroy();
-            return;
-          }
-          res.writeHead(answer.statusCode ?? 502, answer.headers).end(Buffer.concat(body));
-        });
-      },
-    );
+    const headers = { ...req.headers, 'content-length': String(Buffer.byteLength(verdict.body)) };
+    const forward = request({ host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers }, (answer) => {
+      const body: Buffer[] = [];
+      answer.on('data', (c: Buffer) => body.push(c));
+      answer.on('end', () => {
+        if (fault === 'drop-reply' || this.blackholed) {
+          // The write was applied; the caller never learns it.
+          this.stats.droppedReplies += 1;
+          verdict.dropped?.();
+          req.socket.destroy();
+          return;
+        }
+        let reply = Buffer.concat(body);
+        const replyHeaders = { ...answer.headers };
+        if (verdict.after && answer.statusCode === 200) {
+          reply = Buffer.from(verdict.after(reply.toString()));
+          // The SDK checks the body against DynamoDB's CRC32 header, which no longer matches.
+          delete replyHeaders['x-amz-crc32'];
+          replyHeaders['content-length'] = String(reply.length);
+        }
+        res.writeHead(answer.statusCode ?? 502, replyHeaders).end(reply);
+      });
+    });
     forward.on('error', () => req.socket.destroy());
-    forward.end(Buffer.concat(chunks));
+    forward.end(verdict.body);
   }
 }

@@ -1,0 +1,102 @@
+import { afterEach, describe, expect, it } from 'vitest';
+import { createDynamoClient, documentClient } from '../lib/store/client.js';
+import { DynamoStore } from '../lib/store/dynamo-store.js';
+import { keys } from '../lib/store/items.js';
+import { StoreUnavailableError, type NodeItem } from '../lib/store/store.js';
+import type { Worker } from '../lib/worker.js';
+import { Ledger, makeWorker, waitFor } from './support/cluster.js';
+import { freshTable, type TestTable } from './support/dynamo.js';
+import { FaultProxy } from './support/fault-proxy.js';
+
+/**
+ * What Amazon DynamoDB does and DynamoDB Local never does (test/support/cloud-model.ts),
+ * modelled by the fault proxy in front of a real DynamoDB Local: the store and the node must
+ * survive each.
+ */
+let cleanup: Array<() => Promise<unknown>> = [];
+afterEach(async () => {
+  for (const fn of cleanup.reverse()) await fn().catch(() => {});
+  cleanup = [];
+});
+
+async function setup(seed = 1): Promise<{ t: TestTable; proxy: FaultProxy }> {
+  const t = await freshTable('cloud');
+  cleanup.push(() => t.drop());
+  let state = seed;
+  // A small seeded generator, so a failing run can be replayed.
+  const random = () => ((state = (state * 1103515245 + 12345) % 2 ** 31) / 2 ** 31);
+  const proxy = new FaultProxy(t.endpoint, random);
+  await proxy.start();
+  cleanup.push(() => proxy.close());
+  return { t, proxy };
+}
+
+function storeVia(proxy: FaultProxy, t: TestTable, requestTimeoutMs = 1000, attempts = 3): DynamoStore {
+  const client = createDynamoClient({ endpoint: proxy.endpoint, requestTimeoutMs });
+  cleanup.push(async () => client.destroy());
+  return new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs, retry: { attempts, baseMs: 5, capMs: 20 } });
+}
+
+const node = (id: string, counter = 1): NodeItem => ({
+  id,
+  inc: 1,
+  counter,
+  state: 'alive',
+  inbox: 0,
+  neighbours: 0,
+  taskCount: 0,
+  capacity: 10,
+  types: ['demo'],
+  watch: {},
+  joinedAt: 'j',
+});
+
+describe('BatchGetItem leaving keys unprocessed', () => {
+  it('asks again for the keys left unprocessed and says which request read each node', async () => {
+    const { t, proxy } = await setup();
+    const ids = ['a', 'b', 'c', 'd', 'e', 'f'];
+    for (const id of ids) await t.store().joinNode(node(id), undefined);
+    const model = proxy.cloud({ unprocessedShare: 0.5 });
+    const read = await storeVia(proxy, t, 1000, 10).readNodes(ids);
+    expect([...read.nodes.keys()].sort()).toEqual(ids);
+    expect(read.unread.size).toBe(0);
+    expect(read.cluster).toEqual({ tasks: 0 });
+    expect(model.stats.unprocessedKeys).toBeGreaterThan(0);
+    // Every node held back at least once was read by a later request.
+    expect(Math.max(...read.rounds.values())).toBeGreaterThan(1);
+  });
+
+  it('reports a key that stays unprocessed as unread, not absent, and keeps the rest of the read', async () => {
+    const { t, proxy } = await setup();
+    for (const id of ['a', 'b', 'c']) await t.store().joinNode(node(id), undefined);
+    proxy.cloud({ hotKeys: (pk) => pk === keys.node('b').pk || pk === keys.cluster.pk });
+    const store = storeVia(proxy, t);
+    const read = await store.readNodes(['a', 'b', 'c', 'gone']);
+    expect([...read.nodes.keys()].sort()).toEqual(['a', 'c']);
+    expect([...read.unread]).toEqual(['b']);
+    // The cluster item was not read: undefined, never a made-up value.
+    expect(read.cluster).toBeUndefined();
+    // Task reads need every item: a task left unread is an error there.
+    await t.store().createTask({ id: 'job', type: 'demo', payload: null }, 'now');
+    proxy.cloud({ hotKeys: (pk) => pk === keys.task('job').pk });
+    await expect(store.getTasks(['job'])).rejects.toBeInstanceOf(StoreUnavailableError);
+  });
+
+  it('a hot cluster item that no read ever gets does not blind the detector: a crashed node is still declared dead', async () => {
+    const { t, proxy } = await setup();
+    const ledger = new Ledger();
+    const settings = { periodMs: 250 };
+    const ids = ['a', 'b', 'c'];
+    const workers = new Map<string, Worker>(ids.map((id) => [id, makeWorker({ id, store: storeVia(proxy, t, 50) }, ledger, settings)]));
+    cleanup.push(() => Promise.all([...workers.values()].map((w) => w.kill())));
+    const declared: string[] = [];
+    for (const w of workers.values()) w.on('declared-dead', ({ node: dead }) => declared.push(dead));
+    for (const w of workers.values()) await w.start();
+    await waitFor('everyone watching', () => [...workers.values()].every((w) => w.snapshot().watched.length === 2), 10_000);
+    // Every node's read of its peers now leaves the cluster item unprocessed, as a hot
+    // partition under throttling would.
+    proxy.cloud({ hotKeys: (pk) => pk === keys.cluster.pk });
+    await workers.get('c')!.kill();
+    await waitFor('c declared dead', () => declared.includes('c'), 15_000);
+  });
+});
