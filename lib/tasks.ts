@@ -54,7 +54,7 @@ export interface RunHost {
   readonly maxAttempts: number;
   /** Persists a failure; resolves to 'failed' once attempts are used up, 'retry' otherwise, 'lost' if the task is no longer ours. */
   recordFailure(task: TaskItem, error: unknown, maxAttempts: number): Promise<'retry' | 'failed' | 'lost'>;
-  /** Persists a finite task's result; false if the task is no longer ours. */
+  /** Persists a finite task's result; false if the task is no longer ours (a store error is retried, not false). */
   recordDone(task: TaskItem, result: unknown): Promise<boolean>;
   /** Called once when the run ends (stopped, completed, failed for good, or no longer ours). */
   ended(run: TaskRun, outcome: RunOutcome): void;
@@ -70,6 +70,7 @@ export type RunOutcome = 'stopped' | 'done' | 'failed' | 'lost';
  */
 export class TaskRun {
   private readonly controller = new AbortController();
+  private recordingOutcome = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -90,6 +91,11 @@ export class TaskRun {
 
   get aborted(): boolean {
     return this.controller.signal.aborted;
+  }
+
+  /** True while the run writes a finite outcome or a failure: the run is not over until it is written. */
+  get recording(): boolean {
+    return this.recordingOutcome;
   }
 
   stop(reason: string): Promise<void> {
@@ -115,7 +121,8 @@ export class TaskRun {
           result = await this.registration.handler(ctx);
         } catch (error) {
           if (signal.aborted) break;
-          const verdict = await this.host.recordFailure(this.task, error, maxAttempts);
+          this.recordingOutcome = true;
+          const verdict = await this.host.recordFailure(this.task, error, maxAttempts).finally(() => (this.recordingOutcome = false));
           if (verdict !== 'retry') {
             outcome = verdict;
             break;
@@ -126,6 +133,7 @@ export class TaskRun {
         }
         if (signal.aborted) break;
         if (this.registration.mode === 'finite') {
+          this.recordingOutcome = true;
           outcome = (await this.host.recordDone(this.task, result)) ? 'done' : 'lost';
           break;
         }

@@ -100,3 +100,31 @@ describe('BatchGetItem leaving keys unprocessed', () => {
     await waitFor('c declared dead', () => declared.includes('c'), 15_000);
   });
 });
+
+describe('outcome writes that fail transiently', () => {
+  it.each([
+    ['refused by 5xx answers (not applied)', ['error500', 'error500', 'error500'] as const],
+    ['applied, its reply lost, then its retries refused (outcome unknown)', ['drop-reply', 'error500', 'error500'] as const],
+  ])('a finite task whose outcome write is %s runs once and ends done', async (_what, faults) => {
+    const { t, proxy } = await setup();
+    await t.store().createTask({ id: 'sum', type: 'add', payload: { a: 2, b: 3 } }, 'now');
+    await t.store().bumpCluster('tasks');
+    // Every attempt of the first outcome write fails: the store gives up with an error.
+    for (const fault of faults) proxy.inject(fault, 'UpdateItem', (body) => body.includes('"done"'));
+    let runs = 0;
+    // A reconcile every period: a task the node forgot while the table says it is its own would run again at once.
+    const worker = makeWorker({ id: 'w', store: storeVia(proxy, t, 200), options: { resyncTicks: 1 } }, new Ledger(), { periodMs: 250 });
+    worker.handle<{ a: number; b: number }>('add', async (ctx) => ((runs += 1), { sum: ctx.task.payload.a + ctx.task.payload.b }), { mode: 'finite' });
+    cleanup.push(() => worker.kill());
+    const outcomes: string[] = [];
+    worker.on('task-ended', ({ outcome }) => outcomes.push(outcome));
+    await worker.start();
+    await waitFor('the run ended', () => outcomes.length > 0, 10_000);
+    expect(outcomes).toEqual(['done']);
+    expect(proxy.stats).toMatchObject({ errors500: faults.filter((f) => f === 'error500').length, droppedReplies: faults.filter((f) => f === 'drop-reply').length });
+    // Long enough for several reconciles.
+    await new Promise((resolve) => setTimeout(resolve, 6 * 250));
+    expect(runs).toBe(1);
+    expect(await t.store().getTask('sum')).toMatchObject({ state: 'done', result: { sum: 5 } });
+  });
+});

@@ -1,5 +1,6 @@
+import { sleep } from '../clock.js';
 import { errorText } from '../log.js';
-import type { TaskHead, TaskItem } from '../store/store.js';
+import type { TaskHead, TaskItem, TaskPatch } from '../store/store.js';
 import { TaskRun, type Registration, type RunHost } from '../tasks.js';
 import type { NodeContext } from './context.js';
 import type { Moves } from './moves.js';
@@ -169,7 +170,8 @@ export class Holdings {
   private startRun(id: string): void {
     const entry = this.owned.get(id);
     const registration = entry && this.handlers.get(entry.task.type);
-    if (!entry || !registration || (entry.run && !entry.run.aborted)) return;
+    // A run that is still writing its outcome is not over: a second run would do the work again.
+    if (!entry || !registration || (entry.run && (!entry.run.aborted || entry.run.recording))) return;
     // Only a running node with a valid lease starts tasks: not while fenced, and not while
     // leaving (the heartbeats that go on during a leave renew the lease).
     if (this.node.phase() !== 'running' || !this.hooks.leaseValid()) return;
@@ -191,13 +193,13 @@ export class Holdings {
         const failed = attempts >= maxAttempts;
         node.log.warn(failed ? 'task failed for good' : 'task handler threw; will retry', { node: node.id, task: task.id, attempts, error: errorText(error) });
         const patch = failed ? { attempts, state: 'failed' as const, error: errorText(error) } : { attempts, error: errorText(error) };
-        const ok = await node.store.updateTask(task.id, task, patch).catch(() => false);
+        const ok = await this.record(task, patch);
         if (!ok) return 'lost';
         const entry = this.owned.get(task.id);
         if (entry && !failed) entry.task = { ...entry.task, attempts };
         return failed ? 'failed' : 'retry';
       },
-      recordDone: (task, result) => node.store.updateTask(task.id, task, { state: 'done', result: result ?? null }).catch(() => false),
+      recordDone: (task, result) => this.record(task, { state: 'done', result: result ?? null }),
       ended: (run, outcome) => {
         const entry = this.owned.get(run.taskId);
         if (outcome !== 'stopped' && entry?.run === run) this.owned.delete(run.taskId);
@@ -206,4 +208,38 @@ export class Holdings {
       onError: (message, error) => node.log.error(message, { node: node.id, error: errorText(error) }),
     };
   }
+
+  /**
+   * Writes a run's outcome on the task while it is still this node's (owner, incarnation and
+   * token unchanged). Only a refused condition means the task is no longer ours: a store
+   * error is retried, for as long as the lease holds and a few times after, because a
+   * finite task whose outcome is not written stays ready and ours, and would run again.
+   * After a write whose outcome is unknown, the item says whether it landed.
+   */
+  private async record(task: TaskItem, patch: TaskPatch): Promise<boolean> {
+    const { node } = this;
+    let afterLease = 0;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await node.store.updateTask(task.id, task, patch);
+      } catch (error) {
+        node.log.warn('could not record a task outcome; retrying', { node: node.id, task: task.id, attempt, error: errorText(error) });
+      }
+      const now = await node.store.getTask(task.id).catch(() => undefined);
+      if (now) {
+        const ours = now.token === task.token && now.owner === task.owner && now.ownerInc === task.ownerInc;
+        if (now.token === task.token && landed(now, patch)) return true;
+        if (!ours || now.state !== 'ready') return false;
+      }
+      if (!this.hooks.leaseValid()) afterLease += 1;
+      if (node.phase() === 'stopped' || afterLease > 3) return false;
+      await sleep(node.clock, node.backoffMs(attempt));
+    }
+  }
+}
+
+/** Whether an item already carries a patch (a write whose reply was lost landed after all). */
+function landed(task: TaskItem, patch: TaskPatch): boolean {
+  if (patch.state !== undefined && task.state !== patch.state) return false;
+  return patch.attempts === undefined || task.attempts === patch.attempts;
 }
