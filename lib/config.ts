@@ -84,10 +84,22 @@ export interface KeeperConfig {
   retryMaxMs: number;
 }
 
+/**
+ * How much of a witness's progress one observation may count from before the moment it read
+ * the watched node's value, in real time: the witness's heartbeat may have been in flight when
+ * its counter was read (sent before, landed after), and the items of one batch read are read
+ * in no particular order while the request is open. Each lasts at most one request timeout,
+ * on a clock that may run 1/f slow.
+ */
+export function readWindowMs(c: Pick<KeeperConfig, 'requestTimeoutMs' | 'driftBound'>): number {
+  return 2 * c.requestTimeoutMs * c.driftBound;
+}
+
 /** Real time after the send of a node's last heartbeat before any peer may declare it dead. */
-export function earliestDeclarationMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound'>): number {
-  // K benchmark ticks past the first sighting need K-1 full periods of the fastest clock.
-  return ((c.staleTicks - 1) * c.periodMs) / c.driftBound;
+export function earliestDeclarationMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>): number {
+  // K benchmark ticks past the first sighting need K-1 full periods of the fastest clock,
+  // counted from up to one read window before the sighting.
+  return ((c.staleTicks - 1) * c.periodMs) / c.driftBound - readWindowMs(c);
 }
 
 /** Real time after the send of its last heartbeat by which a node has stopped all its work. */
@@ -101,7 +113,7 @@ function minFenceMs(c: Pick<KeeperConfig, 'periodMs' | 'requestTimeoutMs' | 'dri
   return c.periodMs + c.requestTimeoutMs * c.driftBound;
 }
 
-function maxFenceMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'handlerStopMs'>): number {
+function maxFenceMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'handlerStopMs' | 'requestTimeoutMs'>): number {
   return (earliestDeclarationMs(c) - c.handlerStopMs) / c.driftBound;
 }
 
@@ -192,7 +204,7 @@ export function resolveConfig(options: KeeperOptions = {}): KeeperConfig {
     throw new ConfigError(
       `fenceMs (${fenceMs}) is unsafe: a node may stop its tasks only ${round(latestSelfStopMs(config))} ms after its last heartbeat ` +
         `(fenceMs x driftBound + handlerStopMs), but peers may declare it dead after ${round(earliestDeclarationMs(config))} ms ` +
-        `((staleTicks - 1) x periodMs / driftBound); lower fenceMs below ${round(hi)} or raise staleTicks`,
+        `((staleTicks - 1) x periodMs / driftBound - 2 x requestTimeoutMs x driftBound); lower fenceMs below ${round(hi)} or raise staleTicks`,
     );
   }
   return config;

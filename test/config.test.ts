@@ -11,12 +11,21 @@ describe('config: validated once, at the door', () => {
     expect(c.fenceMs).toBeGreaterThan(c.periodMs + c.requestTimeoutMs * c.driftBound);
   });
 
-  it('needs staleTicks >= 3 at 5% drift and >= 7 when clocks may run 2x fast or slow (PROTOCOL.md)', () => {
+  it('needs staleTicks >= 3 at 5% drift and >= 9 when clocks may run 2x fast or slow', () => {
     const base = { periodMs: 1000, requestTimeoutMs: 200, handlerStopMs: 100 };
     expect(minimumStaleTicks({ ...base, driftBound: 1.05 })).toBe(3);
-    expect(minimumStaleTicks({ ...base, driftBound: 2 })).toBe(7);
-    expect(() => resolveConfig({ driftBound: 2, staleTicks: 6 })).toThrow(/staleTicks 6 is too small for driftBound 2 .* use staleTicks >= 7/);
-    expect(resolveConfig({ driftBound: 2, staleTicks: 7 }).fenceMs).toBeGreaterThan(1400);
+    expect(minimumStaleTicks({ ...base, driftBound: 2 })).toBe(9);
+    expect(() => resolveConfig({ driftBound: 2, staleTicks: 8 })).toThrow(/staleTicks 8 is too small for driftBound 2 .* use staleTicks >= 9/);
+    expect(resolveConfig({ driftBound: 2, staleTicks: 9 }).fenceMs).toBeGreaterThan(1400);
+  });
+
+  it('counts one read window against the declaration: a witness\'s heartbeat in flight and the spread of one batch read', () => {
+    const c = resolveConfig();
+    // (K - 1) * P / f, less 2 * d * f.
+    expect(earliestDeclarationMs(c)).toBeCloseTo((3 * 1000) / 1.05 - 2 * 200 * 1.05, 6);
+    expect(c.fenceMs).toBe(1717.9);
+    // A fence window that was safe without the read window is refused now.
+    expect(() => resolveConfig({ fenceMs: 2300 })).toThrow(/fenceMs \(2300\) is unsafe/);
   });
 
   it.each([
@@ -26,7 +35,7 @@ describe('config: validated once, at the door', () => {
     [{ staleTicks: 2.5 }, /staleTicks must be a whole number/],
     [{ driftBound: 0.9 }, /driftBound must be >= 1/],
     [{ fenceMs: 1100 }, /fenceMs \(1100\) must exceed periodMs \+ requestTimeoutMs x driftBound \(1210\)/],
-    [{ fenceMs: 2700 }, /fenceMs \(2700\) is unsafe: .* peers may declare it dead after 2857.1 ms/],
+    [{ fenceMs: 2700 }, /fenceMs \(2700\) is unsafe: .* peers may declare it dead after 2437.1 ms/],
     [{ requestTimeoutMs: 1000 }, /requestTimeoutMs \(1000\) must be shorter than periodMs/],
     [{ capacity: -1 }, /capacity must be >= 0/],
     [{ takeover: 'random' }, /takeover must be one of: balanced, detector/],

@@ -119,7 +119,7 @@ describe('worker against DynamoDB Local', () => {
     const { t, tasks } = await setup(6);
     const ledger = new Ledger();
     // Without rebalancing (maxMovesPerTick 0), a change of owner could only come from a false detection.
-    const base: KeeperOptions = { periodMs: 250, driftBound: 2, staleTicks: 7, maxMovesPerTick: 0 };
+    const base: KeeperOptions = { periodMs: 250, driftBound: 2, staleTicks: 9, maxMovesPerTick: 0 };
     const nodes = start(t, ledger, [{ id: 'fast', clock: clockAt(2, 0) }, { id: 'slow', clock: clockAt(0.5, 0) }, { id: 'plain' }], base);
     const events: string[] = [];
     for (const w of nodes) for (const e of ['declared-dead', 'zombie'] as const) w.on(e, () => events.push(`${w.id}:${e}`));
