@@ -128,3 +128,42 @@ describe('outcome writes that fail transiently', () => {
     expect(await t.store().getTask('sum')).toMatchObject({ state: 'done', result: { sum: 5 } });
   });
 });
+
+describe('transactions in progress', () => {
+  it('a transaction whose reply was lost is sent again with its client token and lands once; single writes meanwhile are refused', async () => {
+    const { t, proxy } = await setup();
+    const ids = ['t1', 't2', 't3'];
+    for (const id of ids) await t.store().createTask({ id, type: 'demo', payload: null }, 'now');
+    const model = proxy.cloud({ transactionInProgressMs: 150 });
+    proxy.inject('drop-reply', 'TransactWriteItems');
+    const store = storeVia(proxy, t, 1000, 6);
+    const moving = store.moveTasks(ids.map((id) => ({ id, from: { owner: null, ownerInc: 0, token: 0 } })), { owner: 'b', ownerInc: 1 });
+    // While it is in progress, a single move of one of its tasks is refused (and retried).
+    await waitFor('the lost transaction in progress', () => proxy.stats.droppedReplies === 1, 5_000, 1);
+    const single = await store.moveTask('t1', { owner: null, ownerInc: 0, token: 0 }, { owner: 'c', ownerInc: 1 }).catch((error: unknown) => error);
+    expect(await moving).toBe(true);
+    expect(model.stats.transactionConflicts).toBeGreaterThan(0);
+    for (const id of ids) expect(await t.store().getTask(id)).toMatchObject({ owner: 'b', ownerInc: 1, token: 1 });
+    // The single move could not win against the transaction: refused (undefined) or given up.
+    expect(single === undefined || single instanceof Error).toBe(true);
+  });
+});
+
+describe('per-partition throttling', () => {
+  it('a transaction cancelled only for throttling goes again whole, instead of being taken as refused', async () => {
+    const { t, proxy } = await setup();
+    const ids = ['t1', 't2'];
+    const model = proxy.cloud({ partitionWriteUnits: 2 });
+    const client = createDynamoClient({ endpoint: proxy.endpoint, requestTimeoutMs: 1000 });
+    cleanup.push(async () => client.destroy());
+    const store = new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs: 1000, retry: { attempts: 8, baseMs: 100, capMs: 400 } });
+    // The creates take t1's partition to its limit for this second: the transaction's two
+    // units for t1 are throttled until the next.
+    for (const id of ids) await store.createTask({ id, type: 'demo', payload: null }, 'now');
+    await store.createTask({ id: 't1', type: 'demo', payload: null }, 'again');
+    const moved = await store.moveTasks(ids.map((id) => ({ id, from: { owner: null, ownerInc: 0, token: 0 } })), { owner: 'b', ownerInc: 1 });
+    expect(model.stats.partitionThrottles).toBeGreaterThan(0);
+    expect(moved).toBe(true);
+    for (const id of ids) expect(await t.store().getTask(id)).toMatchObject({ owner: 'b', token: 1 });
+  });
+});

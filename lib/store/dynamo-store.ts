@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import {
   BatchGetCommand,
   DeleteCommand,
@@ -87,8 +88,20 @@ type Failure = 'condition' | 'throttled' | 'ambiguous' | 'unavailable' | 'fatal'
 const queryPage = 1000;
 
 // Refused without being applied, so safe to retry after a pause. TransactionConflict: the
-// item is part of a transaction in progress (a batch move, see moveTasks).
-const throttles = new Set(['ThrottlingException', 'ProvisionedThroughputExceededException', 'RequestLimitExceeded', 'LimitExceededException', 'TransactionConflictException']);
+// item is part of a transaction in progress (a batch move, see moveTasks); TransactionInProgress:
+// a transaction with the same client token is still being applied. A request signed with a
+// skewed clock (the SDK corrects its offset from the reply) or with credentials that expired
+// on the way is refused at the door, and goes through once signed again.
+const throttles = new Set([
+  'ThrottlingException',
+  'ProvisionedThroughputExceededException',
+  'RequestLimitExceeded',
+  'LimitExceededException',
+  'TransactionConflictException',
+  'TransactionInProgressException',
+  'InvalidSignatureException',
+  'ExpiredTokenException',
+]);
 /** Network errors raised before a request could reach the server: retrying them cannot apply a write twice. */
 const undelivered = new Set(['ECONNREFUSED', 'ENOTFOUND', 'EAI_AGAIN', 'EHOSTUNREACH', 'ENETUNREACH']);
 
@@ -709,17 +722,38 @@ export class DynamoStore implements Store {
   async moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean> {
     if (moves.length === 0) return true;
     if (moves.length > maxBatchMove) throw new Error(`moveTasks takes at most ${maxBatchMove} tasks, got ${moves.length}`);
-    const command = new TransactWriteCommand({ TransactItems: moves.map(({ id, from }) => ({ Update: this.moveUpdate(id, from, to) })) });
+    const transaction = () => new TransactWriteCommand({ ClientRequestToken: randomUUID(), TransactItems: moves.map(({ id, from }) => ({ Update: this.moveUpdate(id, from, to) })) });
+    let command = transaction();
+    let ambiguous: unknown;
     for (let attempt = 1; ; attempt++) {
       try {
         await this.send(command);
         return true;
       } catch (error) {
-        if ((error as { name?: string }).name === 'TransactionCanceledException') return false;
+        const reasons = (error as { CancellationReasons?: Array<{ Code?: string }> }).CancellationReasons;
+        if ((error as { name?: string }).name === 'TransactionCanceledException') {
+          const refused = (reasons ?? []).some((r) => r.Code === 'ConditionalCheckFailed');
+          // Refused after an attempt that may have landed: perhaps by our own effect.
+          if (refused && ambiguous) throw new AmbiguousWriteError(`move tasks: a ${moves.length}-task transaction was refused after an attempt whose outcome is unknown (${describe(ambiguous)})`);
+          // A task not as expected: nothing changed, and the caller decides task by task.
+          if (refused || reasons === undefined || attempt >= this.retry.attempts) return false;
+          // Throttled or in conflict with another transaction: nothing changed, and the whole
+          // transaction may go again, as a new one (this one is over).
+          await this.backoff(attempt);
+          if (!ambiguous) command = transaction();
+          continue;
+        }
         const kind = classify(error);
-        if (kind === 'ambiguous') throw new AmbiguousWriteError(`move tasks: outcome of a ${moves.length}-task transaction unknown (${describe(error)})`);
-        if (kind === 'fatal' || attempt >= this.retry.attempts) throw this.unavailable('move tasks', error);
-        await this.backoff(attempt); // throttled or never delivered: not applied
+        if (kind === 'ambiguous') ambiguous = error;
+        if (kind === 'fatal' || attempt >= this.retry.attempts) {
+          if (ambiguous) throw new AmbiguousWriteError(`move tasks: outcome of a ${moves.length}-task transaction unknown (${describe(error)})`);
+          throw this.unavailable('move tasks', error);
+        }
+        // The same command again, with the same client token: DynamoDB applies a transaction
+        // once per token (for ten minutes), answers an attempt that landed with success and
+        // one still being applied with TransactionInProgressException. A fresh transaction
+        // instead could race the lost one for the same items.
+        await this.backoff(attempt);
       }
     }
   }

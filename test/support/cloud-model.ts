@@ -76,8 +76,8 @@ function transactionItems(request: Json): Array<{ pk: string; bytes: number }> {
 
 export class CloudModel {
   readonly stats: CloudStats = { unprocessedKeys: 0, partitionThrottles: 0, transactionConflicts: 0, laggedQueries: 0 };
-  /** Per partition key: write units left in the current one-second window. */
-  private readonly buckets = new Map<string, { second: number; used: number }>();
+  /** Per partition key: write units left, and when they were counted. */
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
   /** Partition keys of transactions in progress, until when. */
   private readonly inProgress = new Map<string, number>();
   private readonly indexAnswers = new Map<string, { at: number; reply: string }>();
@@ -112,6 +112,12 @@ export class CloudModel {
       return { body: raw };
     }
     if (operation === 'TransactWriteItems') {
+      const token = typeof request['ClientRequestToken'] === 'string' ? request['ClientRequestToken'] : undefined;
+      // The same transaction again, while the lost one is still being applied.
+      if (token !== undefined && this.busy(`token#${token}`)) {
+        this.stats.transactionConflicts += 1;
+        return { reply: { status: 400, body: errorBody('TransactionInProgressException', 'The transaction with the given request token is already in progress (modelled).') } };
+      }
       const items = transactionItems(request);
       const reasons = items.map((item) => (this.busy(item.pk) ? { Code: 'TransactionConflict' } : { Code: 'None' }));
       if (reasons.some((r) => r.Code !== 'None')) {
@@ -120,6 +126,7 @@ export class CloudModel {
       }
       const units = items.map((item) => ({ pk: item.pk, units: 2 * Math.ceil(item.bytes / 1024) }));
       if (!this.take(units)) {
+        this.stats.partitionThrottles += 1;
         const throttledPks = new Set(units.filter((u) => !this.fits(u)).map((u) => u.pk));
         return { reply: { status: 400, body: cancelled(items.map((i) => ({ Code: throttledPks.has(i.pk) ? 'ThrottlingError' : 'None' })), 'ThrottlingError') } };
       }
@@ -127,7 +134,9 @@ export class CloudModel {
         body: raw,
         dropped: () => {
           const until = this.now() + (this.settings.transactionInProgressMs ?? 0);
-          if (this.settings.transactionInProgressMs) for (const item of items) this.inProgress.set(item.pk, until);
+          if (!this.settings.transactionInProgressMs) return;
+          for (const item of items) this.inProgress.set(item.pk, until);
+          if (token !== undefined) this.inProgress.set(`token#${token}`, until);
         },
       };
     }
@@ -147,19 +156,19 @@ export class CloudModel {
     return { status: 400, body: errorBody(type, 'The level of configured provisioned throughput for one or more partitions was exceeded (modelled).') };
   }
 
-  private bucket(pk: string): { second: number; used: number } {
-    const second = Math.floor(this.now() / 1000);
-    let bucket = this.buckets.get(pk);
-    if (!bucket || bucket.second !== second) {
-      bucket = { second, used: 0 };
-      this.buckets.set(pk, bucket);
-    }
+  /** A partition's token bucket: it holds a second's worth of units and refills at that rate. */
+  private bucket(pk: string): { tokens: number; at: number } {
+    const limit = this.settings.partitionWriteUnits ?? Number.POSITIVE_INFINITY;
+    const now = this.now();
+    const bucket = this.buckets.get(pk) ?? { tokens: limit, at: now };
+    bucket.tokens = Math.min(limit, bucket.tokens + ((now - bucket.at) / 1000) * limit);
+    bucket.at = now;
+    this.buckets.set(pk, bucket);
     return bucket;
   }
 
   private fits(need: { pk: string; units: number }): boolean {
-    const limit = this.settings.partitionWriteUnits;
-    return limit === undefined || this.bucket(need.pk).used + need.units <= limit;
+    return this.settings.partitionWriteUnits === undefined || this.bucket(need.pk).tokens >= need.units;
   }
 
   /** Takes write units from every partition the request writes, or none if one is out of them. */
@@ -168,7 +177,7 @@ export class CloudModel {
     const total = new Map<string, number>();
     for (const need of needs) total.set(need.pk, (total.get(need.pk) ?? 0) + need.units);
     for (const [pk, units] of total) if (!this.fits({ pk, units })) return false;
-    for (const [pk, units] of total) this.bucket(pk).used += units;
+    for (const [pk, units] of total) this.bucket(pk).tokens -= units;
     return true;
   }
 
