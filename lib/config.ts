@@ -49,6 +49,7 @@ export const optionsSchema = z
     maxAttempts: z.number().int().min(1, 'maxAttempts must be at least 1').default(5),
     retryBaseMs: positiveMs('retryBaseMs').default(500),
     retryMaxMs: positiveMs('retryMaxMs').default(30_000),
+    leaveTimeoutMs: z.number().finite().min(0, 'leaveTimeoutMs must be >= 0').default(20_000),
   })
   .strict();
 
@@ -82,6 +83,12 @@ export interface KeeperConfig {
   maxAttempts: number;
   retryBaseMs: number;
   retryMaxMs: number;
+  /**
+   * How long a graceful leave waits for handlers that ignore their signal. Every other task
+   * is handed over as soon as its own run stops; a task whose handler is still running then
+   * is left to failover (the node stops beating and never marks itself gone).
+   */
+  leaveTimeoutMs: number;
 }
 
 /**

@@ -15,7 +15,7 @@ import { Moves } from './node/moves.js';
 import { Neighbourhood } from './node/neighbourhood.js';
 import { Pool } from './node/pool.js';
 import { Sweeper } from './node/sweeper.js';
-import type { NodeItem, Store } from './store/store.js';
+import type { NodeItem, Store, TaskItem } from './store/store.js';
 import type { HandlerOptions, TaskHandler } from './tasks.js';
 
 export { NodeIdInUseError } from './node/join.js';
@@ -187,13 +187,55 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const wasRunning = this.phase === 'running';
     this.phase = 'leaving';
     await this.maintaining;
-    const tasks = this.holdings.held().map((o) => o.task);
-    await this.holdings.stopAll('leaving');
-    const handedOver = wasRunning ? await this.mover.leave(tasks) : 0;
+    const stops = this.holdings.stopEach('leaving');
+    const handedOver = wasRunning ? await this.leave(stops) : (await Promise.all(stops.map((s) => s.stopped)), 0);
     this.holdings.clear();
     this.halt();
     this.emit('left', { handedOver, ms: this.clock.now() - startedAt });
     this.log.info('left the cluster', { node: this.id, handedOver });
+  }
+
+  /**
+   * Hands each task over as soon as its own run has stopped, so that one handler that
+   * ignores its signal holds up only its own task. The handlers that stop promptly get
+   * handlerStopMs to do so, which keeps a typical leave to one batch of moves. The heartbeat
+   * goes on meanwhile; a task still running after leaveTimeoutMs stays with this node, which
+   * then stops beating without marking itself gone: failover takes that task once the lease
+   * has run out.
+   */
+  private async leave(stops: Array<{ task: TaskItem; stopped: Promise<void> }>): Promise<number> {
+    const deadline = this.clock.now() + this.config.leaveTimeoutMs;
+    const waiting = new Map(stops.map((s) => [s.task.id, s.task]));
+    const stopped = new Set<string>();
+    let wake = () => {};
+    for (const s of stops) void s.stopped.then(() => (stopped.add(s.task.id), wake()));
+    const ready = () => [...stopped].some((id) => waiting.has(id));
+    /** Until `done()` holds (checked as each run stops) or `ms` have passed. */
+    const until = (done: () => boolean, ms: number) =>
+      new Promise<void>((resolve) => {
+        if (done()) return resolve();
+        const finish = () => {
+          timer.cancel();
+          wake = () => {};
+          resolve();
+        };
+        const timer = this.clock.setTimer(Math.max(0, ms), finish);
+        wake = () => void (done() && finish());
+      });
+    await until(() => stopped.size === stops.length, this.config.handlerStopMs);
+    let handedOver = 0;
+    for (;;) {
+      const batch = [...stopped].filter((id) => waiting.has(id)).map((id) => waiting.get(id)!);
+      for (const task of batch) waiting.delete(task.id);
+      const last = waiting.size === 0 || this.clock.now() >= deadline;
+      handedOver += await this.mover.leave(batch, new Set(waiting.keys()), last);
+      if (last) break;
+      await until(ready, deadline - this.clock.now());
+    }
+    if (waiting.size > 0) {
+      this.log.warn('left with tasks whose handlers ignore their signal; peers take them over once the lease has run out', { node: this.id, tasks: [...waiting.keys()] });
+    }
+    return handedOver;
   }
 
   /** Stops both loops and every task without telling anyone: what a crash looks like to peers. */

@@ -5,6 +5,7 @@ import type { Logger } from '../lib/log.js';
 import { keys, taskSlot } from '../lib/store/items.js';
 import { AmbiguousWriteError, type Store } from '../lib/store/store.js';
 import { Worker } from '../lib/worker.js';
+import type { TaskContext } from '../lib/tasks.js';
 import { UdpDoorbell } from '../lib/doorbell.js';
 import { clockAt, fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
@@ -16,8 +17,12 @@ import { PausableClock } from './support/pausable-clock.js';
  */
 let tables: TestTable[] = [];
 let workers: Worker[] = [];
+/** Run before the workers are killed (a handler that ignores its signal must be let go first). */
+let cleanup: Array<() => Promise<void>> = [];
 
 afterEach(async () => {
+  for (const fn of cleanup) await fn();
+  cleanup = [];
   await Promise.all(workers.map((w) => w.kill()));
   workers = [];
   await Promise.all(tables.map((t) => t.drop().catch(() => {})));
@@ -169,6 +174,45 @@ describe('worker against DynamoDB Local', () => {
     // Detection would need staleTicks periods; a handover needs at most the receivers' next tick.
     expect(took).toBeLessThan(leaving.config.staleTicks * leaving.config.periodMs);
     expect((await t.store().getNode('a'))?.state).toBe('left');
+    ledger.expectSafe();
+  });
+
+  it('a leave hands each task over as soon as its own run stops: a handler that ignores its signal holds up only its own task', async () => {
+    const { t, tasks } = await setup(9);
+    await t.store().createTask({ id: 'stuck', type: 'stubborn', payload: null }, 'now');
+    await t.store().bumpCluster('tasks');
+    const ledger = new Ledger();
+    // No rebalancing: a takes every task before b and c start, and keeps them until it leaves.
+    const base: KeeperOptions = { ...fastSettings, maxMovesPerTick: 0 };
+    const nodes = start(t, ledger, [{ id: 'a', options: { leaveTimeoutMs: 1500 } }, { id: 'b' }, { id: 'c' }], base);
+    const [a, b, c] = nodes as [Worker, Worker, Worker];
+    const stubborn: TaskContext[] = [];
+    const overlaps: string[] = [];
+    let release = () => {};
+    cleanup.push(async () => release());
+    // a's handler ignores its signal; b's is well behaved.
+    a.handle('stubborn', (ctx) => {
+      stubborn.push(ctx);
+      return new Promise<void>((resolve) => (release = resolve));
+    });
+    b.handle('stubborn', (ctx) => {
+      if (stubborn.some((other) => other.isValid())) overlaps.push('stuck started on b while a still believes it runs it');
+      return new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+    });
+    await a.start();
+    await waitFor('every task running on a', () => a.runningTasks().length === tasks.length + 1);
+    await startAll([b, c]);
+    await waitFor('b and c watched by a', () => ['b', 'c'].every((id) => a.snapshot().watched.includes(id)));
+    const held = tasks;
+    const stopping = a.stop();
+    const took = await waitFor('handover of the tasks whose runs stopped', () => held.every((task) => ledger.runners(task).length === 1 && ledger.runners(task)[0] !== 'a'), 5000, 5);
+    expect(took).toBeLessThan(a.config.leaveTimeoutMs);
+    await stopping;
+    // The stubborn task stays with a, which never marked itself gone: failover takes it.
+    expect((await t.store().getTask('stuck'))?.owner).toBe('a');
+    await waitFor('failover of the stubborn task', async () => (await t.store().getTask('stuck'))?.owner === 'b', 10_000);
+    expect((await t.store().getNode('a'))?.state).toBe('dead');
+    expect(overlaps).toEqual([]);
     ledger.expectSafe();
   });
 

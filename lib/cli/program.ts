@@ -135,6 +135,7 @@ export function buildProgram(): Command {
     .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
+    .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
     .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
     .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the first non-internal IPv4)')
     .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
@@ -153,6 +154,7 @@ export function buildProgram(): Command {
         ['capacity', 'capacity'],
         ['watchPeers', 'watchPeers'],
         ['inboxPollMs', 'inboxPollMs'],
+        ['leaveTimeoutMs', 'leaveTimeoutMs'],
         ['doorbellPort', 'doorbellPort'],
         ['doorbellHost', 'doorbellHost'],
         ['takeover', 'takeover'],

@@ -141,6 +141,14 @@ export class Holdings {
     await Promise.all(runs.map((r) => r.stop(reason)));
   }
 
+  /**
+   * Signals every run to stop, without waiting: each held task with the moment its own run is
+   * over (at once for a task that was not running).
+   */
+  stopEach(reason: string): Array<{ task: TaskItem; stopped: Promise<void> }> {
+    return [...this.owned.values()].map((o) => ({ task: o.task, stopped: o.run ? o.run.stop(reason) : Promise.resolve() }));
+  }
+
   /** Forgets every held task (their runs stopped already). */
   clear(): void {
     this.owned.clear();

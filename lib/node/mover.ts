@@ -225,24 +225,27 @@ export class Mover {
   }
 
   /**
-   * Graceful leave: hands every task this node held straight to live peers (no detection
-   * wait), then marks this incarnation as gone. Returns how many tasks were handed over.
+   * Graceful leave, one batch at a time: hands these tasks (their runs stopped) straight to
+   * live peers (no detection wait); on the `last` batch, marks this incarnation as gone,
+   * unless some task's handler is still running (`holdBack`): that one is left to failover,
+   * which waits for this node's lease to run out. Returns how many tasks were handed over.
    */
-  async leave(tasks: TaskHead[]): Promise<number> {
+  async leave(tasks: TaskHead[], holdBack: ReadonlySet<string>, last: boolean): Promise<number> {
     const { node } = this;
     let handedOver = 0;
     try {
       handedOver = await this.distribute(tasks, { exclude: node.id, reason: 'leave' });
+      if (!last) return handedOver;
       // Moves that timed out were settled back to us under a new token (or their outcome
       // is still unknown); try those again before leaving, rather than leave them to the
       // sweep.
       for (let round = 1; round <= 2 && handedOver < tasks.length; round++) {
         for (const id of this.moves.pendingIds()) await this.moves.settle(id);
-        const left = (await node.store.tasksOwnedBy(node.id)).filter((t) => t.ownerInc === node.inc() && !this.moves.pending(t.id));
+        const left = (await node.store.tasksOwnedBy(node.id)).filter((t) => t.ownerInc === node.inc() && !holdBack.has(t.id) && !this.moves.pending(t.id));
         if (left.length === 0) break;
         handedOver += await this.distribute(left, { exclude: node.id, reason: 'leave' });
       }
-      if (await node.store.markLeft(node.id, node.inc())) await this.neighbourhood.announce();
+      if (holdBack.size === 0 && (await node.store.markLeft(node.id, node.inc()))) await this.neighbourhood.announce();
     } catch (error) {
       node.log.warn('graceful leave incomplete; peers will take over what is left', { error: errorText(error) });
     }
