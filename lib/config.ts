@@ -157,13 +157,23 @@ export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
  *                peer in each, 100 tasks in flight), each answered within d;
  *   ceil(n/32)*d then, if a transaction was refused or its outcome unknown, moving its tasks
  *                again one by one, 32 conditional writes at a time, each answered within d
- *                (both terms are 0 for n = 0: detection and pickup only).
+ *                (both terms are 0 for n = 0: detection and pickup only);
+ *   k*P*f        with an owner index that lags up to L behind the table (DynamoDB's global
+ *                indexes are eventually consistent), the takeover's query can miss tasks that
+ *                reached the crashed node within L of it; the declarer looks again 2 and 6
+ *                passes later (Monitor.declareStale), so k is the first of those at least L
+ *                of the slowest clock away (0 for L = 0; beyond six periods of lag only the
+ *                tombstone sweep finds them, and there is no bound: Infinity).
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
-export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>, tasks = 0): number {
+export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>, tasks = 0, indexLagMs = 0): number {
   const moves = Math.ceil(tasks / batchMovesInFlight) + Math.ceil(tasks / moveConcurrency);
-  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs;
+  const followUp = indexLagMs <= 0 ? 0 : (followUpPasses.find((k) => (k * c.periodMs) / c.driftBound >= indexLagMs) ?? Number.POSITIVE_INFINITY);
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound;
 }
+
+/** How many passes after a declaration its declarer looks again at the dead node's tasks. */
+export const followUpPasses = [2, 6] as const;
 
 function formatIssue(error: z.ZodError): string {
   const issue = error.issues[0];

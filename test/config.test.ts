@@ -52,5 +52,9 @@ describe('config: validated once, at the door', () => {
     expect(failoverBoundMs(c)).toBeCloseTo(200 + 7 * 1000 * 1.05);
     expect(failoverBoundMs(c, 1)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 2 * 200);
     expect(failoverBoundMs(c, 1000)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 10 * 200 + 32 * 200);
+    // An owner index that lags: the declarer's next look that comes after the lag.
+    expect(failoverBoundMs(c, 0, 500)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 2 * 1000 * 1.05);
+    expect(failoverBoundMs(c, 0, 3000)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 6 * 1000 * 1.05);
+    expect(failoverBoundMs(c, 0, 10_000)).toBe(Number.POSITIVE_INFINITY);
   });
 });

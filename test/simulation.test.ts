@@ -2,16 +2,24 @@ import { describe, expect, it } from 'vitest';
 import { runSchedule } from './support/simulation.js';
 
 describe('deterministic simulation (in-memory store, virtual time)', () => {
-  it('1,000 seeded schedules of crashes, pauses, partitions, leaves and skewed clocks: no task ever runs twice, takeovers stay within the bound, no task is lost', async () => {
+  it('1,000 seeded schedules of crashes, pauses, partitions, leaves and skewed clocks, two in five in the cloud (index lag, partial batch reads, per-partition throttling): no task ever runs twice, takeovers stay within the bound, no task is lost', async () => {
     const failures: string[] = [];
     let takeovers = 0;
+    const cloud = { schedules: 0, laggedReads: 0, unprocessedKeys: 0, unreadKeys: 0, throttledWrites: 0 };
     for (let seed = 1; seed <= 1000; seed++) {
       const result = await runSchedule(seed);
       takeovers += result.takeoversMs.length;
-      if (result.violations.length > 0) failures.push(`seed ${seed} (${result.nodes} nodes, ${result.tasks} tasks, ${result.faults.join(', ')}): ${result.violations.slice(0, 3).join('; ')}`);
+      if (result.cloud) {
+        cloud.schedules += 1;
+        for (const key of ['laggedReads', 'unprocessedKeys', 'unreadKeys', 'throttledWrites'] as const) cloud[key] += result.cloud[key];
+      }
+      if (result.violations.length > 0) failures.push(`seed ${seed} (${result.nodes} nodes, ${result.tasks} tasks, ${result.faults.join(', ')}${result.cloud ? ', in the cloud' : ''}): ${result.violations.slice(0, 3).join('; ')}`);
     }
     expect(failures).toEqual([]);
     expect(takeovers).toBeGreaterThan(500);
+    // The cloud's behaviours happened, in every kind.
+    expect(cloud.schedules).toBeGreaterThan(300);
+    for (const key of ['laggedReads', 'unprocessedKeys', 'unreadKeys', 'throttledWrites'] as const) expect(cloud[key], key).toBeGreaterThan(0);
   }, 600_000);
 
   it('replays a seed identically', async () => {

@@ -1,4 +1,5 @@
 import { sleep } from '../clock.js';
+import { followUpPasses } from '../config.js';
 import { Detector } from '../protocol/detector.js';
 import { AmbiguousWriteError, type ClusterItem, type NodeItem, type WatchRecord } from '../store/store.js';
 import type { NodeContext } from './context.js';
@@ -96,7 +97,7 @@ export class Monitor {
       // dead, and on DynamoDB the owner index may lag behind the table. Scheduled before the
       // takeover, so that a takeover cut short by a store error is retried two passes later
       // rather than left to the tombstone sweep (chaos finding 13).
-      for (const after of [2, 6]) this.followUps.push({ node: suspect.id, atPass: node.passes() + after });
+      for (const after of followUpPasses) this.followUps.push({ node: suspect.id, atPass: node.passes() + after });
       await this.hooks.takeOver(suspect.id);
     }
   }

@@ -127,6 +127,10 @@ export interface NetworkConditions {
   lostReply: () => number;
   random: () => number;
   timeoutMs: number;
+  /** Serves each call the way Amazon DynamoDB would (sim-cloud.ts), once it has reached the store. */
+  cloud?: {
+    serve(store: Store, operation: string, args: unknown[], call: () => Promise<unknown>, pause: (ms: number) => Promise<void>): Promise<unknown>;
+  };
 }
 
 const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'moveTasks', 'updateTask', 'requestRelease']);
@@ -158,7 +162,8 @@ export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, 
           await travel(Math.max(0, net.timeoutMs - (time.now - sentAt)), time);
           throw new StoreUnavailableError(`${String(prop)}: request timed out (partition)`);
         }
-        const result = await (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        const call = () => (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        const result = net.cloud ? await net.cloud.serve(target, String(prop), args, call, (ms) => travel(ms, time)) : await call();
         if (writes.has(String(prop)) && net.random() < net.lostReply()) {
           await travel(Math.max(0, net.timeoutMs - (time.now - sentAt)), time);
           throw new AmbiguousWriteError(`${String(prop)}: reply lost`);

@@ -3,6 +3,7 @@ import { MemoryStore } from '../../lib/store/memory-store.js';
 import type { TaskContext } from '../../lib/tasks.js';
 import { Worker } from '../../lib/worker.js';
 import { canonical, networkStore, prng, recorded, recordedBell, SimClock, SimDoorbells, VirtualTime } from './sim.js';
+import { SimCloud } from './sim-cloud.js';
 
 /**
  * One seeded schedule of the deterministic simulator: 3 to 9 nodes with skewed clocks (any
@@ -27,6 +28,8 @@ export interface ScheduleResult {
   violations: string[];
   takeoversMs: number[];
   boundMs: number;
+  /** The cloud's behaviours (sim-cloud.ts), when the schedule ran with them. */
+  cloud?: SimCloud['stats'] & { indexLagMs: number };
 }
 
 interface Run {
@@ -50,6 +53,8 @@ type FaultKind = 'crash' | 'pause' | 'partition' | 'leave';
 export interface ScheduleOverrides {
   drift?: 'tight' | 'wide';
   kinds?: FaultKind[];
+  /** Runs with (or without) the cloud's behaviours: index lag, partial batch reads, per-partition throttling. */
+  cloud?: boolean;
   /** Bypasses config validation with a fence window that is too long: the checker must catch it. */
   unsafeFenceMs?: number;
   trace?: (line: string) => void;
@@ -78,7 +83,16 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox }
     : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox };
   const config = resolveConfig(settings);
-  const bound = failoverBoundMs(config) + 500;
+  // Two schedules in five run in the cloud (sim-cloud.ts), drawn from a stream of their own,
+  // so that a schedule without it unfolds exactly as it did before the cloud existed.
+  const cloudRnd = prng(seed ^ 0x5f3759df);
+  const inCloud = overrides.cloud ?? cloudRnd() < 0.4;
+  // Up to three seconds: within the declarer's last follow-up even on the slowest clocks here.
+  const indexLagMs = 100 + cloudRnd() * 2900;
+  const cloud = inCloud
+    ? new SimCloud(time, { indexLagMs, unprocessedShare: cloudRnd() * 0.2, partitionWritesPerSecond: 2 + cloudRnd() * 10, random: cloudRnd })
+    : undefined;
+  const bound = failoverBoundMs(config, 0, cloud ? indexLagMs : 0) + 500;
   const nodeCount = 3 + Math.floor(rnd() * 7);
   const taskCount = 5 + Math.floor(rnd() * 26);
   const shared = new MemoryStore();
@@ -99,6 +113,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       lostReply: () => (time.now < faultWindowEnd ? 0.01 : 0),
       random: rnd,
       timeoutMs: config.requestTimeoutMs,
+      ...(cloud ? { cloud } : {}),
     });
     const record = overrides.record;
     const trace = overrides.trace ?? record;
@@ -239,5 +254,6 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     violations,
     takeoversMs: crashes.filter((c) => c.recoveredAt !== undefined).map((c) => c.recoveredAt! - c.at),
     boundMs: bound,
+    ...(cloud ? { cloud: { ...cloud.stats, indexLagMs: Math.round(indexLagMs) } } : {}),
   };
 }
