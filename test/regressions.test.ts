@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { MemoryStore } from '../lib/store/memory-store.js';
-import { AmbiguousWriteError, StoreUnavailableError, type Store } from '../lib/store/store.js';
+import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type Store, type TaskHead } from '../lib/store/store.js';
 import { NodeIdInUseError, Worker } from '../lib/worker.js';
 import { Ledger, waitFor } from './support/cluster.js';
 
@@ -297,5 +297,58 @@ describe('regressions found by the fault harness', () => {
     } finally {
       clearInterval(holder);
     }
+  }, 20_000);
+});
+
+/**
+ * What Amazon DynamoDB does and the in-memory store does not (the cloud-behaviour review of
+ * the store): each case reproduced with the in-memory store and a hook that plays the cloud.
+ */
+describe('the cloud: index lag', () => {
+  it('a release request that the owner index still shows after a move cleared it does not stop the task', async () => {
+    const memory = new MemoryStore();
+    await memory.createTask({ id: 't', type: 'demo', payload: null }, 'now');
+    await memory.bumpCluster('tasks');
+    let stale = false;
+    const hook: Hook = async (_node, operation, call) => {
+      const result = await call();
+      // The index entry as it stood before a move removed the flag.
+      if (operation === 'tasksOwnedBy' && stale) return (result as TaskHead[]).map((t) => ({ ...t, releaseRequested: true }));
+      return result;
+    };
+    const ledger = new Ledger();
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, resyncTicks: 1, store: faulty(memory, 'a', hook) }).handle('demo', ledger.handler('a'));
+    workers.push(a);
+    await a.start();
+    await waitFor('t running', () => a.runningTasks().includes('t'));
+    const token = (await memory.getTask('t'))!.token;
+    stale = true;
+    await sleep(8 * 200); // eight reconciles
+    expect(a.runningTasks()).toEqual(['t']);
+    expect((await memory.getTask('t'))!.token).toBe(token);
+    expect(ledger.starts.filter((s) => s.task === 't')).toHaveLength(1);
+  }, 20_000);
+
+  it('a members index that shows a newcomer only after a few periods still gets it watched within six passes, not the periodic refresh', async () => {
+    const memory = new MemoryStore();
+    let hideUntil = 0;
+    const hook: Hook = async (_node, operation, call) => {
+      const result = await call();
+      // The members index shows the newcomer n only a second (five periods) after it joined.
+      if (['ringSuccessors', 'ringPredecessors', 'listMembers'].includes(operation) && performance.now() < hideUntil) {
+        return (result as MemberEntry[]).filter((m) => m.id !== 'n');
+      }
+      return result;
+    };
+    const ledger = new Ledger();
+    const [a, b] = start(memory, ledger, hook, ['a', 'b']);
+    await a!.start();
+    await b!.start();
+    await waitFor('a and b watch each other', () => a!.snapshot().watched.includes('b') && b!.snapshot().watched.includes('a'));
+    const [n] = start(memory, ledger, hook, ['n']);
+    hideUntil = performance.now() + 1000;
+    await n!.start();
+    // The periodic refresh (resyncTicks, 30 passes = 6 s) would find it too late.
+    await waitFor('n watched by a and b', () => a!.snapshot().watched.includes('n') && b!.snapshot().watched.includes('n'), 3000);
   }, 20_000);
 });

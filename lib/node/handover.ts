@@ -193,11 +193,12 @@ export class Handover {
     const listed = await node.store.tasksOwnedBy(node.id);
     const seen = new Set<string>();
     const unknown: string[] = [];
+    const releaseAsked: string[] = [];
     for (const task of listed) {
       if (task.ownerInc === node.inc()) {
         seen.add(task.id);
         if (!holdings.has(task.id)) unknown.push(task.id);
-        else if (task.releaseRequested) await holdings.release(task.id, task);
+        else if (task.releaseRequested) releaseAsked.push(task.id);
       } else if (task.ownerInc < node.inc()) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
         const after = await this.moves.move(task, { owner: node.id, ownerInc: node.inc() }).catch(() => undefined);
@@ -208,8 +209,10 @@ export class Handover {
       }
     }
     // The index holds no payloads: the tasks this node does not run yet come from the table,
-    // which also says whether each is still ours and ready.
-    await this.takeInFromTable(unknown);
+    // which also says whether each is still ours and ready. So do release requests: the index
+    // may still show one that a move has cleared since, and releasing on it would stop a task
+    // this node must run.
+    await this.takeInFromTable([...unknown, ...releaseAsked]);
     // The index may lag; confirm with a consistent read before stopping anything.
     for (const id of holdings.ids()) {
       if (seen.has(id)) continue;

@@ -124,8 +124,12 @@ export class Holdings {
   /** Operator's force-release (or no handler here): stop the task, then put it back in the pool for others. */
   async release(id: string, task: TaskHead): Promise<void> {
     await this.drop(id, 'released');
-    const after = await this.moves.move(task, { owner: null, ownerInc: 0 }).catch(() => undefined);
+    let failed = false;
+    const after = await this.moves.move(task, { owner: null, ownerInc: 0 }).catch(() => ((failed = true), undefined));
     if (after) await this.node.store.bumpCluster('tasks').catch(() => {});
+    // Refused: if the table still says the task is this node's (the release was asked on an
+    // older view of it), it must not stay unrun. A store error is left to the next reconcile.
+    else if (!failed) await this.takeBack(id);
   }
 
   /** Stops a task's run (waiting for the handler to return) and forgets the task. */

@@ -1,3 +1,4 @@
+import { followUpPasses } from '../config.js';
 import { errorText } from '../log.js';
 import { ringKey, ringPosition, ringSize } from '../protocol/ring.js';
 import type { MemberEntry, Store } from '../store/store.js';
@@ -32,8 +33,8 @@ export class Neighbourhood {
   private clusterSize = 1;
   private watchedIds: string[] = [];
   private dirty = true;
-  /** The pass at which to read once more after a change (the members index may lag behind it). */
-  private refreshAgainAt = Number.POSITIVE_INFINITY;
+  /** The passes at which to read once more after a change (the members index may lag behind it). */
+  private refreshAgainAt: number[] = [];
   /** The newest neighbour-change counter seen in this node's item, and the one acted on. */
   private latestChange: number | undefined;
   private processedChange: number | undefined;
@@ -84,10 +85,11 @@ export class Neighbourhood {
     if (this.latestChange !== undefined && this.latestChange !== this.processedChange) {
       this.processedChange = this.latestChange;
       this.dirty = true;
-      // And once more shortly: the members index may not show the newcomer yet.
-      this.refreshAgainAt = passes + 2;
+      // And again 2 and 6 passes later: the members index may not show the newcomer yet, and
+      // it is not watched until it does (the same looks as after a declaration).
+      this.refreshAgainAt = followUpPasses.map((after) => passes + after);
     }
-    return this.dirty || this.node.periodic() || passes >= this.refreshAgainAt;
+    return this.dirty || this.node.periodic() || this.refreshAgainAt.some((at) => passes >= at);
   }
 
   async refresh(): Promise<void> {
@@ -96,7 +98,7 @@ export class Neighbourhood {
     // Walk the whole ring only where it is small: a large cluster keeps O(k) membership reads.
     const view = await readNeighbourhood(node.store, node.id, this.clusterSize <= wholeRingMax ? Math.max(known, wholeRingMax) : known);
     this.dirty = false;
-    if (node.passes() >= this.refreshAgainAt) this.refreshAgainAt = Number.POSITIVE_INFINITY;
+    this.refreshAgainAt = this.refreshAgainAt.filter((at) => at > node.passes());
     this.successorIds = view.successors.slice(0, known).map((m) => m.id);
     this.wholeRingIds = view.complete ? view.successors.map((m) => m.id) : undefined;
     for (const tomb of view.gap) {
