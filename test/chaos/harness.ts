@@ -9,6 +9,7 @@ import { createDynamoClient, documentClient } from '../../lib/store/client.js';
 import { DynamoStore } from '../../lib/store/dynamo-store.js';
 import { ensureTable } from '../../lib/store/table.js';
 import { FaultProxy } from '../support/fault-proxy.js';
+import { CloudModel } from '../support/cloud-model.js';
 import { checkRun, scanTable, type CheckResult } from './checker.js';
 import { DurableLocalDb } from './durable-local-db.js';
 import { FaultLog, type FaultKind, type FaultRecord } from './fault-log.js';
@@ -27,10 +28,11 @@ import { WorkerProcess } from './worker-process.js';
  * a report is written.
  *
  * Protocol settings: a drift bound of 1.5 (clocks may run 1.5x fast or slow, so two clocks
- * may differ by 2.25x) needs staleTicks >= 5 at these defaults; 6 leaves a margin. Every
- * worker runs the same settings (the core refuses mixed ones).
+ * may differ by 2.25x) needs staleTicks >= 8 with the request timeout below (half a period,
+ * which the safety condition's read window counts twice). Every worker runs the same
+ * settings (the core refuses mixed ones).
  */
-export const chaosProtocol = { staleTicks: 6, driftBound: 1.5 } as const;
+export const chaosProtocol = { staleTicks: 8, driftBound: 1.5 } as const;
 
 /**
  * The request timeout d defaults to half a period here, not the library's 0.2 P: DynamoDB
@@ -546,15 +548,27 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
             atMs: f.atMs,
             run: () => {
               targets = f.slots.map((s) => slots[s]).filter((i): i is Instance => i !== undefined && i.proc.running);
-              for (const i of targets) i.proxy.rates = { ...f.rates };
+              // One model for all of them: they share the table's partitions.
+              const cloud = new CloudModel(f.cloud, () => rng.next());
+              for (const i of targets) {
+                i.proxy.rates = { ...f.rates };
+                i.proxy.useCloud(cloud);
+              }
               log.write({ type: 'net-start', fault: f.id, instances: targets.map((i) => i.name), rates: f.rates });
-              note(`network errors on ${targets.map((i) => i.name).join(', ')}: throttle ${f.rates.throttle}, 5xx ${f.rates.error500}, lost replies ${f.rates.dropReply}`);
+              note(
+                `network errors on ${targets.map((i) => i.name).join(', ')}: throttle ${f.rates.throttle}, 5xx ${f.rates.error500}, lost replies ${f.rates.dropReply}; ` +
+                  `cloud: ${f.cloud.unprocessedShare} of batch keys unprocessed, ${f.cloud.partitionWriteUnits} WCU/s on each of ${f.cloud.partitions} partitions, ` +
+                  `index lag ${f.cloud.indexLagMs} ms, lost transactions in progress ${f.cloud.transactionInProgressMs} ms`,
+              );
             },
           },
           {
             atMs: f.atMs + f.durationMs,
             run: () => {
-              for (const i of targets) i.proxy.rates = {};
+              for (const i of targets) {
+                i.proxy.rates = {};
+                i.proxy.useCloud(undefined);
+              }
               log.write({ type: 'net-end', fault: f.id, instances: targets.map((i) => i.name) });
             },
           },

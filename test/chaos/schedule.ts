@@ -1,3 +1,4 @@
+import type { CloudSettings } from '../support/cloud-model.js';
 import type { FaultKind, NetRates } from './fault-log.js';
 import { SeededRandom } from './seeded-random.js';
 
@@ -42,7 +43,16 @@ export type PlannedFault =
       reuseId: boolean;
     }
   | { id: number; kind: 'pause' | 'partition'; atMs: number; slot: number; durationMs: number }
-  | { id: number; kind: 'net'; atMs: number; slots: number[]; durationMs: number; rates: NetRates }
+  | {
+      id: number;
+      kind: 'net';
+      atMs: number;
+      slots: number[];
+      durationMs: number;
+      rates: NetRates;
+      /** What Amazon DynamoDB does on top, for these slots meanwhile: index lag, partial batch reads, per-partition throttling, lost transactions in progress. */
+      cloud: Required<Pick<CloudSettings, 'unprocessedShare' | 'partitionWriteUnits' | 'partitions' | 'indexLagMs' | 'transactionInProgressMs'>>;
+    }
   | { id: number; kind: 'outage'; atMs: number; downMs: number };
 
 export interface ClockSkew {
@@ -156,6 +166,14 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
     const netMs = rng.between(0.5, 1.5) * B;
     const downMs = rng.between(1.05, 1.25) * B;
     const rates: NetRates = { throttle: round3(rng.between(0.02, 0.1)), error500: round3(rng.between(0.02, 0.1)), dropReply: round3(rng.between(0.02, 0.1)) };
+    // A few partitions at a low write rate: a takeover's moves throttle bystanders' heartbeats.
+    const cloud = {
+      unprocessedShare: round3(rng.between(0.05, 0.3)),
+      partitionWriteUnits: Math.round(rng.between(100, 400)),
+      partitions: rng.int(2, 8),
+      indexLagMs: Math.round(rng.between(100, 2000)),
+      transactionInProgressMs: Math.round(rng.between(200, 2000)),
+    };
     const netSize = rng.int(1, workers);
     const slotDraw = rng.next();
     const netSlotsOrder = rng.shuffle(Array.from({ length: workers }, (_, s) => s));
@@ -188,7 +206,7 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
         return blocker?.end;
       });
       nets.push({ start: t, end: t + netMs });
-      const f: PlannedFault = { id, kind, atMs: t, durationMs: netMs, rates, slots: netSlotsOrder.slice(0, netSize).sort((a, b) => a - b) };
+      const f: PlannedFault = { id, kind, atMs: t, durationMs: netMs, rates, cloud, slots: netSlotsOrder.slice(0, netSize).sort((a, b) => a - b) };
       faults.push(f);
       effectOf.set(f, netMs);
       lastEffect = Math.max(lastEffect, t + netMs);

@@ -1,3 +1,5 @@
+import { createHash } from 'node:crypto';
+
 /**
  * What Amazon DynamoDB does that DynamoDB Local never does, applied by the FaultProxy to the
  * requests it passes on: BatchGetItem leaving keys unprocessed, per-partition write
@@ -16,8 +18,14 @@ export interface CloudSettings {
   unprocessedShare?: number;
   /** Partition keys a BatchGetItem always leaves unprocessed: a hot partition throttled for good. */
   hotKeys?: (pk: string) => boolean;
-  /** Write units a second each partition key takes; beyond it, writes to it are throttled. */
+  /** Write units a second each partition takes; beyond it, writes to it are throttled. */
   partitionWriteUnits?: number;
+  /**
+   * How many partitions the table's items are spread over (by a hash of the partition key);
+   * without it, each partition key is a partition of its own. A few partitions make a big
+   * takeover throttle the heartbeats of bystanders whose items share a partition with its tasks.
+   */
+  partitions?: number;
   /** How long a transaction whose reply was lost stays in progress, rejecting single writes to its items. */
   transactionInProgressMs?: number;
   /** Index queries answer as of up to this long ago (the same query within it gets the same, older answer). */
@@ -156,28 +164,34 @@ export class CloudModel {
     return { status: 400, body: errorBody(type, 'The level of configured provisioned throughput for one or more partitions was exceeded (modelled).') };
   }
 
+  /** The partition an item's partition key falls in. */
+  private partitionOf(pk: string): string {
+    const { partitions } = this.settings;
+    return partitions ? `partition#${createHash('md5').update(pk).digest().readUInt32BE(0) % partitions}` : pk;
+  }
+
   /** A partition's token bucket: it holds a second's worth of units and refills at that rate. */
-  private bucket(pk: string): { tokens: number; at: number } {
+  private bucket(partition: string): { tokens: number; at: number } {
     const limit = this.settings.partitionWriteUnits ?? Number.POSITIVE_INFINITY;
     const now = this.now();
-    const bucket = this.buckets.get(pk) ?? { tokens: limit, at: now };
+    const bucket = this.buckets.get(partition) ?? { tokens: limit, at: now };
     bucket.tokens = Math.min(limit, bucket.tokens + ((now - bucket.at) / 1000) * limit);
     bucket.at = now;
-    this.buckets.set(pk, bucket);
+    this.buckets.set(partition, bucket);
     return bucket;
   }
 
   private fits(need: { pk: string; units: number }): boolean {
-    return this.settings.partitionWriteUnits === undefined || this.bucket(need.pk).tokens >= need.units;
+    return this.settings.partitionWriteUnits === undefined || this.bucket(this.partitionOf(need.pk)).tokens >= need.units;
   }
 
   /** Takes write units from every partition the request writes, or none if one is out of them. */
   private take(needs: Array<{ pk: string; units: number }>): boolean {
     if (this.settings.partitionWriteUnits === undefined) return true;
     const total = new Map<string, number>();
-    for (const need of needs) total.set(need.pk, (total.get(need.pk) ?? 0) + need.units);
-    for (const [pk, units] of total) if (!this.fits({ pk, units })) return false;
-    for (const [pk, units] of total) this.bucket(pk).tokens -= units;
+    for (const need of needs) total.set(this.partitionOf(need.pk), (total.get(this.partitionOf(need.pk)) ?? 0) + need.units);
+    for (const [partition, units] of total) if (this.bucket(partition).tokens < units) return false;
+    for (const [partition, units] of total) this.bucket(partition).tokens -= units;
     return true;
   }
 

@@ -84,6 +84,11 @@ export class FaultProxy {
     return this.cloudModel;
   }
 
+  /** Behaves like the Amazon DynamoDB `model` stands for (one model shared by the proxies of one table), or like DynamoDB Local again. */
+  useCloud(model: CloudModel | undefined): void {
+    this.cloudModel = model;
+  }
+
   /** Applies `fault` to the next request (of `operation`, e.g. 'UpdateItem', if given, and whose body `match`es, if given). */
   inject(fault: Fault, operation?: string, match?: (body: string) => boolean): void {
     this.queued.push({ fault, ...(operation ? { operation } : {}), ...(match ? { match } : {}) });
