@@ -184,6 +184,19 @@ describe.each([
       expect(await h.store.getNode(ghost)).toBeUndefined();
     });
 
+    it('never moves a counter back: a heartbeat that lands after a later one is refused', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      const beat = (counter: number) => h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect((await beat(5)).ok).toBe(true);
+      // The same value again (a retry after a lost reply) is fine.
+      expect((await beat(5)).ok).toBe(true);
+      const late = await beat(4);
+      expect(late.ok).toBe(false);
+      expect(!late.ok && late.current?.counter).toBe(5);
+      expect((await h.store.getNode(id))?.counter).toBe(5);
+    });
+
     it('skips a corrupt node item with a warning and repairs it on the owner\'s next heartbeat', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);

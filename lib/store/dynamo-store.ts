@@ -267,7 +267,9 @@ export class DynamoStore implements Store {
               'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch, ' +
               '#id = :id, #member = :member, #ring = :ring, #joinedAt = :joinedAt, ' +
               '#inbox = if_not_exists(#inbox, :zero), #neighbours = if_not_exists(#neighbours, :zero)',
-            ConditionExpression: '#inc = :inc AND #state = :alive',
+            // Never backwards: a heartbeat that lands after a later one (held up on the way)
+            // is refused; an unreadable counter is overwritten, so that it heals.
+            ConditionExpression: '#inc = :inc AND #state = :alive AND (NOT attribute_type(#counter, :N) OR #counter <= :counter)',
             ExpressionAttributeNames: {
               '#counter': 'counter',
               '#taskCount': 'taskCount',
@@ -296,6 +298,7 @@ export class DynamoStore implements Store {
               ':zero': 0,
               ':inc': input.inc,
               ':alive': 'alive',
+              ':N': 'N',
             },
             // The returned item carries the inbox at no read cost.
             ReturnValues: 'ALL_NEW',

@@ -130,7 +130,10 @@ export class MemoryStore implements Store {
   }
 
   private beat(input: HeartbeatInput, current: Raw | undefined): HeartbeatResult {
-    if (!current || current['inc'] !== input.inc || current['state'] !== 'alive') {
+    // A heartbeat never moves the counter back: one that lands after a later one (a request
+    // held up on the way) is refused. An unreadable counter is overwritten (it heals).
+    const behind = typeof current?.['counter'] === 'number' && current['counter'] > input.counter;
+    if (!current || current['inc'] !== input.inc || current['state'] !== 'alive' || behind) {
       return { ok: false, current: current ? parseNode(structuredClone(current), this.warn) : undefined };
     }
     Object.assign(current, structuredClone({
