@@ -1,4 +1,5 @@
 import { createSocket, type Socket } from 'node:dgram';
+import { isIP } from 'node:net';
 import { networkInterfaces } from 'node:os';
 import { z } from 'zod';
 
@@ -85,9 +86,30 @@ export function parseAddress(address: string): { host: string; port: number } | 
 /** The address peers on other machines can reach this one at, as well as can be guessed. */
 export function defaultHost(): string {
   for (const addresses of Object.values(networkInterfaces())) {
-    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal) return a.address;
+    // Link-local addresses (169.254.0.0/16, such as ECS's metadata network) reach no peer.
+    for (const a of addresses ?? []) if (a.family === 'IPv4' && !a.internal && !a.address.startsWith('169.254.')) return a.address;
   }
   return '127.0.0.1';
+}
+
+/**
+ * The task's own address on ECS with awsvpc networking (every Fargate task; EC2 tasks in that
+ * mode), from the task metadata endpoint v4: there the first interface of the container can
+ * be another one, such as a bridge. Undefined off ECS, in other network modes, or if the
+ * endpoint does not answer within a second.
+ */
+export async function ecsTaskAddress(env: NodeJS.ProcessEnv = process.env): Promise<string | undefined> {
+  const uri = env['ECS_CONTAINER_METADATA_URI_V4'];
+  if (!uri) return undefined;
+  try {
+    const reply = await fetch(uri, { signal: AbortSignal.timeout(1000) });
+    if (!reply.ok) return undefined;
+    const metadata = (await reply.json()) as { Networks?: Array<{ NetworkMode?: string; IPv4Addresses?: string[] }> };
+    const address = metadata.Networks?.find((n) => n.NetworkMode === 'awsvpc')?.IPv4Addresses?.[0];
+    return typeof address === 'string' && isIP(address) === 4 ? address : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export class UdpDoorbell implements Doorbell {

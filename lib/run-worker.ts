@@ -1,5 +1,6 @@
 import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { resolveConfig } from './config.js';
+import { ecsTaskAddress } from './doorbell.js';
 import { errorText, jsonLogger, type Logger } from './log.js';
 import type { MetricsOptions } from './metrics.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from './store/client.js';
@@ -66,6 +67,10 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   const fromEnv = readWorkerEnvironment(env);
   const settings = { ...fromEnv.settings, ...definedOnly(protocol), ...(typeof doorbell === 'boolean' ? { doorbell } : {}) };
   const config = resolveConfig(settings); // refuses unsafe settings before anything starts
+  if (config.doorbell && doorbell === undefined && settings.doorbellHost === undefined) {
+    const address = await ecsTaskAddress(env);
+    if (address) settings.doorbellHost = address;
+  }
   checkHandlers(handlers);
   const logger = loggerOption ?? runWorkerDefaults.logger();
 

@@ -1,3 +1,5 @@
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TaskAdmin } from '../lib/admin.js';
 import { ConfigError } from '../lib/config.js';
@@ -59,6 +61,32 @@ describe('runWorker', () => {
     expect((await t.store().getNode('env-node'))?.state).toBe('left');
     expect((await admin.get('poll-1')).owner).toBeNull();
     expect(process.listenerCount('SIGUSR2')).toBe(0);
+  });
+
+  it('on ECS with awsvpc networking, publishes the task\'s own address (task metadata endpoint) for its doorbell', async () => {
+    const metadata = createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      // A container's metadata, abridged: its task's ENI address is the one peers reach.
+      res.end(JSON.stringify({ Name: 'worker', Networks: [{ NetworkMode: 'awsvpc', IPv4Addresses: ['127.0.0.9'] }] }));
+    });
+    await new Promise<void>((resolve) => metadata.listen(0, '127.0.0.1', resolve));
+    const { port } = metadata.address() as AddressInfo;
+    try {
+      const worker = await runWorker({
+        env: envFor({ KEEPER_NODE_ID: 'ecs-node', ECS_CONTAINER_METADATA_URI_V4: `http://127.0.0.1:${port}/v4/abc` }),
+        handlers: { x: () => {} },
+        logger: silentLogger,
+        signals: false,
+      });
+      try {
+        await waitFor('the node item published', async () => (await t.store().getNode('ecs-node'))?.bell !== undefined);
+        expect((await t.store().getNode('ecs-node'))?.bell).toMatch(/^127\.0\.0\.9:\d+$/);
+      } finally {
+        await worker.stop();
+      }
+    } finally {
+      metadata.close();
+    }
   });
 
   it('options win over the environment', async () => {

@@ -137,7 +137,7 @@ export function buildProgram(): Command {
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
     .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
-    .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the first non-internal IPv4)')
+    .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the ECS task\'s address, else the first non-internal IPv4)')
     .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
