@@ -300,6 +300,33 @@ describe('regressions found by the fault harness', () => {
   }, 20_000);
 });
 
+describe('the cloud: throttling', () => {
+  it('one heartbeat throttled past the store\'s retries does not fence the node: the value is retried within the period', async () => {
+    const memory = new MemoryStore();
+    let failNext = false;
+    const hook: Hook = (_node, operation, call) => {
+      if (operation === 'heartbeat' && failNext) {
+        failNext = false;
+        return Promise.reject(new StoreUnavailableError('heartbeat failed: ProvisionedThroughputExceededException (injected)'));
+      }
+      return call();
+    };
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, store: faulty(memory, 'a', hook) });
+    workers.push(a);
+    const events: string[] = [];
+    for (const e of ['fenced', 'heartbeat-failed'] as const) a.on(e, () => events.push(e));
+    await a.start();
+    const before = a.snapshot().counter;
+    await waitFor('two beats', () => a.snapshot().counter >= before + 2);
+    failNext = true;
+    const at = a.snapshot().counter;
+    await waitFor('six more beats', () => a.snapshot().counter >= at + 6, 5000);
+    // With the fence window at 1.72 periods, the next beat alone would renew the lease only
+    // from the failed attempt's send, two periods before the beat after it.
+    expect(events).toEqual(['heartbeat-failed']);
+  }, 20_000);
+});
+
 /**
  * What Amazon DynamoDB does and the in-memory store does not (the cloud-behaviour review of
  * the store): each case reproduced with the in-memory store and a hook that plays the cloud.

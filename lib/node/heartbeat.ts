@@ -102,17 +102,27 @@ export class Heartbeat {
     this.hooks.renewed(outcome === 'unfenced');
   }
 
-  private schedule(): void {
-    this.beatTimer = this.node.clock.setTimer(Math.max(0, this.nextBeatAt - this.node.clock.now()), () => void this.beat());
+  /**
+   * Arms the next beat; after a failed one (`retrySoon`), a retry of the same value a quarter
+   * period later if the next beat is further away: one throttled or lost write must not cost
+   * the lease, which the next beat alone could renew only from the failed attempt's send.
+   */
+  private schedule(retrySoon = false): void {
+    const now = this.node.clock.now();
+    const retryAt = retrySoon ? now + this.node.config.periodMs / 4 : Number.POSITIVE_INFINITY;
+    const retry = retryAt < this.nextBeatAt;
+    this.beatTimer = this.node.clock.setTimer(Math.max(0, Math.min(retryAt, this.nextBeatAt) - now), () => void this.beat(retry));
   }
 
-  private async beat(): Promise<void> {
+  private async beat(retry = false): Promise<void> {
     const { node, hooks } = this;
     if (node.phase() !== 'running' && node.phase() !== 'leaving') return;
     const sentAt = node.clock.now();
-    this.nextBeatAt += node.config.periodMs;
-    // After a pause, skip the missed beats instead of firing them all at once.
-    if (this.nextBeatAt < sentAt) this.nextBeatAt = sentAt + node.config.periodMs;
+    if (!retry) {
+      this.nextBeatAt += node.config.periodMs;
+      // After a pause, skip the missed beats instead of firing them all at once.
+      if (this.nextBeatAt < sentAt) this.nextBeatAt = sentAt + node.config.periodMs;
+    }
     // The counter counts heartbeats that landed, never periods in which this node could not
     // reach the table: an observer's own outage must not become evidence against others
     // (after a store outage every counter would otherwise jump by the outage's length). A
@@ -140,14 +150,21 @@ export class Heartbeat {
       const renewFrom = this.firstAttemptAt;
       this.counterValue = next;
       this.firstAttemptAt = undefined;
+      // The next value goes a full period after the send that landed this one, retry or not:
+      // observers count this node's increments as periods of its clock (docs/protocol.md).
+      this.nextBeatAt = Math.max(this.nextBeatAt, sentAt + node.config.periodMs);
       this.renew(renewFrom);
       if (result.node) hooks.news(result.node);
     } catch (error) {
       node.emit('heartbeat-failed', { error: errorText(error) });
       node.log.warn('heartbeat failed', { node: node.id, error: errorText(error) });
       this.lease.check();
+      if (node.phase() === 'running' || node.phase() === 'leaving') this.schedule(true);
+      // A retry is not a period: maintenance runs once per beat.
+      if (node.phase() === 'running' && !retry) hooks.beat();
+      return;
     }
     if (node.phase() === 'running' || node.phase() === 'leaving') this.schedule();
-    if (node.phase() === 'running') hooks.beat();
+    if (node.phase() === 'running' && !retry) hooks.beat();
   }
 }
