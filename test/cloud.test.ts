@@ -136,8 +136,11 @@ describe('transactions in progress', () => {
     for (const id of ids) await t.store().createTask({ id, type: 'demo', payload: null }, 'now');
     const model = proxy.cloud({ transactionInProgressMs: 150 });
     proxy.inject('drop-reply', 'TransactWriteItems');
-    const store = storeVia(proxy, t, 1000, 6);
-    const moving = store.moveTasks(ids.map((id) => ({ id, from: { owner: null, ownerInc: 0, token: 0 } })), { owner: 'b', ownerInc: 1 });
+    // Retries that outlast the time the lost transaction stays in progress.
+    const client = createDynamoClient({ endpoint: proxy.endpoint, requestTimeoutMs: 1000 });
+    cleanup.push(async () => client.destroy());
+    const store = new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs: 1000, retry: { attempts: 8, baseMs: 50, capMs: 200 } });
+    const moving = store.moveTasks(ids.map((id) => ({ id, from: { owner: null, ownerInc: 0, token: 0 } })), { owner: 'b', ownerInc: 1 }).catch((error: unknown) => error);
     // While it is in progress, a single move of one of its tasks is refused (and retried).
     await waitFor('the lost transaction in progress', () => proxy.stats.droppedReplies === 1, 5_000, 1);
     const single = await store.moveTask('t1', { owner: null, ownerInc: 0, token: 0 }, { owner: 'c', ownerInc: 1 }).catch((error: unknown) => error);

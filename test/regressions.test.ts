@@ -69,11 +69,14 @@ describe('regressions found by the fault harness', () => {
     const memory = new MemoryStore();
     let loseReplies = false;
     let landedSinceRestore = 0;
-    let lost = 0;
+    let firstLostAt: number | undefined;
     const hook: Hook = async (_node, operation, call) => {
       if (operation !== 'heartbeat') return call();
       const out = await call(); // the heartbeat always lands ...
-      if (loseReplies && ++lost) throw new AmbiguousWriteError('heartbeat: socket timeout (injected; the write landed)');
+      if (loseReplies) {
+        firstLostAt ??= performance.now();
+        throw new AmbiguousWriteError('heartbeat: socket timeout (injected; the write landed)');
+      }
       landedSinceRestore += 1;
       return out;
     };
@@ -87,7 +90,7 @@ describe('regressions found by the fault harness', () => {
     await waitFor('task running', () => a!.runningTasks().length === 1);
     loseReplies = true; // ... but its replies are lost until the lease has run out, and for
     // long enough that the first lost attempt is older than the fence window
-    await waitFor('fenced', () => fenced && lost >= 3);
+    await waitFor('fenced, the first lost attempt older than the fence window', () => fenced && firstLostAt !== undefined && performance.now() - firstLostAt > 1.5 * a!.config.fenceMs);
     landedSinceRestore = 0;
     loseReplies = false;
     await waitFor('unfenced', () => unfencedAfter !== undefined);
