@@ -17,7 +17,7 @@
  *                            leaves out the heartbeat's own latency
  *   MOVE_WITHOUT_TOKEN       a move's condition checks owner and incarnation, not the token
  *   DECLARE_WITHOUT_COUNTER  a declaration checks incarnation and state, not the counter
- *   NO_SWEEP                 no sweeper: a takeover cut short is never finished
+ *   OWN_COUNTER_IGNORED      the observer's own counter is not evidence, only its peers' are
  */
 
 #ifndef NODES
@@ -139,13 +139,20 @@ bit declaredMoved;      /* a declaration landed on a node whose counter moved si
 /* The runner's own view: it holds the task and believes its lease valid. */
 #define RUNS(i, t) (!crashed[i] && H(i, t) != 0 && !fenced[i])
 
+/* Detector.staleness: the strongest evidence of any witness (with fewer than three, the code's case too). */
+#ifdef OWN_COUNTER_IGNORED
+#define WITNESS(p, w, o) ((w) != (o) && ev[(p) * NODES + (w)] >= K)
+#else
+#define WITNESS(p, w, o) (ev[(p) * NODES + (w)] >= K)
+#endif
+
 #if NODES == 2
 #define RUNNERS(t) (RUNS(0, t) + RUNS(1, t))
-#define EVIDENT(p) (ev[(p) * NODES] >= K || ev[(p) * NODES + 1] >= K)
+#define EVIDENT(p, o) (WITNESS(p, 0, o) || WITNESS(p, 1, o))
 #define OTHER_HEALTHY(j) (HEALTHY(1 - (j)))
 #elif NODES == 3
 #define RUNNERS(t) (RUNS(0, t) + RUNS(1, t) + RUNS(2, t))
-#define EVIDENT(p) (ev[(p) * NODES] >= K || ev[(p) * NODES + 1] >= K || ev[(p) * NODES + 2] >= K)
+#define EVIDENT(p, o) (WITNESS(p, 0, o) || WITNESS(p, 1, o) || WITNESS(p, 2, o))
 #define OTHER_HEALTHY(j) (((j) != 0 && HEALTHY(0)) || ((j) != 1 && HEALTHY(1)) || ((j) != 2 && HEALTHY(2)))
 #else
 #error "the model is written for 2 or 3 nodes"
@@ -182,7 +189,8 @@ inline applyMove(t, to, toInc, fromTok) {
   fi;
   own[t] = to;
   oinc[t] = toInc;
-  tok[t] = fromTok + 1
+  tok[t] = fromTok + 1;
+  printf("task %d -> owner %d inc %d token %d\n", t, own[t], oinc[t], tok[t])
 }
 
 /* p's counter (or incarnation) changed in the table. */
@@ -234,6 +242,7 @@ inline rejoin(i, t) {
   inc[i] = inc[i] + 1;
   st[i] = ALIVE;
   myInc[i] = inc[i];
+  printf("node %d: heartbeat refused; stops every task, rejoins as inc %d\n", i, inc[i]);
   counterMoved(i, t);
   valLanded[i] = 0;
   fa[i] = NONE;
@@ -258,9 +267,9 @@ end_idle:
        :: else
        fi;
        if
-       :: hbFate[i] = LAND
+       :: hbFate[i] = LAND; printf("node %d: beat sent\n", i)
 #ifndef NO_LOST
-       :: faults < FAULTS -> faults++; hbFate[i] = LOST
+       :: faults < FAULTS -> faults++; hbFate[i] = LOST; printf("node %d: beat sent, will be lost\n", i)
 #endif
        fi
      };
@@ -271,6 +280,7 @@ end_idle:
           hbLanded[i] = 1;
           if
           :: st[i] == ALIVE && inc[i] == myInc[i] ->
+             printf("node %d: beat lands\n", i);
              hbOk[i] = 1;
              if
              :: !valLanded[i] -> valLanded[i] = 1; counterMoved(i, w)
@@ -288,9 +298,9 @@ end_idle:
              :: phase[i] == RUNNING -> rejoin(i, w)
              :: else
              fi
-          :: hbLanded[i] && hbOk[i] -> renew(i)
+          :: hbLanded[i] && hbOk[i] -> renew(i); printf("node %d: reply; lease runs %d ticks old\n", i, ls[i])
 #ifndef NO_LOST
-          :: hbLanded[i] && hbOk[i] && faults < FAULTS -> faults++ /* reply lost: retry the same value */
+          :: hbLanded[i] && hbOk[i] && faults < FAULTS -> faults++; printf("node %d: reply lost\n", i) /* retry the same value */
 #endif
           :: !hbLanded[i] -> skip
           fi;
@@ -354,11 +364,11 @@ inline dropLive() {
 
 inline orphansOf(x) {
 #ifdef SWEEP_READS_NODE_FIRST
-  atomic { UP(i) -> readItem(x) };
-  atomic { UP(i) -> listTasks(x); dropLive() }
+  atomic { UP(i) -> readItem(x); printf("node %d reads node %d's item (live inc %d)\n", i, x, liveInc) };
+  atomic { UP(i) -> listTasks(x); printf("node %d lists node %d's tasks\n", i, x); dropLive() }
 #else
-  atomic { UP(i) -> listTasks(x) };                        /* Store.tasksOwnedBy */
-  atomic { UP(i) -> readItem(x); dropLive() }              /* Store.getNode */
+  atomic { UP(i) -> listTasks(x); printf("node %d lists node %d's tasks\n", i, x) };      /* Store.tasksOwnedBy */
+  atomic { UP(i) -> readItem(x); printf("node %d reads node %d's item (live inc %d)\n", i, x, liveInc); dropLive() } /* Store.getNode */
 #endif
 }
 
@@ -404,7 +414,7 @@ inline distribute(x) {
           if
           :: skip
 #ifndef NO_TXLOSS
-          :: faults < FAULTS -> faults++; landed = 0; unknown = 1  /* landed, reply lost */
+          :: faults < FAULTS -> faults++; landed = 0; unknown = 1; printf("node %d: transaction landed, reply lost\n", i)
 #endif
           fi
        :: else        /* refused: nothing applied */
@@ -416,6 +426,7 @@ inline distribute(x) {
           faults++;
           unknown = 1;
           txOn[i] = 1;
+          printf("node %d: transaction reply lost before it landed\n", i);
           txFrom[i] = x;
           txTo[i] = r;
           txToInc[i] = rInc;
@@ -478,15 +489,15 @@ end_idle:
      atomic {
        UP(i) ->
        if
-       :: phase[i] == RUNNING && 0 != i && st[0] == ALIVE && EVIDENT(0) -> susp[i] = 0
-       :: phase[i] == RUNNING && 1 != i && st[1] == ALIVE && EVIDENT(1) -> susp[i] = 1
+       :: phase[i] == RUNNING && 0 != i && st[0] == ALIVE && EVIDENT(0, i) -> susp[i] = 0
+       :: phase[i] == RUNNING && 1 != i && st[1] == ALIVE && EVIDENT(1, i) -> susp[i] = 1
 #if NODES == 3
-       :: phase[i] == RUNNING && 2 != i && st[2] == ALIVE && EVIDENT(2) -> susp[i] = 2
+       :: phase[i] == RUNNING && 2 != i && st[2] == ALIVE && EVIDENT(2, i) -> susp[i] = 2
 #endif
        :: else -> susp[i] = NONE
        fi;
        if
-       :: susp[i] != NONE -> suspInc[i] = inc[susp[i]]; suspMoved[i] = 0
+       :: susp[i] != NONE -> suspInc[i] = inc[susp[i]]; suspMoved[i] = 0; printf("node %d reads node %d: stale\n", i, susp[i])
        :: else
        fi
      };
@@ -507,6 +518,7 @@ end_idle:
 #endif
              declaredMoved = declaredMoved || suspMoved[i];
              st[x] = DEAD;
+             printf("node %d declares node %d dead\n", i, x);
              won = 1
           :: else
           fi
@@ -533,10 +545,14 @@ end_idle:
        :: t < TASKS ->
           if
           :: phase[i] == RUNNING && own[t] == i && oinc[t] == myInc[i] ->
-             H(i, t) = tok[t]                        /* Holdings.adopt */
+             if                                      /* Holdings.adopt */
+             :: H(i, t) != tok[t] -> H(i, t) = tok[t]; printf("node %d runs task %d (token %d)\n", i, t, tok[t])
+             :: else
+             fi
           :: phase[i] == RUNNING && own[t] == i && oinc[t] < myInc[i] ->
              applyMove(t, i, myInc[i], tok[t]);      /* reclaim, Moves.move */
-             H(i, t) = tok[t]
+             H(i, t) = tok[t];
+             printf("node %d runs task %d (token %d)\n", i, t, tok[t])
           :: else -> H(i, t) = 0                     /* Holdings.drop */
           fi;
           t++
@@ -566,7 +582,8 @@ end_idle:
           if
           :: phase[i] == RUNNING && !fenced[i] && MATCH(t, FREE, lstInc[t], lstTok[t]) ->
              applyMove(t, i, myInc[i], lstTok[t]);
-             H(i, t) = tok[t]
+             H(i, t) = tok[t];
+             printf("node %d runs task %d (token %d)\n", i, t, tok[t])
           :: else
           fi;
           lstTok[t] = 0;
@@ -617,7 +634,7 @@ end_idle:
      atomic {
        UP(i) ->
        if
-       :: st[i] == ALIVE && inc[i] == myInc[i] -> st[i] = LEFT   /* Store.markLeft */
+       :: st[i] == ALIVE && inc[i] == myInc[i] -> st[i] = LEFT; printf("node %d left\n", i)   /* Store.markLeft */
        :: else
        fi;
        phase[i] = GONE;
@@ -643,6 +660,7 @@ end_idle:
 
 /* A transaction that lost its reply lands now, if every task is still as it expected. */
 inline txLand(j) {
+  printf("node %d's lost transaction arrives\n", j);
   if
   :: (txTok[j * TASKS] == 0 || MATCH(0, txFrom[j], txInc[j * TASKS], txTok[j * TASKS])) &&
      (txTok[j * TASKS + 1] == 0 || MATCH(1, txFrom[j], txInc[j * TASKS + 1], txTok[j * TASKS + 1])) ->
@@ -673,17 +691,17 @@ inline txClear(j) {
 /* Each fault is a step that changes something: a step that does nothing would let time stand still forever. */
 #define MAY_FAIL(j) (faults < FAULTS && HEALTHY(j) && OTHER_HEALTHY(j))
 #ifndef NO_CRASH
-#define CRASH_AT(j) :: atomic { MAY_FAIL(j) -> faults++; crashed[j] = 1; phase[j] = GONE }
+#define CRASH_AT(j) :: atomic { MAY_FAIL(j) -> faults++; crashed[j] = 1; phase[j] = GONE; printf("node %d crashes\n", j) }
 #else
 #define CRASH_AT(j)
 #endif
 #ifndef NO_FREEZE
-#define FREEZE_AT(j) :: atomic { MAY_FAIL(j) -> faults++; frozen[j] = 1 }
+#define FREEZE_AT(j) :: atomic { MAY_FAIL(j) -> faults++; frozen[j] = 1; printf("node %d freezes\n", j) }
 #else
 #define FREEZE_AT(j)
 #endif
 #ifndef NO_LEAVE
-#define LEAVE_AT(j) :: atomic { MAY_FAIL(j) -> faults++; phase[j] = LEAVING }
+#define LEAVE_AT(j) :: atomic { MAY_FAIL(j) -> faults++; phase[j] = LEAVING; printf("node %d leaves\n", j) }
 #else
 #define LEAVE_AT(j)
 #endif
@@ -691,7 +709,7 @@ inline txClear(j) {
 #ifndef NO_RELEASE
 #define RELEASABLE(j, t) (H(j, t) != 0 && own[t] == j && oinc[t] == myInc[j] && tok[t] == H(j, t))
 #define RELEASE_AT(j, t) :: atomic { faults < FAULTS && HEALTHY(j) && RELEASABLE(j, t) -> \
-     faults++; H(j, t) = 0; applyMove(t, FREE, 0, tok[t]) }
+     faults++; H(j, t) = 0; printf("node %d releases task %d\n", j, t); applyMove(t, FREE, 0, tok[t]) }
 #else
 #define RELEASE_AT(j, t)
 #endif
@@ -704,6 +722,7 @@ end_idle:
   /* one tick of real time; every lease that may have run out by now may fence */
   :: d_step {
        !ANY_URGENT ->
+       printf("tick\n");
        j = 0;
        do
        :: j < NODES ->
@@ -711,7 +730,11 @@ end_idle:
           if :: hbAge[j] > 0 && hbAge[j] <= D -> hbAge[j]++ :: else fi;
           if :: fa[j] != NONE && fa[j] < FMAX -> fa[j]++ :: else fi;
           if :: ls[j] < FMAX -> ls[j]++ :: else fi;
-          if :: ls[j] >= FMAX -> fenced[j] = 1 :: else fi;   /* Lease.check: expired */
+          if                                                  /* Lease.check: expired */
+          :: ls[j] >= FMAX && !fenced[j] && phase[j] != GONE -> fenced[j] = 1; printf("node %d: lease expired, fenced\n", j)
+          :: ls[j] >= FMAX -> fenced[j] = 1
+          :: else
+          fi;
           j++
        :: else -> j = 0; break
        od
@@ -722,10 +745,10 @@ end_idle:
 #if NODES == 3
   FAULTS_AT(2)
 #endif
-  :: atomic { frozen[0] -> frozen[0] = 0 }
-  :: atomic { frozen[1] -> frozen[1] = 0 }
+  :: atomic { frozen[0] -> frozen[0] = 0; printf("node 0 thaws\n") }
+  :: atomic { frozen[1] -> frozen[1] = 0; printf("node 1 thaws\n") }
 #if NODES == 3
-  :: atomic { frozen[2] -> frozen[2] = 0 }
+  :: atomic { frozen[2] -> frozen[2] = 0; printf("node 2 thaws\n") }
 #endif
   /* a transaction whose reply was lost lands late, or never */
   :: atomic { txOn[0] -> txLand(0) }
