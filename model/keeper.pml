@@ -18,6 +18,9 @@
  *   MOVE_WITHOUT_TOKEN       a move's condition checks owner and incarnation, not the token
  *   DECLARE_WITHOUT_COUNTER  a declaration checks incarnation and state, not the counter
  *   OWN_COUNTER_IGNORED      the observer's own counter is not evidence, only its peers' are
+ *
+ * Faults (at most FAULTS in a run) of every kind, unless left out: NO_CRASH, NO_FREEZE,
+ * NO_LEAVE, NO_RELEASE, NO_LOST (heartbeat writes and replies), NO_TXLOSS (transactions).
  */
 
 #ifndef NODES
@@ -593,7 +596,6 @@ end_idle:
      :: t >= TASKS -> t = 0; break
      od;
 
-#ifndef NO_SWEEP
      /* Sweeper.sweep: hand out what is still registered to dead or departed nodes */
      x = 0;
      do
@@ -604,7 +606,6 @@ end_idle:
         x++
      :: x >= NODES -> x = 0; break
      od;
-#endif
      inPass[i] = 0
 
   /* Worker.stop + Mover.leave: stop every task, hand them out, mark the item left */
