@@ -720,7 +720,7 @@ proctype World() {
   byte j;
 end_idle:
   do
-  /* one tick of real time; every lease that may have run out by now may fence */
+  /* one tick of real time, when no node has a step that cannot wait */
   :: d_step {
        !ANY_URGENT ->
        printf("tick\n");
