@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -120,6 +120,7 @@ function run(command: string, args: string[], cwd: string): string {
   const out = spawnSync(command, args, { cwd, encoding: 'utf8', maxBuffer: 256 * 2 ** 20 });
   if (out.error) throw out.error;
   const text = `${out.stdout}${out.stderr}`;
+  // pan (run under nice) may exit non-zero when it finds a counterexample: that is an answer, read from its output.
   if (out.status !== 0 && command !== 'nice') throw new Error(`${command} ${args.join(' ')} exited ${out.status}:\n${text.slice(-2000)}`);
   return text;
 }
