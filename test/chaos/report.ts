@@ -39,7 +39,7 @@ export const faultDescriptions: Record<string, string> = {
   partition: 'the worker\'s proxy blackholes every request for 0.3-1.3 bounds; the worker keeps running',
   clock: 'a worker process started with its protocol clock hours off (either direction) and running at 1/f, f or in between',
   outage: 'DynamoDB Local stopped for 1.05-1.25 bounds, restarted on the same data directory and port',
-  net: 'for 0.5-1.5 bounds, 2-10 % each of throttling, 5xx and applied-but-lost replies on a subset of the proxies',
+  net: 'for 0.5-1.5 bounds, 2-10 % each of throttling, 5xx and applied-but-lost replies on a subset of the proxies, with Amazon DynamoDB\'s behaviours on top (keys of batch reads left unprocessed, per-partition write throttling, index lag, lost transactions kept in progress)',
   term: 'SIGTERM (graceful leave) under load; a replacement starts 0.2-1.2 bounds later',
 };
 
