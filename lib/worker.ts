@@ -253,7 +253,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** A join landed: take up the new incarnation and tell the ring. */
   private async joined(item: NodeItem, sentAt: number): Promise<void> {
-    this.heartbeat.begin(item);
+    this.heartbeat.begin(item, sentAt);
     this.monitor.reset(item.watch);
     this.heartbeat.renew(sentAt);
     this.neighbourhood.markChanged();

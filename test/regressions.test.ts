@@ -303,6 +303,26 @@ describe('regressions found by the fault harness', () => {
   }, 20_000);
 });
 
+describe('found by the model check (docs/model.md)', () => {
+  it('a node beats one period after its join write, not at once: the join already advanced its counter', async () => {
+    const memory = new MemoryStore();
+    const sent: Array<[string, number]> = [];
+    const hook: Hook = (_node, operation, call) => {
+      if (operation === 'joinNode' || operation === 'heartbeat') sent.push([operation, performance.now()]);
+      return call();
+    };
+    const a = new Worker({ doorbellHost: '127.0.0.1', nodeId: 'a', periodMs: 200, store: faulty(memory, 'a', hook) });
+    workers.push(a);
+    await a.start();
+    await waitFor('a first beat', () => sent.some(([op]) => op === 'heartbeat'));
+    const join = sent.find(([op]) => op === 'joinNode')![1];
+    const beat = sent.find(([op]) => op === 'heartbeat')![1];
+    // Two increments within a period would count, for every observer using this node as a
+    // witness, a period that never passed.
+    expect(beat - join).toBeGreaterThanOrEqual(195);
+  });
+});
+
 describe('the cloud: throttling', () => {
   it('one heartbeat throttled past the store\'s retries does not fence the node: the value is retried within the period', async () => {
     const memory = new MemoryStore();

@@ -36,6 +36,7 @@ export class Heartbeat {
   private firstAttemptAt: number | undefined;
   private readonly lease: Lease;
   private nextBeatAt = 0;
+  private joinSentAt = Number.NEGATIVE_INFINITY;
   private beatTimer: Timer | undefined;
 
   constructor(
@@ -57,20 +58,24 @@ export class Heartbeat {
     return this.lease.fenced;
   }
 
-  /** A join landed: beat as that incarnation from its counter on (the lease is renewed separately). */
-  begin(item: NodeItem): void {
+  /** A join sent at `sentAt` landed: beat as that incarnation from its counter on (the lease is renewed separately). */
+  begin(item: NodeItem, sentAt: number): void {
     this.incarnation = item.inc;
     this.counterValue = item.counter;
     this.firstAttemptAt = undefined;
     this.joinedAt = item.joinedAt;
+    this.joinSentAt = sentAt;
   }
 
   /**
-   * Beats at once, then once per period. At once: the lease runs from the join write, and a
-   * slow start (announcing, a cold table) must not eat into it.
+   * Beats one period after the join write was sent, or at once if a slow start (announcing,
+   * a cold table) took longer: the lease runs from the join write and must not run out. Not
+   * sooner: the join write advanced the counter, and observers count every increment as a
+   * period of this node's clock (a rejoin that beat at once would count a period that never
+   * passed: the model check's LOOSE_BOUND counterexample, docs/model.md).
    */
   start(): void {
-    this.nextBeatAt = this.node.clock.now();
+    this.nextBeatAt = Math.max(this.node.clock.now(), this.joinSentAt + this.node.config.periodMs);
     this.schedule();
   }
 
