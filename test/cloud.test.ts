@@ -159,7 +159,9 @@ describe('per-partition throttling', () => {
     const model = proxy.cloud({ partitionWriteUnits: 2 });
     const client = createDynamoClient({ endpoint: proxy.endpoint, requestTimeoutMs: 1000 });
     cleanup.push(async () => client.destroy());
-    const store = new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs: 1000, retry: { attempts: 8, baseMs: 100, capMs: 400 } });
+    // Retries with backoff that outlast the second the partition needs to refill, however
+    // the jitter falls (full jitter: each pause is anywhere below its ceiling).
+    const store = new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs: 1000, retry: { attempts: 20, baseMs: 200, capMs: 1000 } });
     // The creates take t1's partition to its limit for this second: the transaction's two
     // units for t1 are throttled until the next.
     for (const id of ids) await store.createTask({ id, type: 'demo', payload: null }, 'now');
