@@ -281,6 +281,9 @@ describe('worker against DynamoDB Local', () => {
     const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }, { id: 'c' }], { periodMs: 1000, inboxPollMs: 50, doorbell: false });
     await startAll(nodes);
     await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    // In steady state: every node past its first beats (a node beats a period after joining).
+    const counters = nodes.map((n) => n.snapshot().counter);
+    await waitFor('every node beating', () => nodes.every((n, i) => n.snapshot().counter >= counters[i]! + 2), 5000);
     const held = nodes[0]!.runningTasks();
     const started = performance.now();
     await nodes[0]!.stop();
