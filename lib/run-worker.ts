@@ -1,9 +1,8 @@
-import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { resolveConfig } from './config.js';
 import { ecsTaskAddress } from './doorbell.js';
 import { errorText, jsonLogger, type Logger } from './log.js';
 import type { MetricsOptions } from './metrics.js';
-import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from './store/client.js';
+import { createNodeClients, documentClient, isValidEndpoint, resolveEndpoint, type NodeClients } from './store/client.js';
 import { DynamoStore } from './store/dynamo-store.js';
 import type { Store } from './store/store.js';
 import { checkTable, TableSchemaMismatchError } from './store/table.js';
@@ -74,7 +73,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   checkHandlers(handlers);
   const logger = loggerOption ?? runWorkerDefaults.logger();
 
-  let client: DynamoDBClient | undefined;
+  let clients: NodeClients | undefined;
   let table: string | undefined;
   let store: Store;
   if (storeOption) store = storeOption;
@@ -83,8 +82,14 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     if (!table) throw new EnvironmentError('no table: set KEEPER_TABLE (KeeperCluster sets it for you) or pass { table }');
     const endpoint = resolveEndpoint(endpointOption ?? env['AWS_ENDPOINT_URL_DYNAMODB']);
     if (endpoint !== undefined && !isValidEndpoint(endpoint)) throw new EnvironmentError(`invalid DynamoDB endpoint "${endpoint}": expected a URL such as http://127.0.0.1:8000`);
-    client = createDynamoClient({ ...(endpoint ? { endpoint } : {}), ...(region ? { region } : {}), requestTimeoutMs: config.requestTimeoutMs });
-    store = new DynamoStore({ client: documentClient(client), table, requestTimeoutMs: config.requestTimeoutMs, warn: (m) => logger.warn(m) });
+    clients = createNodeClients({ ...(endpoint ? { endpoint } : {}), ...(region ? { region } : {}), requestTimeoutMs: config.requestTimeoutMs });
+    store = new DynamoStore({
+      client: documentClient(clients.client),
+      heartbeatClient: documentClient(clients.heartbeatClient),
+      table,
+      requestTimeoutMs: config.requestTimeoutMs,
+      warn: (m) => logger.warn(m),
+    });
   }
 
   const worker = new Worker({
@@ -97,8 +102,8 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     logger,
   });
   registerHandlers(worker, handlers);
-  // The client is ours: close it once the node is gone, whoever stopped it.
-  if (client) worker.once('left', () => client.destroy());
+  // The clients are ours: close them once the node is gone, whoever stopped it.
+  if (clients) worker.once('left', () => clients.destroy());
   const wantMetrics = metrics ?? fromEnv.metrics ?? false;
   if (wantMetrics !== false) {
     // Loaded only when asked: Powertools is not needed by a worker that does not publish.
@@ -136,9 +141,9 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   try {
     // A table made for another version of keeper (other keys, indexes or projections) would
     // make the worker misbehave quietly: refuse it, saying what differs and what to do.
-    if (client && table) {
+    if (clients && table) {
       try {
-        await checkTable(client, table);
+        await checkTable(clients.client, table);
       } catch (error) {
         const name = (error as { name?: string }).name;
         if (error instanceof TableSchemaMismatchError || name === 'ResourceNotFoundException') throw error;
@@ -150,7 +155,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     await worker.start();
   } catch (error) {
     for (const [s, l] of listening) process.removeListener(s, l);
-    client?.destroy();
+    clients?.destroy();
     throw error;
   }
   logger.info('worker running', { node: worker.id, periodMs: config.periodMs, staleTicks: config.staleTicks, fenceMs: config.fenceMs, driftBound: config.driftBound });

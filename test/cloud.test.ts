@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
-import { createDynamoClient, documentClient } from '../lib/store/client.js';
+import { createDynamoClient, createNodeClients, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
 import { keys } from '../lib/store/items.js';
 import { StoreUnavailableError, type NodeItem } from '../lib/store/store.js';
@@ -170,5 +170,31 @@ describe('per-partition throttling', () => {
     expect(model.stats.partitionThrottles).toBeGreaterThan(0);
     expect(moved).toBe(true);
     for (const id of ids) expect(await t.store().getTask(id)).toMatchObject({ owner: 'b', token: 1 });
+  });
+});
+
+describe('the heartbeat on connections of its own', () => {
+  it('lands while every connection of the other client is held up (a takeover\'s burst)', async () => {
+    const { t, proxy } = await setup();
+    await t.store().joinNode(node('a'), undefined);
+    const clients = createNodeClients({ endpoint: proxy.endpoint, requestTimeoutMs: 1000 });
+    cleanup.push(async () => clients.destroy());
+    const store = new DynamoStore({
+      client: documentClient(clients.client),
+      heartbeatClient: documentClient(clients.heartbeatClient),
+      table: t.table,
+      requestTimeoutMs: 1000,
+      retry: { attempts: 1 },
+    });
+    // Reads that the server is slow to answer, more of them than the client has connections.
+    proxy.hold = { match: (operation) => operation === 'GetItem', ms: 3000 };
+    let settled = 0;
+    const reads = Array.from({ length: 60 }, () => store.getTask('slow').catch(() => undefined).finally(() => (settled += 1)));
+    await waitFor('every connection of the client held up', () => proxy.stats.held >= 50);
+    const beat = await store.heartbeat({ id: 'a', inc: 1, joinedAt: 'j', counter: 2, taskCount: 0, capacity: 10, types: ['demo'], watch: {} });
+    expect(beat.ok).toBe(true);
+    // It did not wait its turn behind them: none of them is over yet.
+    expect(settled).toBe(0);
+    await Promise.all(reads);
   });
 });

@@ -49,6 +49,11 @@ export interface RetryPolicy {
 /** Options of DynamoStore: the document client, the table, timeouts, retries and where warnings go. */
 export interface DynamoStoreOptions {
   client: DynamoDBDocumentClient;
+  /**
+   * The heartbeat's own client, on connections of its own (createNodeClients): a burst of other
+   * requests then cannot hold a beat up in the client's queue. Default: `client`.
+   */
+  heartbeatClient?: DynamoDBDocumentClient;
   table: string;
   warn?: Warn;
   retry?: Partial<RetryPolicy>;
@@ -136,6 +141,7 @@ function describe(error: unknown): string {
  */
 export class DynamoStore implements Store {
   private readonly client: DynamoDBDocumentClient;
+  private readonly heartbeatClient: DynamoDBDocumentClient;
   private readonly table: string;
   private readonly warn: Warn;
   private readonly retry: RetryPolicy;
@@ -143,6 +149,7 @@ export class DynamoStore implements Store {
 
   constructor(options: DynamoStoreOptions) {
     this.client = options.client;
+    this.heartbeatClient = options.heartbeatClient ?? options.client;
     this.table = options.table;
     this.warn = options.warn ?? (() => {});
     this.retry = { attempts: 3, baseMs: 20, capMs: 400, ...options.retry };
@@ -153,11 +160,11 @@ export class DynamoStore implements Store {
 
   // lib-dynamodb's command classes do not unify under one `send` overload; the results are
   // typed at each call site instead.
-  private async send<T = { Attributes?: Raw }>(command: object): Promise<T> {
+  private async send<T = { Attributes?: Raw }>(command: object, client = this.client): Promise<T> {
     // The abort signal is a second line behind the HTTP handler's own timeouts, and it holds
     // for a client made elsewhere too: the safety bound counts on no request, and so no read
     // or write of one, lasting longer than requestTimeoutMs (config.ts, readWindowMs).
-    return (await this.client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs) })) as T;
+    return (await client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs) })) as T;
   }
 
   private backoff(attempt: number): Promise<void> {
@@ -304,6 +311,7 @@ export class DynamoStore implements Store {
             ReturnValues: 'ALL_NEW',
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
+          this.heartbeatClient,
         ),
       () => false, // idempotent: a retry after an ambiguous attempt simply succeeds again
     );
