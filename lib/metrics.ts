@@ -26,6 +26,7 @@ export const metricNames = {
   takeoverLatency: 'TakeoverLatency',
   heartbeats: 'Heartbeats',
   heartbeatFailures: 'HeartbeatFailures',
+  eventLoopStalls: 'EventLoopStalls',
   selfFenced: 'SelfFenced',
   declaredDeadWhileAlive: 'DeclaredDeadWhileAlive',
   ownedTasks: 'OwnedTasks',
@@ -143,6 +144,9 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
       metrics.addMetric(metricNames.heartbeatFailures, MetricUnit.Count, 1);
       metrics.addMetric(metricNames.heartbeats, MetricUnit.Count, 1);
     }),
+    stalled: guarded('stalled', () => {
+      metrics.addMetric(metricNames.eventLoopStalls, MetricUnit.Count, 1);
+    }),
     fenced: guarded('fenced', () => {
       metrics.addMetric(metricNames.selfFenced, MetricUnit.Count, 1);
       publish();
@@ -171,6 +175,7 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
     worker.off('declared-dead', listeners['declared-dead']);
     worker.off('takeover', listeners.takeover);
     worker.off('heartbeat-failed', listeners['heartbeat-failed']);
+    worker.off('stalled', listeners.stalled);
     worker.off('fenced', listeners.fenced);
     worker.off('zombie', listeners.zombie);
     worker.off('task-started', listeners['task-started']);
@@ -188,6 +193,7 @@ export function attachMetrics(worker: Worker, options: MetricsOptions = {}): Det
   worker.on('declared-dead', listeners['declared-dead']);
   worker.on('takeover', listeners.takeover);
   worker.on('heartbeat-failed', listeners['heartbeat-failed']);
+  worker.on('stalled', listeners.stalled);
   worker.on('fenced', listeners.fenced);
   worker.on('zombie', listeners.zombie);
   worker.on('task-started', listeners['task-started']);

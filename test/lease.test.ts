@@ -5,6 +5,7 @@ import { StoreUnavailableError, type Store } from '../lib/store/store.js';
 import { Lease } from '../lib/protocol/lease.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, waitFor } from './support/cluster.js';
+import { SimClock, VirtualTime } from './support/sim.js';
 
 /**
  * The lease on one node: how it runs out and how it is renewed, with the in-memory store
@@ -172,4 +173,43 @@ describe('lease on a worker', () => {
     ledger.expectSafe();
     await b.kill();
   }, 30_000);
+});
+
+describe('the counter loop', () => {
+  it('sends the next value no sooner than P - d after a reply that came late (an earlier attempt may have landed long before)', async () => {
+    const time = new VirtualTime();
+    const clock = new SimClock(time);
+    const memory = new MemoryStore();
+    const periodMs = 1000;
+    const requestTimeoutMs = 200;
+    const sent = new Map<number, number>();
+    const replied = new Map<number, number>();
+    // The write lands at once; its reply comes 3 d later, as after two attempts whose replies
+    // were lost (DynamoStore tries a heartbeat up to three times within one call).
+    const store = new Proxy(memory, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        if (key !== 'heartbeat') return (value as (...a: unknown[]) => unknown).bind(target);
+        return async (input: { counter: number }) => {
+          sent.set(input.counter, time.now);
+          const out = await memory.heartbeat(input as never);
+          if (input.counter === 4) await new Promise<void>((resolve) => clock.setTimer(3 * requestTimeoutMs, resolve));
+          replied.set(input.counter, time.now);
+          return out;
+        };
+      },
+    }) as Store;
+    const worker = new Worker({ nodeId: 'a', periodMs, requestTimeoutMs, store, clock, doorbell: false });
+    const started = worker.start();
+    await time.run(10);
+    await started;
+    await time.run(8000);
+    expect(replied.get(4)! - sent.get(4)!).toBe(3 * requestTimeoutMs);
+    // Counted from the reply (the latest the value can have landed), not from the first send.
+    expect(sent.get(5)! - replied.get(4)!).toBeGreaterThanOrEqual(periodMs - requestTimeoutMs);
+    // Values that came back in time keep their rhythm of one period.
+    expect(sent.get(7)! - sent.get(6)!).toBe(periodMs);
+    await worker.kill();
+  });
 });

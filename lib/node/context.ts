@@ -8,6 +8,8 @@ import type { RunOutcome } from '../tasks.js';
 export interface WorkerEvents {
   joined: [{ inc: number }];
   'heartbeat-failed': [{ error: string }];
+  /** The beat's timer fired this much later than due: the event loop was blocked (or the process frozen). */
+  stalled: [{ ms: number }];
   fenced: [{ sinceRenewalMs: number; tasks: number }];
   unfenced: [{ tasks: number }];
   zombie: [{ declaredBy?: string }];

@@ -36,6 +36,8 @@ export class Heartbeat {
   private firstAttemptAt: number | undefined;
   private readonly lease: Lease;
   private nextBeatAt = 0;
+  /** When the armed timer is due: how late it fires says how long the event loop was blocked. */
+  private timerDueAt = 0;
   private joinSentAt = Number.NEGATIVE_INFINITY;
   private beatTimer: Timer | undefined;
 
@@ -116,13 +118,33 @@ export class Heartbeat {
     const now = this.node.clock.now();
     const retryAt = retrySoon ? now + this.node.config.periodMs / 4 : Number.POSITIVE_INFINITY;
     const retry = retryAt < this.nextBeatAt;
-    this.beatTimer = this.node.clock.setTimer(Math.max(0, Math.min(retryAt, this.nextBeatAt) - now), () => void this.beat(retry));
+    this.timerDueAt = Math.max(now, Math.min(retryAt, this.nextBeatAt));
+    this.beatTimer = this.node.clock.setTimer(this.timerDueAt - now, () => void this.beat(retry));
+  }
+
+  /**
+   * A timer that fires later than a request may last means the event loop was blocked (task
+   * code busy on the CPU, a long GC, a frozen process): any request in flight meanwhile timed
+   * out although it may have been answered, and the store tried it again. Short stalls cost
+   * nothing more; one longer than the fence window's slack (F - P) fences the node. Said
+   * aloud so that the cause is found in the task code, not in DynamoDB.
+   */
+  private noticeStall(lateMs: number): void {
+    const { node } = this;
+    if (lateMs <= node.config.requestTimeoutMs) return;
+    node.emit('stalled', { ms: Math.round(lateMs) });
+    node.log.warn('event loop blocked longer than a request may last; move CPU-bound task code off the main thread', {
+      node: node.id,
+      blockedMs: Math.round(lateMs),
+      requestTimeoutMs: node.config.requestTimeoutMs,
+    });
   }
 
   private async beat(retry = false): Promise<void> {
     const { node, hooks } = this;
     if (node.phase() !== 'running' && node.phase() !== 'leaving') return;
     const sentAt = node.clock.now();
+    this.noticeStall(sentAt - this.timerDueAt);
     if (!retry) {
       this.nextBeatAt += node.config.periodMs;
       // After a pause, skip the missed beats instead of firing them all at once.
@@ -152,12 +174,18 @@ export class Heartbeat {
         await hooks.refused(result.current);
         return;
       }
+      const receivedAt = node.clock.now();
       const renewFrom = this.firstAttemptAt;
       this.counterValue = next;
       this.firstAttemptAt = undefined;
       // The next value goes a full period after the send that landed this one, retry or not:
       // observers count this node's increments as periods of its clock (docs/protocol.md).
-      this.nextBeatAt = Math.max(this.nextBeatAt, sentAt + node.config.periodMs);
+      // And no sooner than P - d after this reply: the store may have sent the value more than
+      // once (an attempt whose reply was lost or came too late), and whichever attempt landed
+      // first did so before now, maybe long after `sentAt` (a blocked event loop, a slow
+      // network): counted from its landing, the next value is still a period later, less the
+      // d that the bound allows for a value in flight.
+      this.nextBeatAt = Math.max(this.nextBeatAt, sentAt + node.config.periodMs, receivedAt + node.config.periodMs - node.config.requestTimeoutMs);
       this.renew(renewFrom);
       if (result.node) hooks.news(result.node);
     } catch (error) {

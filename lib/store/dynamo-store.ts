@@ -66,6 +66,11 @@ export class TableMissingError extends Error {
   override name = 'TableMissingError';
 }
 
+/** A reply that came later than a request may last: treated as a timeout (its write may have landed). */
+export class LateReplyError extends Error {
+  override name = 'LateReplyError';
+}
+
 /** A list cursor this store did not hand out (status 400): start again without a cursor. */
 export class InvalidCursorError extends Error {
   override name = 'InvalidCursorError';
@@ -164,7 +169,15 @@ export class DynamoStore implements Store {
     // The abort signal is a second line behind the HTTP handler's own timeouts, and it holds
     // for a client made elsewhere too: the safety bound counts on no request, and so no read
     // or write of one, lasting longer than requestTimeoutMs (config.ts, readWindowMs).
-    return (await client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs) })) as T;
+    const began = performance.now();
+    const out = (await client.send(command as never, { abortSignal: AbortSignal.timeout(this.requestTimeoutMs) })) as T;
+    // Timers cannot fire while the event loop is blocked: a reply that task code held up (a
+    // CPU-bound handler) may reach us after the deadline without any timer noticing. Measured
+    // here, it fails like a timeout (a write may have landed, and is resolved as one whose
+    // reply was lost), so that what the bound assumes holds however long the process stalls.
+    const took = performance.now() - began;
+    if (took > this.requestTimeoutMs) throw new LateReplyError(`reply after ${Math.round(took)} ms, past the ${this.requestTimeoutMs} ms a request may last (the event loop was blocked)`);
+    return out;
   }
 
   private backoff(attempt: number): Promise<void> {
