@@ -171,7 +171,9 @@ export class TaskRun {
     } catch (error) {
       this.host.onError(`task ${this.task.id}: run loop failed`, error);
     } finally {
-      this.host.ended(this, this.refused ? 'lost' : outcome);
+      // Refused and not otherwise ended: the task is no longer ours, so the node forgets it
+      // (a run merely stopped stays held, to start again). A result written first stands.
+      this.host.ended(this, this.refused && outcome === 'stopped' ? 'lost' : outcome);
     }
   }
 
