@@ -27,7 +27,7 @@ class RunningLedger extends RunLedger {
     super.started(task, node, at);
     const controller = new AbortController();
     runs.set(task, controller);
-    const ctx: TaskContext = { task: { id: task, type: 'demo', payload: null, attempts: 0 }, token: 0, nodeId: node, signal: controller.signal, isValid: () => !controller.signal.aborted };
+    const ctx: TaskContext = { task: { id: task, type: 'demo', payload: null, attempts: 0 }, token: 0, nodeId: node, signal: controller.signal, isValid: () => !controller.signal.aborted, checkpoint: async () => {} };
     void Promise.resolve(handler(ctx)).catch(() => {});
   }
 

@@ -5,6 +5,8 @@
 export { Worker, NodeIdInUseError, defaultNodeId, type WorkerOptions, type WorkerEvents } from './worker.js';
 export type { TaskContext, TaskHandler, HandlerOptions, TaskMode } from './tasks.js';
 export { TaskStoppedError } from './tasks.js';
+export { CheckpointError, type CheckpointFailure } from './checkpoint.js';
+export { withFencingToken, defaultFencingAttribute, type FencingOptions } from './fencing.js';
 export {
   resolveConfig,
   ConfigError,

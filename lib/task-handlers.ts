@@ -12,12 +12,12 @@ import type { HandlerOptions, TaskHandler } from './tasks.js';
  * } satisfies TaskHandlers;
  * ```
  */
-export type TaskHandlers = Record<string, TaskHandler<any, any> | TaskHandlerEntry>;
+export type TaskHandlers = Record<string, TaskHandler<any, any, any> | TaskHandlerEntry>;
 
 /** A handler with its options, as one entry of {@link TaskHandlers}. */
 export interface TaskHandlerEntry extends HandlerOptions {
-  // `any`: each entry declares its own payload type; the map cannot name them all.
-  handler: TaskHandler<any, any>;
+  // `any`: each entry declares its own payload and checkpoint types; the map cannot name them all.
+  handler: TaskHandler<any, any, any>;
 }
 
 /** Something that can register handlers: a Worker. */

@@ -1,3 +1,4 @@
+import { CheckpointError, encodeCheckpoint } from './checkpoint.js';
 import { sleep, type Clock } from './clock.js';
 import type { TaskItem } from './store/store.js';
 
@@ -7,8 +8,18 @@ import type { TaskItem } from './store/store.js';
  * abort cannot fire while the process is frozen (GC pause, SIGSTOP, VM migration) and code
  * that wakes up must be able to tell that its lease ran out in the meantime.
  */
-export interface TaskContext<P = unknown> {
-  readonly task: { readonly id: string; readonly type: string; readonly payload: P; readonly attempts: number };
+export interface TaskContext<P = unknown, C = unknown> {
+  readonly task: {
+    readonly id: string;
+    readonly type: string;
+    readonly payload: P;
+    readonly attempts: number;
+    /**
+     * The last state accepted by `checkpoint()` when this attempt started, whichever owner or
+     * attempt stored it (undefined if none): where a poller resumes.
+     */
+    readonly checkpoint?: C;
+  };
   /**
    * The fencing token: it grows with every change of the task's owner. Pass it with every
    * write to the resource the task protects, and have that resource refuse tokens lower than
@@ -20,10 +31,19 @@ export interface TaskContext<P = unknown> {
   readonly signal: AbortSignal;
   /** Synchronous, from the monotonic clock: true while this node still holds a valid lease on the task. */
   isValid(): boolean;
+  /**
+   * Stores a small JSON state on the task (at most `limits.checkpointBytes` of JSON), for the
+   * next owner and the next attempt (`ctx.task.checkpoint`). The write succeeds only while
+   * the task is still this run's: owner and fencing token unchanged. Calls are written one
+   * at a time, in call order. Rejects with CheckpointError: `not-json` or `too-large` (nothing
+   * written), `refused` (the task is no longer ours: `signal` is aborted, stop), `unconfirmed`
+   * (the store kept failing).
+   */
+  checkpoint(state: C): Promise<void>;
 }
 
 /** Task code: gets the task's context, and returns (finite tasks: the result) or runs until `ctx.signal` aborts (long-running tasks). */
-export type TaskHandler<P = unknown, R = unknown> = (ctx: TaskContext<P>) => Promise<R> | R;
+export type TaskHandler<P = unknown, R = unknown, C = unknown> = (ctx: TaskContext<P, C>) => Promise<R> | R;
 
 /** `long-running`: runs until revoked, restarted after a backoff if it returns. `finite`: the resolved value completes the task. */
 export type TaskMode = 'long-running' | 'finite';
@@ -56,6 +76,8 @@ export interface RunHost {
   recordFailure(task: TaskItem, error: unknown, maxAttempts: number): Promise<'retry' | 'failed' | 'lost'>;
   /** Persists a finite task's result; false if the task is no longer ours (a store error is retried, not false). */
   recordDone(task: TaskItem, result: unknown): Promise<boolean>;
+  /** Stores a checkpoint's JSON text; false if the task is no longer ours; rejects (CheckpointError `unconfirmed`) if the store kept failing. */
+  saveCheckpoint(task: TaskItem, json: string): Promise<boolean>;
   /** Called once when the run ends (stopped, completed, failed for good, or no longer ours). */
   ended(run: TaskRun, outcome: RunOutcome): void;
   onError(message: string, error: unknown): void;
@@ -71,6 +93,10 @@ export type RunOutcome = 'stopped' | 'done' | 'failed' | 'lost';
 export class TaskRun {
   private readonly controller = new AbortController();
   private recordingOutcome = false;
+  /** The last checkpoint write asked for: the next one waits for it, so they land in call order. */
+  private lastCheckpoint: Promise<void> = Promise.resolve();
+  /** The table refused a checkpoint: the task is no longer this run's. */
+  private refused = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -110,11 +136,12 @@ export class TaskRun {
     try {
       while (!signal.aborted) {
         const ctx: TaskContext = {
-          task: { id: this.task.id, type: this.task.type, payload: this.task.payload, attempts: this.task.attempts },
+          task: { id: this.task.id, type: this.task.type, payload: this.task.payload, attempts: this.task.attempts, checkpoint: this.task.checkpoint },
           token: this.task.token,
           nodeId: this.host.nodeId,
           signal,
           isValid: () => !signal.aborted && this.host.leaseValid(),
+          checkpoint: (state) => this.checkpoint(state),
         };
         let result: unknown;
         try {
@@ -144,8 +171,41 @@ export class TaskRun {
     } catch (error) {
       this.host.onError(`task ${this.task.id}: run loop failed`, error);
     } finally {
-      this.host.ended(this, outcome);
+      // Refused and not otherwise ended: the task is no longer ours, so the node forgets it
+      // (a run merely stopped stays held, to start again). A result written first stands.
+      this.host.ended(this, this.refused && outcome === 'stopped' ? 'lost' : outcome);
     }
+  }
+
+  /**
+   * A checkpoint is checked before anything is written, then written after the ones asked
+   * for before it. It is allowed after the signal aborted (a handler may store where it got
+   * to on its way out): the write's condition on owner and token, not the lease, is what
+   * keeps a former owner's state out.
+   */
+  private checkpoint(state: unknown): Promise<void> {
+    let json: string;
+    try {
+      json = encodeCheckpoint(state);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+    const write = this.lastCheckpoint.then(() => this.writeCheckpoint(json));
+    this.lastCheckpoint = write.catch(() => {});
+    return write;
+  }
+
+  private async writeCheckpoint(json: string): Promise<void> {
+    const refused = () => new CheckpointError('refused', `task ${this.task.id} is no longer this node's (token ${this.task.token}): checkpoint refused`);
+    if (this.refused) throw refused();
+    if (!(await this.host.saveCheckpoint(this.task, json))) {
+      // Another owner may be running the task already: this run must stop at once.
+      this.refused = true;
+      if (!this.controller.signal.aborted) this.controller.abort(new TaskStoppedError('checkpoint refused: the task is no longer this node\'s'));
+      throw refused();
+    }
+    // The next attempt of this run (after a throw) starts from it too.
+    this.task = { ...this.task, checkpoint: JSON.parse(json) as unknown };
   }
 }
 

@@ -151,7 +151,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** Registers the handler for one task type; only types with a handler are claimed. */
-  handle<P = unknown, R = unknown>(type: string, handler: TaskHandler<P, R>, options: HandlerOptions = {}): this {
+  handle<P = unknown, R = unknown, C = unknown>(type: string, handler: TaskHandler<P, R, C>, options: HandlerOptions = {}): this {
     if (this.phase !== 'new') throw new Error('register handlers before start()');
     this.holdings.register(type, { handler: handler as TaskHandler, mode: options.mode ?? 'long-running', maxAttempts: options.maxAttempts });
     return this;

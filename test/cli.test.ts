@@ -92,6 +92,20 @@ describe('keeper CLI against DynamoDB Local', () => {
     expect(missing.stderr).toMatch(/task "mail-1" does not exist/);
   });
 
+  it('shows a task with its checkpoint (task show, and its start in task ls)', async () => {
+    const store = t.store();
+    await store.createTask({ id: 'poll-1', type: 'poll', payload: { feed: 'x' } }, 'now');
+    await store.moveTask('poll-1', { owner: null, ownerInc: 0, token: 0 }, { owner: 'n1', ownerInc: 1 });
+    await store.updateTask('poll-1', { owner: 'n1', ownerInc: 1, token: 1 }, { checkpoint: JSON.stringify({ cursor: 'c'.repeat(60) }) });
+    const shown = keeper(['task', 'show', 'poll-1', '--table', t.table]);
+    expect(shown.code).toBe(0);
+    expect(JSON.parse(shown.stdout)).toMatchObject({ id: 'poll-1', owner: 'n1', token: 1, payload: { feed: 'x' }, checkpoint: { cursor: 'c'.repeat(60) } });
+    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/poll-1\s+poll\s+n1\s+1\s+ready\s+\{"cursor":"c+…\n/);
+    const missing = keeper(['task', 'show', 'no-such-task', '--table', t.table]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/task "no-such-task" does not exist/);
+  });
+
   it('runs a worker as one OS process that leaves gracefully on SIGTERM and writes the audit log', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keeper-cli-'));
     const audit = join(dir, 'audit.jsonl');

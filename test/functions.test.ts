@@ -239,6 +239,15 @@ describe('task API: get, list, delete', () => {
     expect(encoded.body['id']).toBe(id);
   });
 
+  it("shows a task's checkpoint, as its owner last stored it", async () => {
+    const id = uid('poll');
+    await post({ id, payload: null });
+    const store = t.store();
+    await store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'n1', ownerInc: 1 });
+    await store.updateTask(id, { owner: 'n1', ownerInc: 1, token: 1 }, { checkpoint: '{"cursor":42}' });
+    expect((await getOne(id)).body).toMatchObject({ id, owner: 'n1', token: 1, checkpoint: { cursor: 42 } });
+  });
+
   it('answers 404 to an unknown id and 400 to an id over the length limit', async () => {
     expectProblem(await getOne('no-such-task'), 404, 'TaskNotFound', 'task "no-such-task" does not exist');
     expectProblem(await getOne('y'.repeat(limits.taskIdLength + 1)), 400, 'InvalidInput', `at most ${limits.taskIdLength} characters`);

@@ -358,6 +358,41 @@ describe.each([
       expect(await h.store.moveTask(id, mine, { owner: 'x', ownerInc: 1 })).toBeUndefined();
     });
 
+    it('stores a checkpoint only for the current owner and token, and keeps it through every move and the outcome', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: { n: 1 } }, 'now');
+      await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 1 });
+      const a = { owner: 'a', ownerInc: 1, token: 1 };
+      expect(await h.store.updateTask(id, a, { checkpoint: '{"cursor":"a1"}' })).toBe(true);
+      expect(await h.store.updateTask(id, a, { checkpoint: '{"cursor":"a1"}' })).toBe(true); // the same write again: harmless
+      expect((await h.store.getTask(id))?.checkpoint).toEqual({ cursor: 'a1' });
+      // Taken over: the new owner gets the checkpoint with the move, the former owner's write is refused.
+      expect((await h.store.moveTask(id, a, { owner: 'b', ownerInc: 4 }))?.checkpoint).toEqual({ cursor: 'a1' });
+      expect(await h.store.updateTask(id, a, { checkpoint: '{"cursor":"late"}' })).toBe(false);
+      const b = { owner: 'b', ownerInc: 4, token: 2 };
+      expect(await h.store.updateTask(id, b, { checkpoint: '{"cursor":"b1"}' })).toBe(true);
+      // A batch move and a release to the pool keep it too; the owner index never carries it.
+      expect(await h.store.moveTasks([{ id, from: b }], { owner: 'c', ownerInc: 1 })).toBe(true);
+      expect(await h.store.moveTask(id, { owner: 'c', ownerInc: 1, token: 3 }, { owner: null, ownerInc: 0 })).toMatchObject({ checkpoint: { cursor: 'b1' } });
+      expect((await h.store.unownedTasks(10_000)).find((t) => t.id === id)).not.toHaveProperty('checkpoint');
+      expect(await h.store.getTask(id)).toMatchObject({ owner: null, token: 4, payload: { n: 1 }, checkpoint: { cursor: 'b1' } });
+      // A finite outcome: the result goes beside the checkpoint, each where it was.
+      await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 4 }, { owner: 'd', ownerInc: 2 });
+      const d = { owner: 'd', ownerInc: 2, token: 5 };
+      expect(await h.store.updateTask(id, d, { checkpoint: 'null' })).toBe(true);
+      expect(await h.store.updateTask(id, d, { state: 'done', result: { rows: 3 } })).toBe(true);
+      expect(await h.store.getTask(id)).toMatchObject({ state: 'done', result: { rows: 3 }, checkpoint: null });
+      expect(await h.store.updateTask(id, d, { checkpoint: '{"after":"done"}' })).toBe(false);
+    });
+
+    it('skips a task item whose checkpoint is not JSON, with a warning', async () => {
+      const id = uid('t');
+      await h.putRaw(keys.task(id), { id, type: 'demo', payload: null, slot: taskSlot(id), owner: 'a', ownerInc: 1, token: 1, state: 'ready', attempts: 0, createdAt: 'now', checkpoint: '{cursor' });
+      const warningsBefore = h.warnings.length;
+      expect(await h.store.getTask(id)).toBeUndefined();
+      expect(h.warnings.slice(warningsBefore).join('\n')).toMatch(/checkpoint is not JSON/);
+    });
+
     it('marks a release request and clears it when the task moves', async () => {
       const id = uid('t');
       await h.store.createTask({ id, type: 'demo', payload: null }, 'now');

@@ -191,7 +191,7 @@ export function buildProgram(): Command {
       await new Promise<never>(() => {});
     });
 
-  const task = program.command('task').description('add, remove and list tasks');
+  const task = program.command('task').description('add, show, remove and list tasks');
   withTable(task.command('add').argument('<id>', 'task id').description('add a task (idempotent on id)'))
     .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
     .option('--payload <json>', 'task payload as JSON')
@@ -213,6 +213,14 @@ export function buildProgram(): Command {
       const { store, client } = storeFor(o);
       const { pending } = await new TaskAdmin(store).release(id);
       process.stdout.write(pending ? `asked the owner to release task ${id}\n` : `task ${id} is unowned now\n`);
+      client.destroy();
+    },
+  );
+  withTable(task.command('show').argument('<id>', 'task id').description('show one task as JSON: owner, token, state, payload, checkpoint, result or error')).action(
+    async (id: string, o: TableOptions) => {
+      const { store, client } = storeFor(o);
+      const shown = await new TaskAdmin(store).get(id);
+      process.stdout.write(`${JSON.stringify(shown, null, 2)}\n`);
       client.destroy();
     },
   );

@@ -5,6 +5,13 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
+/** The start of a task's checkpoint, as JSON on one line (`keeper task show` prints all of it). */
+function preview(checkpoint: unknown): string {
+  if (checkpoint === undefined) return '-';
+  const json = JSON.stringify(checkpoint);
+  return json.length > 40 ? `${json.slice(0, 39)}…` : json;
+}
+
 /** The human form of `keeper status` and `keeper task ls`. */
 export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, show: { nodes?: boolean } = {}): string {
   const out: string[] = [];
@@ -19,7 +26,12 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
   }
   out.push(`TASKS (${status.tasks.length})`);
   if (status.tasks.length > 0) {
-    out.push(table([['ID', 'TYPE', 'OWNER', 'TOKEN', 'STATE'], ...status.tasks.map((t) => [t.id, t.type, t.owner ?? '-', String(t.token), t.releaseRequested ? `${t.state} (release requested)` : t.state])]));
+    out.push(
+      table([
+        ['ID', 'TYPE', 'OWNER', 'TOKEN', 'STATE', 'CHECKPOINT'],
+        ...status.tasks.map((t) => [t.id, t.type, t.owner ?? '-', String(t.token), t.releaseRequested ? `${t.state} (release requested)` : t.state, preview(t.checkpoint)]),
+      ]),
+    );
   }
   return `${out.join('\n')}\n`;
 }

@@ -1,3 +1,4 @@
+import { CheckpointError } from '../checkpoint.js';
 import { sleep } from '../clock.js';
 import { errorText } from '../log.js';
 import type { TaskHead, TaskItem, TaskPatch } from '../store/store.js';
@@ -212,6 +213,7 @@ export class Holdings {
         return failed ? 'failed' : 'retry';
       },
       recordDone: (task, result) => this.record(task, { state: 'done', result: result ?? null }),
+      saveCheckpoint: (task, json) => this.saveCheckpoint(task, json),
       ended: (run, outcome) => {
         const entry = this.owned.get(run.taskId);
         if (outcome !== 'stopped' && entry?.run === run) this.owned.delete(run.taskId);
@@ -219,6 +221,32 @@ export class Holdings {
       },
       onError: (message, error) => node.log.error(message, { node: node.id, error: errorText(error) }),
     };
+  }
+
+  /**
+   * Writes a run's checkpoint while the task is still this node's. The write sets one
+   * attribute under a condition on the ownership alone, so sending it again after a store
+   * error is harmless whether or not the lost attempt landed: the retry either finds the
+   * task still ours and stores the same text, or is refused because the task moved on, and
+   * then it is no longer ours either way.
+   */
+  private async saveCheckpoint(task: TaskItem, json: string): Promise<boolean> {
+    const { node } = this;
+    for (let attempt = 1; ; attempt++) {
+      try {
+        const saved = await node.store.updateTask(task.id, task, { checkpoint: json });
+        // A run started later (after fencing, say) starts from this checkpoint too.
+        const entry = this.owned.get(task.id);
+        if (saved && entry && entry.task.token === task.token) entry.task = { ...entry.task, checkpoint: JSON.parse(json) as unknown };
+        return saved;
+      } catch (error) {
+        if (attempt >= checkpointAttempts || node.phase() === 'stopped') {
+          throw new CheckpointError('unconfirmed', `task ${task.id}: could not confirm the checkpoint (${errorText(error)}); it may or may not be stored`, { cause: error });
+        }
+        node.log.warn('could not store a checkpoint; retrying', { node: node.id, task: task.id, attempt, error: errorText(error) });
+        await sleep(node.clock, node.backoffMs(attempt));
+      }
+    }
   }
 
   /**
@@ -249,6 +277,9 @@ export class Holdings {
     }
   }
 }
+
+/** Store calls one checkpoint makes at most before it is reported unconfirmed (each call retries on its own too). */
+const checkpointAttempts = 4;
 
 /** Whether an item already carries a patch (a write whose reply was lost landed after all). */
 function landed(task: TaskItem, patch: TaskPatch): boolean {

@@ -66,6 +66,25 @@ export const nodeItemSchema = z.object({
   bell: z.string().max(300).optional(),
 });
 
+/**
+ * A run's checkpoint is stored as JSON text, not as a DynamoDB map: its size is then exactly
+ * the bytes that were checked against limits.checkpointBytes, any JSON value goes in
+ * (DynamoDB refuses numbers outside its range, lib-dynamodb unsafe integers), and both stores
+ * hold the very same thing. Text that is not JSON makes the task item corrupt: running the
+ * task from scratch could redo work its checkpoint said was done.
+ */
+const checkpointText = z
+  .string()
+  .refine((text) => {
+    try {
+      JSON.parse(text);
+      return true;
+    } catch {
+      return false;
+    }
+  }, 'checkpoint is not JSON')
+  .transform((text): unknown => JSON.parse(text));
+
 export const taskItemSchema = z.object({
   id: z.string().min(1),
   type: z.string().min(1),
@@ -81,6 +100,7 @@ export const taskItemSchema = z.object({
   previousOwner: z.string().optional(),
   itemBytes: count.optional(),
   createdAt: z.string(),
+  checkpoint: checkpointText.optional(),
 });
 
 /** Non-key attributes the owner index carries (its keys and the table's, pk holding the id, come anyway). */
@@ -174,4 +194,11 @@ export const limits = {
   taskIdLength: 256,
   /** Payload budget, well under DynamoDB's 400 KB item limit so owner changes never fail on size. */
   payloadBytes: 256 * 1024,
+  /**
+   * Checkpoint budget (its JSON text, in UTF-8 bytes). With the payload's 256 KB it leaves over
+   * 100 KB of the item for the rest (result, error, bookkeeping), and 25 checkpoints add at
+   * most 800 KB to a batch move, which stays within DynamoDB's 4 MB per transaction although
+   * itemBytes (recorded at creation) does not count them.
+   */
+  checkpointBytes: 32 * 1024,
 };

@@ -85,6 +85,12 @@ export interface TaskItem {
   /** About how large the item is, in bytes (set at creation), to size transactions. */
   itemBytes?: number;
   createdAt: string;
+  /**
+   * The state the task's runs last stored with `ctx.checkpoint` (absent if none): written
+   * only by the current owner under the current token, kept through every move, and read by
+   * the next owner and the next attempt.
+   */
+  checkpoint?: unknown;
 }
 
 /**
@@ -163,6 +169,8 @@ export interface TaskPatch {
   attempts?: number;
   result?: unknown;
   error?: string;
+  /** A run's checkpoint as stored: JSON text (TaskItem.checkpoint is its parsed value). */
+  checkpoint?: string;
 }
 
 export interface Page<T> {
@@ -242,7 +250,10 @@ export interface Store {
    * transaction may still land, and if it does, it lands whole.
    */
   moveTasks(moves: ReadonlyArray<{ id: string; from: TaskOwnership }>, to: { owner: string; ownerInc: number }): Promise<boolean>;
-  /** Records a run's outcome while the caller still owns the task. */
+  /**
+   * Records a run's outcome, or its checkpoint, while the caller still owns the task (owner,
+   * incarnation, token, state ready). Fields the patch does not name stay as they are.
+   */
   updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
   /** Asks the owner to let go of a task (operator's force-release). */
   requestRelease(id: string): Promise<TaskItem | undefined>;
