@@ -50,6 +50,7 @@ export const optionsSchema = z
     retryBaseMs: positiveMs('retryBaseMs').default(500),
     retryMaxMs: positiveMs('retryMaxMs').default(30_000),
     leaveTimeoutMs: z.number().finite().min(0, 'leaveTimeoutMs must be >= 0').default(20_000),
+    moveWriteUnitsPerSecond: z.number({ error: 'moveWriteUnitsPerSecond must be a number' }).finite().min(0, 'moveWriteUnitsPerSecond must be >= 0 (0: no limit)').default(0),
   })
   .strict();
 
@@ -89,6 +90,13 @@ export interface KeeperConfig {
    * is left to failover (the node stops beating and never marks itself gone).
    */
   leaveTimeoutMs: number;
+  /**
+   * DynamoDB write units this node's task moves may spend per second (0: no limit), with a
+   * burst of one second's worth. A takeover of thousands of tasks otherwise writes as fast as
+   * the table answers, and on a table with few partitions (1,000 write units per partition per
+   * second) that throttles the partitions that bystanders' heartbeats and outcomes write to.
+   */
+  moveWriteUnitsPerSecond: number;
 }
 
 /**
@@ -164,12 +172,33 @@ export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
  *                passes later (Monitor.declareStale), so k is the first of those at least L
  *                of the slowest clock away (0 for L = 0; beyond six periods of lag only the
  *                tombstone sweep finds them, and there is no bound: Infinity).
+ *   (2n-r)/r s*f with a write-unit budget of r per second for moves (moveWriteUnitsPerSecond):
+ *                items of up to 1 KB, two units each in a transaction, r of them at once.
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
-export function failoverBoundMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>, tasks = 0, indexLagMs = 0): number {
+export function failoverBoundMs(
+  c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'> & Partial<Pick<KeeperConfig, 'moveWriteUnitsPerSecond'>>,
+  tasks = 0,
+  indexLagMs = 0,
+): number {
   const moves = Math.ceil(tasks / batchMovesInFlight) + Math.ceil(tasks / moveConcurrency);
   const followUp = indexLagMs <= 0 ? 0 : (followUpPasses.find((k) => (k * c.periodMs) / c.driftBound >= indexLagMs) ?? Number.POSITIVE_INFINITY);
-  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound;
+  const rate = c.moveWriteUnitsPerSecond ?? 0;
+  // Items of up to 1 KB, two units each in a transaction, the first second's worth at once.
+  const paced = rate > 0 ? (Math.max(0, 2 * tasks - rate) / rate) * 1000 * c.driftBound : 0;
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound + paced;
+}
+
+/**
+ * The owner index lag the health check allows for: DynamoDB documents that a change reaches a
+ * global secondary index within a fraction of a second under normal conditions. A longer lag
+ * is what the orphaned-tasks alarm is for.
+ */
+export const typicalIndexLagMs = 1000;
+
+/** How long the health check watches before it calls a task orphaned: the failover bound at a typical index lag. */
+export function healthWindowMs(c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'>): number {
+  return failoverBoundMs(c, 0, typicalIndexLagMs);
 }
 
 /** How many passes after a declaration its declarer looks again at the dead node's tasks. */

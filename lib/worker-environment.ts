@@ -11,6 +11,7 @@ import type { KeeperOptions } from './config.js';
  * | `KEEPER_PERIOD_MS`, `KEEPER_STALE_TICKS`, `KEEPER_DRIFT_BOUND`, `KEEPER_FENCE_MS` | the protocol settings |
  * | `KEEPER_CAPACITY`, `KEEPER_INBOX_POLL_MS` | most tasks per node; inbox polling |
  * | `KEEPER_LEAVE_TIMEOUT_MS` | how long a graceful leave waits for handlers that ignore their signal |
+ * | `KEEPER_MOVE_WRITE_UNITS_PER_SECOND` | write units per second this node's task moves may spend (0: no limit) |
  * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
  * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
  * | `KEEPER_METRICS` (`emf`/`off`) | publish metrics in Embedded Metric Format |
@@ -27,6 +28,7 @@ export const workerEnvironment = {
     KEEPER_CAPACITY: 'capacity',
     KEEPER_INBOX_POLL_MS: 'inboxPollMs',
     KEEPER_LEAVE_TIMEOUT_MS: 'leaveTimeoutMs',
+    KEEPER_MOVE_WRITE_UNITS_PER_SECOND: 'moveWriteUnitsPerSecond',
     KEEPER_DOORBELL_PORT: 'doorbellPort',
   },
   doorbellHost: 'KEEPER_DOORBELL_HOST',

@@ -173,6 +173,54 @@ describe('per-partition throttling', () => {
   });
 });
 
+describe('a write-unit budget for moves', () => {
+  it('paces a takeover: no node\'s moves spend more than a second\'s budget beyond its rate, and every task still moves', async () => {
+    const t = await freshTable('budget');
+    cleanup.push(() => t.drop());
+    const tasks = Array.from({ length: 48 }, (_, i) => `job-${i}`);
+    for (const id of tasks) await t.store().createTask({ id, type: 'demo', payload: null }, 'now');
+    await t.store().bumpCluster('tasks');
+    const perSecond = 12;
+    const spent = new Map<string, Array<{ at: number; units: number }>>();
+    // Each node's moves as it sends them: a transaction costs two units per (small) item.
+    const recording = (id: string) =>
+      new Proxy(t.store({ requestTimeoutMs: 1000 }), {
+        get(target, key, receiver) {
+          const value = Reflect.get(target, key, receiver) as unknown;
+          if (typeof value !== 'function') return value;
+          const fn = (value as (...a: unknown[]) => unknown).bind(target);
+          if (key !== 'moveTask' && key !== 'moveTasks') return fn;
+          return (...args: unknown[]) => {
+            const units = key === 'moveTasks' ? 2 * (args[0] as unknown[]).length : 1;
+            spent.set(id, [...(spent.get(id) ?? []), { at: performance.now(), units }]);
+            return fn(...args);
+          };
+        },
+      });
+    const ledger = new Ledger();
+    const nodes = ['a', 'b', 'c'].map((id) => makeWorker({ id, store: recording(id), options: { moveWriteUnitsPerSecond: perSecond } }, ledger));
+    cleanup.push(() => Promise.all(nodes.map((w) => w.kill())));
+    await Promise.all(nodes.map((w) => w.start()));
+    await waitFor('every task running once', () => tasks.every((task) => ledger.runners(task).length === 1), 30_000);
+    const victim = nodes.reduce((most, w) => (w.runningTasks().length > most.runningTasks().length ? w : most));
+    const lost = victim.runningTasks();
+    await victim.kill();
+    await waitFor('the victim\'s tasks running elsewhere', () => lost.every((task) => ledger.runners(task).length === 1 && ledger.runners(task)[0] !== victim.id), 30_000);
+    ledger.expectSafe();
+    for (const [id, moves] of spent) {
+      let total = 0;
+      for (const { at, units } of moves) {
+        total += units;
+        // What the budget allows by the time this move was sent: a second's worth at once, then
+        // its rate (5 ms of slack: Node's timers may fire a millisecond or so early).
+        expect(total, `node ${id}`).toBeLessThanOrEqual(perSecond + (perSecond * (at - moves[0]!.at + 5)) / 1000);
+      }
+    }
+    // The takeover did spend more than the burst, so the pacing was put to the test.
+    expect(Math.max(...[...spent.values()].map((moves) => moves.reduce((sum, m) => sum + m.units, 0)))).toBeGreaterThan(2 * perSecond);
+  }, 60_000);
+});
+
 describe('the heartbeat on connections of its own', () => {
   it('lands while every connection of the other client is held up (a takeover\'s burst)', async () => {
     const { t, proxy } = await setup();

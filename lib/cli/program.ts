@@ -136,6 +136,7 @@ export function buildProgram(): Command {
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
+    .option('--move-write-units-per-second <n>', 'DynamoDB write units this node\'s task moves may spend per second (default 0: no limit)', numArg('--move-write-units-per-second'))
     .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
     .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the ECS task\'s address, else the first non-internal IPv4)')
     .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
@@ -155,6 +156,7 @@ export function buildProgram(): Command {
         ['watchPeers', 'watchPeers'],
         ['inboxPollMs', 'inboxPollMs'],
         ['leaveTimeoutMs', 'leaveTimeoutMs'],
+        ['moveWriteUnitsPerSecond', 'moveWriteUnitsPerSecond'],
         ['doorbellPort', 'doorbellPort'],
         ['doorbellHost', 'doorbellHost'],
         ['takeover', 'takeover'],

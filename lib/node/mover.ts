@@ -156,6 +156,7 @@ export class Mover {
     await Promise.all([
       forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
         let failure: unknown;
+        await this.moves.pace(chunk, true);
         let landed = await this.node.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           failure = error;
           return false;

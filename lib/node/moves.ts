@@ -1,3 +1,4 @@
+import { sleep, type Clock } from '../clock.js';
 import { batchMoveSize } from '../config.js';
 import { AmbiguousWriteError, type TaskHead, type TaskItem, type TaskOwnership } from '../store/store.js';
 import type { NodeContext } from './context.js';
@@ -22,11 +23,23 @@ export interface Destination {
 export class Moves {
   /** Our own tasks whose move away had an unknown outcome, with the ownership that move expected. */
   private readonly unsettled = new Map<string, TaskOwnership>();
+  private readonly budget: WriteBudget;
 
   constructor(
     private readonly node: NodeContext,
     private readonly hooks: MovesHooks,
-  ) {}
+  ) {
+    this.budget = new WriteBudget(node.clock, node.config.moveWriteUnitsPerSecond);
+  }
+
+  /**
+   * Waits until the write units of moving `tasks` may be spent (moveWriteUnitsPerSecond),
+   * twice over for a transaction, which DynamoDB bills as two writes per item.
+   */
+  pace(tasks: readonly TaskHead[], transaction = false): Promise<void> {
+    const units = tasks.reduce((sum, task) => sum + writeUnits(task), 0);
+    return this.budget.spend(transaction ? 2 * units : units);
+  }
 
   /** The ownership an unsettled move of this task expected, if one is pending. */
   pending(id: string): TaskOwnership | undefined {
@@ -51,6 +64,7 @@ export class Moves {
   async move(task: TaskHead, to: Destination, unsure?: () => void): Promise<TaskItem | undefined> {
     const { node } = this;
     try {
+      await this.pace([task]);
       return await node.store.moveTask(task.id, task, to);
     } catch (error) {
       if (!(error instanceof AmbiguousWriteError)) throw error;
@@ -85,6 +99,7 @@ export class Moves {
     const expected = this.unsettled.get(id);
     if (!expected) return node.store.getTask(id).catch(() => undefined);
     try {
+      await this.budget.spend(1);
       const kept = await node.store.moveTask(id, expected, { owner: node.id, ownerInc: node.inc() });
       if (kept) {
         this.unsettled.delete(id);
@@ -116,6 +131,38 @@ export async function forEachLimit<T>(items: readonly T[], limit: number, fn: (i
     while (next < items.length) await fn(items[next++]!);
   });
   await Promise.all(lanes);
+}
+
+/** DynamoDB's write units for writing one task item: one per started KB. */
+function writeUnits(task: TaskHead): number {
+  return Math.max(1, Math.ceil((task.itemBytes ?? unknownItemBytes) / 1024));
+}
+
+/**
+ * A budget of write units per second on this node's clock, a second's worth at once. A spend
+ * beyond it runs into debt and waits until the debt is paid off at the budget's rate, so
+ * concurrent movers are spaced in the order they asked, and nobody waits when there is none.
+ */
+class WriteBudget {
+  private balance: number;
+  private at: number;
+
+  constructor(
+    private readonly clock: Clock,
+    private readonly perSecond: number,
+  ) {
+    this.balance = perSecond;
+    this.at = clock.now();
+  }
+
+  async spend(units: number): Promise<void> {
+    if (!(this.perSecond > 0)) return;
+    const now = this.clock.now();
+    this.balance = Math.min(this.perSecond, this.balance + ((now - this.at) * this.perSecond) / 1000);
+    this.at = now;
+    this.balance -= units;
+    if (this.balance < 0) await sleep(this.clock, (-this.balance * 1000) / this.perSecond);
+  }
 }
 
 /** Bytes of task items one batch move may carry: DynamoDB allows 4 MB per transaction, this leaves room for the encoding. */
