@@ -4,7 +4,7 @@ import middy from '@middy/core';
 import type { Context, ScheduledEvent } from 'aws-lambda';
 import { TaskAdmin } from '../lib/admin.js';
 import { sleep, systemClock, type Clock } from '../lib/clock.js';
-import { failoverBoundMs, type KeeperConfig } from '../lib/config.js';
+import { healthWindowMs, type KeeperConfig } from '../lib/config.js';
 import { metricNames, metricsNamespace } from '../lib/metrics.js';
 import type { Store, TaskItem } from '../lib/store/store.js';
 import { configFromEnv, storeFromEnv } from './environment.js';
@@ -37,7 +37,7 @@ export interface ClusterHealth {
 
 export interface HealthCheckOptions {
   store: Store;
-  /** The workers' protocol settings: the window is their failover bound. */
+  /** The workers' protocol settings: the window is their failover bound, index lag included (healthWindowMs). */
   config: KeeperConfig;
   clock?: Clock;
   /** Wall clock, only to age tasks by their createdAt. */
@@ -51,7 +51,7 @@ export async function checkHealth(options: HealthCheckOptions): Promise<ClusterH
   const clock = options.clock ?? systemClock;
   const now = options.now ?? (() => new Date());
   const startedAt = clock.now();
-  const deadline = startedAt + failoverBoundMs(config);
+  const deadline = startedAt + healthWindowMs(config);
 
   const { nodes, tasks } = await new TaskAdmin(store).status();
   const firstSeen = new Map(nodes.filter((n) => n.state === 'alive').map((n) => [n.id, n]));

@@ -11,6 +11,7 @@ export {
   resolveConfig,
   ConfigError,
   failoverBoundMs,
+  healthWindowMs,
   earliestDeclarationMs,
   latestSelfStopMs,
   minimumStaleTicks,

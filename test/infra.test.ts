@@ -9,7 +9,7 @@ import * as ecs from 'aws-cdk-lib/aws-ecs';
 import { AwsSolutionsChecks } from 'cdk-nag';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { TaskAdmin } from '../lib/admin.js';
-import { ConfigError, failoverBoundMs, resolveConfig } from '../lib/config.js';
+import { ConfigError, failoverBoundMs, healthWindowMs, resolveConfig } from '../lib/config.js';
 import { metricNames } from '../lib/metrics.js';
 import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
@@ -261,8 +261,10 @@ describe('task API', () => {
     });
     const [, fn] = ofType('AWS::Lambda::Function').find(([id]) => id === health)!;
     expect(fn.Properties['Environment']['Variables']).toMatchObject({ KEEPER_PERIOD_MS: '1000', KEEPER_STALE_TICKS: '4', KEEPER_DRIFT_BOUND: '1.05', POWERTOOLS_SERVICE_NAME: { Ref: tableRef() } });
-    // Long enough to watch counters for a failover bound (7.55 s at P = 1 s), then read the orphans.
-    expect(fn.Properties['Timeout']).toBe(Math.ceil(failoverBoundMs(resolveConfig({ periodMs: 1000 })) / 1000) + 30);
+    // Long enough to watch counters for a failover bound at a typical index lag (9.65 s at
+    // P = 1 s: 7.55 s, and the declarer's look two periods later), then read the orphans.
+    expect(healthWindowMs(resolveConfig({ periodMs: 1000 }))).toBeCloseTo(failoverBoundMs(resolveConfig({ periodMs: 1000 })) + 2 * 1000 * 1.05);
+    expect(fn.Properties['Timeout']).toBe(Math.ceil(healthWindowMs(resolveConfig({ periodMs: 1000 })) / 1000) + 30);
   });
 });
 

@@ -14,7 +14,7 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { ConfigError, failoverBoundMs, resolveConfig, type KeeperConfig } from '../config.js';
+import { ConfigError, healthWindowMs, resolveConfig, type KeeperConfig } from '../config.js';
 import { metricsNamespace } from '../metrics.js';
 import { KeeperFunction } from './lambda.js';
 import { KeeperMonitoring, type AlarmSettings } from './monitoring.js';
@@ -109,11 +109,11 @@ export function checkClusterProps(props: KeeperClusterProps): Settings {
     if (error instanceof ConfigError) return refuse(error.message);
     throw error;
   }
-  // The health check watches counters for up to one failover bound, then reads the orphans.
-  const healthSeconds = Math.ceil(failoverBoundMs(protocol) / 1000) + 30;
+  // The health check watches counters for up to one failover bound (index lag included), then reads the orphans.
+  const healthSeconds = Math.ceil(healthWindowMs(protocol) / 1000) + 30;
   if (healthSeconds > lambdaMaxTimeoutSeconds) {
     refuse(
-      `periodMs ${protocol.periodMs} with staleTicks ${protocol.staleTicks} makes the failover bound ${Math.round(failoverBoundMs(protocol) / 1000)} s, ` +
+      `periodMs ${protocol.periodMs} with staleTicks ${protocol.staleTicks} makes the failover bound ${Math.round(healthWindowMs(protocol) / 1000)} s, ` +
         `too long for the health check to watch within one Lambda run (${lambdaMaxTimeoutSeconds} s); use a shorter period`,
     );
   }
