@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { APIGatewayProxyEventV2, APIGatewayProxyStructuredResultV2, Context, ScheduledEvent } from 'aws-lambda';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { InvalidInputError, TaskAdmin, TaskNotFoundError } from '../lib/admin.js';
-import { resolveConfig } from '../lib/config.js';
+import { healthWindowMs, resolveConfig } from '../lib/config.js';
 import { limits } from '../lib/store/items.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, waitFor } from './support/cluster.js';
@@ -446,8 +446,10 @@ describe('health function', () => {
     expect(figures).toMatchObject({ liveNodes: 0, staleNodes: 2, orphanedTasks: 3 });
     expect(figures.oldestOrphanedTaskAgeSeconds).toBeGreaterThanOrEqual(3600);
     expect(figures.oldestOrphanedTaskAgeSeconds).toBeLessThan(3700);
-    // It waited the failover bound before calling them dead, no longer than a second past it.
-    const bound = 40 + 7 * periodMs * 1.05;
+    // It waited the failover bound (with the index lag it allows for) before calling them
+    // dead, no longer than a second past it.
+    const bound = healthWindowMs(resolveConfig({ periodMs }));
+    expect(bound).toBeCloseTo(40 + 7 * periodMs * 1.05 + 6 * periodMs * 1.05); // 1 s of lag: the look 6 periods later
     expect(figures.watchedMs).toBeGreaterThanOrEqual(bound - 5);
     expect(figures.watchedMs).toBeLessThan(bound + 1000);
     expect(published('LiveNodes')).toBe(0);
