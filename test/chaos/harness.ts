@@ -558,7 +558,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
               note(
                 `network errors on ${targets.map((i) => i.name).join(', ')}: throttle ${f.rates.throttle}, 5xx ${f.rates.error500}, lost replies ${f.rates.dropReply}; ` +
                   `cloud: ${f.cloud.unprocessedShare} of batch keys unprocessed, ${f.cloud.partitionWriteUnits} WCU/s on each of ${f.cloud.partitions} partitions, ` +
-                  `index lag ${f.cloud.indexLagMs} ms, lost transactions in progress ${f.cloud.transactionInProgressMs} ms`,
+                  `index lag ${f.cloud.indexLagMs} ms, lost transactions in progress ${f.cloud.transactionInProgressMs} ms, ` +
+                  `${f.cloud.slowShare} of requests held up to ${f.cloud.slowMs} ms`,
               );
             },
           },

@@ -51,7 +51,7 @@ export type PlannedFault =
       durationMs: number;
       rates: NetRates;
       /** What Amazon DynamoDB does on top, for these slots meanwhile: index lag, partial batch reads, per-partition throttling, lost transactions in progress. */
-      cloud: Required<Pick<CloudSettings, 'unprocessedShare' | 'partitionWriteUnits' | 'partitions' | 'indexLagMs' | 'transactionInProgressMs'>>;
+      cloud: Required<Pick<CloudSettings, 'unprocessedShare' | 'partitionWriteUnits' | 'partitions' | 'indexLagMs' | 'transactionInProgressMs' | 'slowShare' | 'slowMs'>>;
     }
   | { id: number; kind: 'outage'; atMs: number; downMs: number };
 
@@ -173,6 +173,9 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
       partitions: rng.int(2, 8),
       indexLagMs: Math.round(rng.between(100, 2000)),
       transactionInProgressMs: Math.round(rng.between(200, 2000)),
+      // The latency tail: a few requests in a hundred held up to a second, many past the timeout.
+      slowShare: round3(rng.between(0.01, 0.05)),
+      slowMs: Math.round(rng.between(200, 1000)),
     };
     const netSize = rng.int(1, workers);
     const slotDraw = rng.next();

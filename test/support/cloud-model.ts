@@ -32,6 +32,13 @@ export interface CloudSettings {
   indexLagMs?: number;
   /** Extra latency of each request, in ms. */
   latencyMs?: () => number;
+  /**
+   * DynamoDB's latency tail (a service-side pause, a retried storage node): this share of
+   * requests is held up to `slowMs` before it reaches the table, some past the client's
+   * timeout, whose write then lands after the client gave up on it. Used unless `latencyMs` is.
+   */
+  slowShare?: number;
+  slowMs?: number;
 }
 
 export interface CloudStats {
@@ -97,7 +104,9 @@ export class CloudModel {
   ) {}
 
   latency(): number {
-    return this.settings.latencyMs?.() ?? 0;
+    const { latencyMs, slowShare = 0, slowMs = 0 } = this.settings;
+    if (latencyMs) return latencyMs();
+    return slowShare > 0 && this.random() < slowShare ? this.random() * slowMs : 0;
   }
 
   judge(operation: string, raw: string): Verdict {

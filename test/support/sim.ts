@@ -139,7 +139,8 @@ const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeft', 'rem
  * A node's view of the shared store through a simulated network: requests travel in virtual
  * time, are applied to the one shared MemoryStore, and replies travel back on the node's own
  * clock (so a paused node handles them only after it resumes). Partitions drop requests;
- * lost replies make a write that was applied look like a timeout.
+ * lost replies make a write that was applied look like a timeout, and so does a reply that
+ * arrives after the timeout on the node's clock (DynamoStore's LateReplyError).
  */
 export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, net: NetworkConditions): Store {
   const travel = (ms: number, onClock: Clock | VirtualTime) =>
@@ -153,6 +154,7 @@ export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, 
       if (typeof original !== 'function') return original;
       return async (...args: unknown[]) => {
         const sentAt = time.now;
+        const sentOnClock = clock.now();
         if (net.partitioned()) {
           await travel(net.timeoutMs, time);
           throw new StoreUnavailableError(`${String(prop)}: request timed out (partition)`);
@@ -169,6 +171,12 @@ export function networkStore(shared: Store, time: VirtualTime, clock: SimClock, 
           throw new AmbiguousWriteError(`${String(prop)}: reply lost`);
         }
         await travel(net.latency(), clock);
+        // DynamoStore measures each reply on arrival, on the node's clock: one that came after
+        // the timeout (a slow network, or a node paused while it travelled) is not used.
+        if (clock.now() - sentOnClock > net.timeoutMs) {
+          if (writes.has(String(prop))) throw new AmbiguousWriteError(`${String(prop)}: reply after the timeout`);
+          throw new StoreUnavailableError(`${String(prop)}: reply after the timeout`);
+        }
         return result;
       };
     },

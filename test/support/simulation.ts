@@ -107,7 +107,9 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     const clock = new SimClock(time, rate(), (rnd() * 2 - 1) * 36_000_000);
     const proc: Proc = { id, clock, worker: undefined as unknown as Worker, partitionedUntil: -1, dead: false };
     const store = networkStore(shared, time, clock, {
-      latency: () => 1 + rnd() * 20,
+      // Mostly a few ms; in the fault window one message in a hundred is slow, some past the
+      // request timeout (DynamoDB's latency tail).
+      latency: () => (time.now < faultWindowEnd && rnd() < 0.01 ? rnd() * 2 * config.requestTimeoutMs : 1 + rnd() * 20),
       partitioned: () => time.now < proc.partitionedUntil,
       // Network faults end with the fault window: after it the cluster must settle.
       lostReply: () => (time.now < faultWindowEnd ? 0.01 : 0),
