@@ -225,6 +225,15 @@ describe('chaos checker', () => {
     const zombieLine = clean().log('w1.1', 8, 'this incarnation was declared dead; stopping every task and rejoining', { node: 'w1.1', declaredBy: 'w2.1' });
     expect(count(await check(zombieLine))).toMatchObject({ falseTakeovers: 1 });
 
+    // A stall (a short SIGSTOP, a blocked event loop) is no reason, not even through the
+    // fence it caused; without a declaration it is no violation at all.
+    const stall = (run: ReturnType<typeof clean>) => run.fault(5, { type: 'stall', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(5.5, { type: 'unstall', fault: 1, instance: 'w1.1', node: 'w1.1' });
+    const stalled = stall(clean().log('w1.1', 6, 'lease expired; stopping all tasks until a heartbeat succeeds', { node: 'w1.1' }).log('w2.1', 8, 'declared peer dead', { node: 'w2.1', peer: 'w1.1', staleness: 6, counter: 10 }));
+    const s = await check(stalled);
+    expect(count(s)).toMatchObject({ falseTakeovers: 1 });
+    expect(s.violations.falseTakeovers[0]!.text).toMatch(/w1\.1 stalled from .* for 500 ms, which must not get it declared/);
+    expect(count(await check(stall(clean())))).toMatchObject({ falseTakeovers: 0, overlaps: 0, lostTasks: 0 });
+
     const deadInTable = clean();
     deadInTable.nodes[0]!['state'] = 'dead';
     expect(count(await check(deadInTable))).toMatchObject({ falseTakeovers: 1 });

@@ -24,8 +24,8 @@ export interface NetRates {
   dropReply: number;
 }
 
-export type FaultKind = 'kill' | 'pause' | 'partition' | 'clock' | 'outage' | 'net' | 'term';
-export const faultKinds: readonly FaultKind[] = ['kill', 'pause', 'partition', 'clock', 'outage', 'net', 'term'];
+export type FaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'clock' | 'outage' | 'net' | 'term';
+export const faultKinds: readonly FaultKind[] = ['kill', 'pause', 'stall', 'partition', 'clock', 'outage', 'net', 'term'];
 
 export type FaultRecord =
   | {
@@ -59,7 +59,7 @@ export type FaultRecord =
     }
   | { type: 'joined'; instance: string; node: string }
   | { type: 'ready' }
-  | { type: 'kill' | 'pause' | 'resume' | 'partition' | 'heal' | 'term'; fault: number; instance: string; node: string; plannedMs?: number }
+  | { type: 'kill' | 'pause' | 'resume' | 'stall' | 'unstall' | 'partition' | 'heal' | 'term'; fault: number; instance: string; node: string; plannedMs?: number }
   | { type: 'net-start'; fault: number; instances: string[]; rates: NetRates }
   | { type: 'net-end'; fault: number; instances: string[] }
   | { type: 'outage-start' | 'outage-end'; fault: number }

@@ -139,15 +139,27 @@ function stamp(): string {
 
 export function resolveChaosConfig(periodMs: number, requestTimeoutMs = defaultRequestTimeoutMs(periodMs)) {
   const config = resolveConfig({ periodMs, requestTimeoutMs, ...chaosProtocol });
-  return { config, boundMs: failoverBoundMs(config), earliestMs: earliestDeclarationMs(config) };
+  return { config, boundMs: failoverBoundMs(config), earliestMs: earliestDeclarationMs(config), stallMaxMs: stallMaxMs(config) };
+}
+
+/**
+ * The longest stall that must never get a node declared dead. Its last heartbeat before the
+ * stall, sent at s, may have landed although the stall held its reply past d: the node then
+ * sends the same value again after the stall (no change in the table), and the next value
+ * only a period after that reply, P - d later (Heartbeat). That value lands by
+ * s + S + (P + d) * f on a clock up to f slow, and no one may declare the node before
+ * s + earliestDeclarationMs. A tenth of a period of margin on top.
+ */
+function stallMaxMs(c: ReturnType<typeof resolveConfig>): number {
+  return earliestDeclarationMs(c) - (c.periodMs + c.requestTimeoutMs) * c.driftBound - c.periodMs / 10;
 }
 
 /** Plans the run without starting anything: the refusal of impossible schedules happens here. */
 export function planRun(options: ChaosOptions): Plan {
-  const { boundMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
+  const { boundMs, stallMaxMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
   return planSchedule(
     { seed: options.seed, workers: options.workers, seconds: options.seconds, ...(options.faults !== undefined ? { faultsPerKind: options.faults } : {}) },
-    { boundMs, driftBound: chaosProtocol.driftBound, storeRestartMs: storeRestartAllowanceMs },
+    { boundMs, driftBound: chaosProtocol.driftBound, storeRestartMs: storeRestartAllowanceMs, stallMaxMs },
   );
 }
 
@@ -513,6 +525,31 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
               target.proc.signal('SIGCONT');
               log.write({ type: 'resume', fault: f.id, instance: target.name, node: target.node });
               note(`SIGCONT ${target.name}`);
+            },
+          },
+        ];
+      }
+      case 'stall': {
+        // A short SIGSTOP: to the protocol, what a handler that blocks the event loop does
+        // (timers late, replies waiting in the socket). Unlike a pause it must never get the
+        // node declared dead, and the checker does not accept it as a reason.
+        let target: Instance | undefined;
+        return [
+          {
+            atMs: f.atMs,
+            run: () => {
+              target = victim(f.slot, 'stall');
+              if (!target || !target.proc.signal('SIGSTOP')) return;
+              log.write({ type: 'stall', fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
+              note(`stall ${target.name} for ${Math.round(f.durationMs)} ms`);
+            },
+          },
+          {
+            atMs: f.atMs + f.durationMs,
+            run: () => {
+              if (!target?.proc.paused) return;
+              target.proc.signal('SIGCONT');
+              log.write({ type: 'unstall', fault: f.id, instance: target.name, node: target.node });
             },
           },
         ];

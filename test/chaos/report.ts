@@ -36,6 +36,7 @@ const ruleNames: Record<keyof CheckResult['violations'], string> = {
 export const faultDescriptions: Record<string, string> = {
   kill: 'SIGKILL of a worker process; a new worker (fresh node id, or the victim\'s id) starts 0.2-1.2 bounds later',
   pause: 'SIGSTOP for 1.05-1.4 failover bounds, then SIGCONT (the zombie case)',
+  stall: 'SIGSTOP for 5-100 % of the longest stall after which the next heartbeat still lands before anyone may declare the node (earliest declaration - (P + d) * f: about 0.8 s at P = 1 s): what a handler that blocks the event loop does; the node may fence itself, but must never be declared dead',
   partition: 'the worker\'s proxy blackholes every request for 0.3-1.3 bounds; the worker keeps running',
   clock: 'a worker process started with its protocol clock hours off (either direction) and running at 1/f, f or in between',
   outage: 'DynamoDB Local stopped for 1.05-1.25 bounds, restarted on the same data directory and port',

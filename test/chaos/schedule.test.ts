@@ -5,12 +5,12 @@ import { parseChaosArgs, UsageError } from './options.js';
 import { planSchedule, ScheduleError, type PlannedFault } from './schedule.js';
 
 /** The fault schedule and the command line of `npm run chaos`, without running anything. */
-const timing = { boundMs: 7000, driftBound: 1.5, storeRestartMs: 6000 };
+const timing = { boundMs: 7000, driftBound: 1.5, storeRestartMs: 6000, stallMaxMs: 2500 };
 const root = join(import.meta.dirname, '..', '..');
 
 function busyInterval(f: PlannedFault): [number, number] | undefined {
   if (f.kind === 'kill' || f.kind === 'term') return [f.atMs, f.atMs + f.replaceAfterMs];
-  if (f.kind === 'pause' || f.kind === 'partition') return [f.atMs, f.atMs + f.durationMs];
+  if (f.kind === 'pause' || f.kind === 'stall' || f.kind === 'partition') return [f.atMs, f.atMs + f.durationMs];
   return undefined;
 }
 
@@ -21,15 +21,16 @@ describe('chaos schedule', () => {
     expect(planSchedule({ seed: 55, workers: 5, seconds: 160, faultsPerKind: 3 }, timing).faults).not.toEqual(a.faults);
   });
 
-  it('keeps its rules: N of each kind, a minority down at once, outages clear of every worker fault, pauses and outages beyond the bound', () => {
+  it('keeps its rules: N of each kind, a minority down at once, outages clear of every worker fault, pauses and outages beyond the bound, stalls within their limit', () => {
     for (const seed of [1, 2, 3, 54, 99]) {
       const plan = planSchedule({ seed, workers: 5, seconds: 400, faultsPerKind: 4 }, timing);
-      for (const kind of ['kill', 'pause', 'partition', 'term', 'net', 'outage']) expect(plan.faults.filter((f) => f.kind === kind)).toHaveLength(4);
+      for (const kind of ['kill', 'pause', 'stall', 'partition', 'term', 'net', 'outage']) expect(plan.faults.filter((f) => f.kind === kind)).toHaveLength(4);
       expect(plan.clocks.slice(0, 4).every((c) => c.rate !== 1 && Math.abs(c.offsetMs) >= 3_600_000)).toBe(true);
       expect(plan.clocks.every((c) => c.rate <= 1.5 + 1e-9 && c.rate >= 1 / 1.5 - 1e-9)).toBe(true);
       expect(plan.maxDown).toBe(2);
       for (const f of plan.faults) {
         if (f.kind === 'pause') expect(f.durationMs).toBeGreaterThan(timing.boundMs);
+        if (f.kind === 'stall') expect(f.durationMs).toBeLessThanOrEqual(timing.stallMaxMs);
         if (f.kind === 'outage') expect(f.downMs).toBeGreaterThan(timing.boundMs);
         const busy = busyInterval(f);
         if (!busy) continue;

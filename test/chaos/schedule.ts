@@ -24,12 +24,17 @@ export interface ScheduleTiming {
   driftBound: number;
   /** How long a restart of DynamoDB Local may take (planned for, not measured). */
   storeRestartMs: number;
+  /**
+   * The longest stall (a short SIGSTOP: what a handler that blocks the event loop does to a
+   * node) after which the node's next heartbeat still lands before anyone may declare it dead.
+   */
+  stallMaxMs: number;
 }
 
-export type WorkerFaultKind = 'kill' | 'pause' | 'partition' | 'term';
-export const workerFaultKinds: readonly WorkerFaultKind[] = ['kill', 'pause', 'partition', 'term'];
+export type WorkerFaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'term';
+export const workerFaultKinds: readonly WorkerFaultKind[] = ['kill', 'pause', 'stall', 'partition', 'term'];
 type TimedKind = Exclude<FaultKind, 'clock'>;
-const timedKinds: readonly TimedKind[] = ['kill', 'pause', 'partition', 'term', 'net', 'outage'];
+const timedKinds: readonly TimedKind[] = ['kill', 'pause', 'stall', 'partition', 'term', 'net', 'outage'];
 
 export type PlannedFault =
   | {
@@ -42,7 +47,7 @@ export type PlannedFault =
       /** The replacement takes the victim's node id (the id-reuse path) instead of a fresh one. */
       reuseId: boolean;
     }
-  | { id: number; kind: 'pause' | 'partition'; atMs: number; slot: number; durationMs: number }
+  | { id: number; kind: 'pause' | 'stall' | 'partition'; atMs: number; slot: number; durationMs: number }
   | {
       id: number;
       kind: 'net';
@@ -162,6 +167,7 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
     const replaceAfterMs = rng.between(0.2, 1.2) * B;
     const reuseId = rng.chance(0.5);
     const pauseMs = rng.between(1.05, 1.4) * B; // longer than the bound: the zombie case
+    const stallMs = Math.max(10, rng.between(0.05, 1) * timing.stallMaxMs); // short: a blocked event loop, never a reason to declare
     const partitionMs = rng.between(0.3, 1.3) * B; // some heal before detection, most after
     const netMs = rng.between(0.5, 1.5) * B;
     const downMs = rng.between(1.05, 1.25) * B;
@@ -215,7 +221,8 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
       lastEffect = Math.max(lastEffect, t + netMs);
       continue;
     }
-    const busyMs = (kind === 'kill' || kind === 'term' ? replaceAfterMs : kind === 'pause' ? pauseMs : partitionMs) + joinAllowanceMs;
+    const durationMs = kind === 'pause' ? pauseMs : kind === 'stall' ? stallMs : partitionMs;
+    const busyMs = (kind === 'kill' || kind === 'term' ? replaceAfterMs : durationMs) + joinAllowanceMs;
     const effectMs = Math.max(busyMs, kind === 'term' ? 3000 : B + 1000);
     const freeSlots = (t: number) => {
       const b = { start: t, end: t + busyMs };
@@ -239,7 +246,7 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
     effects.push({ start: t, end: t + effectMs });
     lastEffect = Math.max(lastEffect, t + effectMs);
     const f: PlannedFault =
-      kind === 'kill' || kind === 'term' ? { id, kind, atMs: t, slot, replaceAfterMs, reuseId } : { id, kind, atMs: t, slot, durationMs: kind === 'pause' ? pauseMs : partitionMs };
+      kind === 'kill' || kind === 'term' ? { id, kind, atMs: t, slot, replaceAfterMs, reuseId } : { id, kind, atMs: t, slot, durationMs };
     faults.push(f);
     effectOf.set(f, effectMs);
   }

@@ -10,6 +10,7 @@ const colors = {
   kill: '#d62728',
   term: '#2ca02c',
   pause: '#ff7f0e',
+  stall: '#ffbb78',
   partition: '#9467bd',
   net: '#bcbd22',
   outage: '#7f7f7f',
@@ -97,7 +98,7 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
     const y0 = laneTop(f.slot);
     const a = x(f.fromMs);
     const tip = `<title>${esc(`${f.label} at ${(f.fromMs / 1000).toFixed(1)} s${f.toMs !== undefined ? ` until ${(f.toMs / 1000).toFixed(1)} s` : ''}`)}</title>`;
-    if (f.kind === 'pause' || f.kind === 'partition') {
+    if (f.kind === 'pause' || f.kind === 'stall' || f.kind === 'partition') {
       const b = x(f.toMs ?? endMs);
       out.push(`<rect x="${a.toFixed(1)}" y="${y0 + 5}" width="${Math.max(1, b - a).toFixed(1)}" height="${laneH - 5}" fill="${colors[f.kind]}" opacity="0.3">${tip}</rect>`);
     } else if (f.kind === 'net') {
@@ -131,6 +132,7 @@ export function renderTimelineSvg(model: TimelineModel, title: string): string {
     ['line', colors.kill, 'SIGKILL'],
     ['line', colors.term, 'SIGTERM (leave)'],
     ['rect', colors.pause, 'SIGSTOP .. SIGCONT'],
+    ['rect', colors.stall, 'stall (short SIGSTOP)'],
     ['rect', colors.partition, 'partition'],
     ['rect', colors.net, 'throttle / 5xx / lost replies'],
     ['rect', colors.outage, 'store outage'],

@@ -3,7 +3,7 @@ import { measureOutside, union, type Interval } from './time-axis.js';
 
 /**
  * When the cluster could act: the store up and at least one live worker, i.e. one that
- * runs, is neither paused nor partitioned, and by its own log holds a valid lease. When
+ * runs, is neither paused, stalled nor partitioned, and by its own log holds a valid lease. When
  * every worker has fenced itself with the store up (the store answers too slowly for the
  * request timeout on this machine: a brown-out), no protocol can run tasks; that time is
  * reported, and not counted against lost tasks or takeover times.
@@ -24,7 +24,7 @@ export function availability(instances: Iterable<InstanceBeingRead>, outages: re
     const to = i.end ?? Number.POSITIVE_INFINITY;
     if (from >= to) continue;
     events.push({ t: from, d: +1 }, { t: to, d: -1 });
-    for (const x of union([...i.pauses, ...i.partitions, ...i.fenced])) {
+    for (const x of union([...i.pauses, ...i.stalls, ...i.partitions, ...i.fenced])) {
       const a = Math.max(x.a, from);
       const b = Math.min(x.b, to);
       if (b > a) events.push({ t: a, d: -1 }, { t: b, d: +1 });

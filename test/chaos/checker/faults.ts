@@ -21,6 +21,8 @@ export interface Instance {
   readonly auditPath: string;
   readonly stderrPath: string;
   readonly pauses: readonly Interval[];
+  /** Short SIGSTOPs (a blocked event loop): never a reason to declare the node dead. */
+  readonly stalls: readonly Interval[];
   readonly partitions: readonly Interval[];
   readonly kill: number | undefined;
   readonly term: number | undefined;
@@ -48,7 +50,7 @@ export interface Failure {
 export type FaultSpan =
   | { readonly kind: 'clock'; readonly instance: string; readonly slot: string; readonly at: number; readonly rate: number; readonly offsetMs: number }
   | { readonly kind: 'kill' | 'term'; readonly instance: string; readonly slot: string; readonly at: number }
-  | { readonly kind: 'pause' | 'partition'; readonly instance: string; readonly slot: string; readonly from: number; readonly to: number }
+  | { readonly kind: 'pause' | 'stall' | 'partition'; readonly instance: string; readonly slot: string; readonly from: number; readonly to: number }
   | { readonly kind: 'net'; readonly instance: string; readonly slot: string | undefined; readonly from: number; readonly to: number }
   | { readonly kind: 'outage'; readonly from: number; readonly to: number };
 
@@ -57,8 +59,9 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
   const instances = new Map<string, InstanceBeingRead>();
   const outages: Interval[] = [];
   const spans: FaultSpan[] = [];
-  const counts: Record<string, number> = { kill: 0, pause: 0, partition: 0, clock: 0, outage: 0, net: 0, term: 0 };
+  const counts: Record<string, number> = { kill: 0, pause: 0, stall: 0, partition: 0, clock: 0, outage: 0, net: 0, term: 0 };
   const openPause = new Map<string, number>();
+  const openStall = new Map<string, number>();
   const openPartition = new Map<string, number>();
   const openNet = new Map<number, { at: number; instances: string[] }>();
   let openOutage: number | undefined;
@@ -84,6 +87,7 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
           auditPath: join(dir, r.audit),
           stderrPath: join(dir, r.stderr),
           pauses: [],
+          stalls: [],
           partitions: [],
           kill: undefined,
           term: undefined,
@@ -128,6 +132,19 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
         const i = instances.get(r.instance)!;
         i.pauses.push({ a, b: t });
         spans.push({ kind: 'pause', instance: r.instance, slot: i.slot, from: a, to: t });
+        break;
+      }
+      // Not a failure: a stall must cost the node nothing, and no takeover is owed.
+      case 'stall':
+        openStall.set(r.instance, t);
+        counts['stall']! += 1;
+        break;
+      case 'unstall': {
+        const a = openStall.get(r.instance)!;
+        openStall.delete(r.instance);
+        const i = instances.get(r.instance)!;
+        i.stalls.push({ a, b: t });
+        spans.push({ kind: 'stall', instance: r.instance, slot: i.slot, from: a, to: t });
         break;
       }
       case 'partition':
@@ -199,6 +216,7 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
   }
   // Faults still open at the end of the log (the run ended or was interrupted).
   for (const [name, a] of openPause) instances.get(name)!.pauses.push({ a, b: Number.POSITIVE_INFINITY });
+  for (const [name, a] of openStall) instances.get(name)!.stalls.push({ a, b: Number.POSITIVE_INFINITY });
   for (const [name, a] of openPartition) instances.get(name)!.partitions.push({ a, b: Number.POSITIVE_INFINITY });
   if (openOutage !== undefined) outages.push({ a: openOutage, b: Number.POSITIVE_INFINITY });
   return { instances, outages, spans, counts, skipped, store, proxies, failures };

@@ -30,6 +30,8 @@ function faultMark(f: FaultSpan): TimelineModel['faults'][number] {
       return { kind: f.kind, slot: f.slot, fromMs: ms(f.at), label: `${f.kind === 'kill' ? 'SIGKILL' : 'SIGTERM'} ${f.instance}` };
     case 'pause':
       return { kind: 'pause', slot: f.slot, fromMs: ms(f.from), toMs: ms(f.to), label: `SIGSTOP ${f.instance}` };
+    case 'stall':
+      return { kind: 'stall', slot: f.slot, fromMs: ms(f.from), toMs: ms(f.to), label: `stall ${f.instance}` };
     case 'partition':
       return { kind: 'partition', slot: f.slot, fromMs: ms(f.from), toMs: ms(f.to), label: `partition ${f.instance}` };
     case 'net':

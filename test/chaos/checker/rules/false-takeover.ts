@@ -25,6 +25,9 @@ export function checkDeclarations(model: RunModel): Declarations {
    *  - paused or partitioned at some time in [t - duration, t], or the fault ended less than
    *    one failover bound before t (its next heartbeat may lose the race with a declaration
    *    that was already under way);
+   *  A stall is not on this list: a SIGSTOP short enough that the node's next heartbeat lands
+   *  before anyone may declare it (what a handler that blocks the event loop does) must cost
+   *  it nothing but its lease for a while.
    *  - running with a clock outside the drift bound (the harness does not do this, but a
    *    slower clock than promised is a legitimate reason).
    * A store outage alone excuses nothing. While the store is down no write lands, so no
@@ -56,16 +59,24 @@ export function checkDeclarations(model: RunModel): Declarations {
     return undefined;
   };
 
+  /** A stall of the node within one bound before t: its effects (a fence) are over by then. */
+  const stalledBefore = (peer: string, t: number): string => {
+    const stall = (byNode.get(peer) ?? []).flatMap((i) => i.stalls.map((x) => ({ i, x }))).find(({ x }) => x.a <= t && x.b >= t - B);
+    return stall ? ` (${stall.i.name} stalled from ${fmt(stall.x.a)} for ${ms(stall.x.b - stall.x.a).toFixed(0)} ms, which must not get it declared)` : '';
+  };
   /**
    * A declaration without a fault of the node's own is still not a false takeover if the
    * node itself says it could not renew its lease at the time (it had fenced itself: the
    * store was too slow for it, or its process was starved), provided no store outage ended in
    * the last (K-1)P/f + Pf before: a node cut off only by an outage must come back unharmed.
-   * These are counted apart, so a brown-out on this machine shows up as such.
+   * These are counted apart, so a brown-out on this machine shows up as such. Nor after a
+   * stall of the node within a bound: a stall long enough to fence it is still too short to
+   * get it declared, and the fence it caused excuses nothing.
    */
   const selfFenced = (peer: string, t: number): string | undefined => {
     const lookBack = (run.earliestDeclarationMs + s.periodMs * s.driftBound) * 1e6;
     if (outages.some((o) => o.a <= t && o.b >= t - lookBack)) return undefined;
+    if (stalledBefore(peer, t)) return undefined;
     for (const i of byNode.get(peer) ?? []) {
       const f = i.leaseLost.find((x) => x.a <= t && t <= x.b);
       if (f) return `${i.name} had fenced itself at ${fmt(f.a)} (could not renew its lease)`;
@@ -87,7 +98,7 @@ export function checkDeclarations(model: RunModel): Declarations {
       const inOutage = outages.find((o) => d.at >= o.a && d.at <= o.b + B);
       out.falseTakeovers.push({
         rule: 'false takeover',
-        text: `${d.by} (${d.source === 'log' ? d.instance : `seen in ${d.instance}'s log`}) declared ${d.peer} dead at ${fmt(d.at)}, but no instance of ${d.peer} was killed, paused, partitioned, gone or outside the drift bound then${inOutage ? ` (a store outage ran from ${fmt(inOutage.a)} to ${fmt(inOutage.b)})` : ''}`,
+        text: `${d.by} (${d.source === 'log' ? d.instance : `seen in ${d.instance}'s log`}) declared ${d.peer} dead at ${fmt(d.at)}, but no instance of ${d.peer} was killed, paused, partitioned, gone or outside the drift bound then${inOutage ? ` (a store outage ran from ${fmt(inOutage.a)} to ${fmt(inOutage.b)})` : ''}${stalledBefore(d.peer, d.at)}`,
       });
       continue;
     }
