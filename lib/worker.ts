@@ -112,7 +112,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.node = node;
     const leaseValid = () => this.leaseValid();
     const lookAgain = (passes: number) => this.handover.lookAgain(passes);
-    this.moves = new Moves(node, { lookAgain });
+    this.moves = new Moves(node, { lookAgain, landedWith: (owner, id) => void this.mover.tell(owner, [id]) });
     this.holdings = new Holdings(node, this.moves, { leaseValid });
     this.heartbeat = new Heartbeat(node, {
       taskCount: () => this.holdings.size,

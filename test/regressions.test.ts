@@ -1,4 +1,5 @@
 import { afterEach, describe, expect, it } from 'vitest';
+import type { KeeperOptions } from '../lib/config.js';
 import { MemoryStore } from '../lib/store/memory-store.js';
 import { AmbiguousWriteError, StoreUnavailableError, type MemberEntry, type Store, type TaskHead } from '../lib/store/store.js';
 import { NodeIdInUseError, Worker } from '../lib/worker.js';
@@ -28,8 +29,8 @@ function faulty(memory: MemoryStore, node: string, hook: Hook): Store {
   }) as Store;
 }
 
-function start(memory: MemoryStore, ledger: Ledger, hook: Hook, ids: string[]): Worker[] {
-  const started = ids.map((id) => new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs: 200, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
+function start(memory: MemoryStore, ledger: Ledger, hook: Hook, ids: string[], options: KeeperOptions = {}): Worker[] {
+  const started = ids.map((id) => new Worker({ doorbellHost: '127.0.0.1', nodeId: id, periodMs: 200, ...options, store: faulty(memory, id, hook) }).handle('demo', ledger.handler(id)));
   workers.push(...started);
   return started;
 }
@@ -301,6 +302,44 @@ describe('regressions found by the fault harness', () => {
       clearInterval(holder);
     }
   }, 20_000);
+});
+
+describe('found by the fault harness with the cloud model and stalls', () => {
+  it('a rebalancing move whose reply was lost, and whose first settling failed too, tells the node it landed with once it is settled', async () => {
+    const memory = new MemoryStore();
+    let lost: string | undefined;
+    let settleFails = false;
+    const hook: Hook = async (node, operation, call, args) => {
+      if (node === 'a' && operation === 'moveTask') {
+        const to = (args[2] as { owner: string | null }).owner;
+        // The move to b lands, and its reply is lost (a partition began)...
+        if (to === 'b' && lost === undefined) {
+          lost = String(args[0]);
+          await call();
+          settleFails = true;
+          throw new AmbiguousWriteError('moveTask: reply lost (injected)');
+        }
+        // ...and the settling that follows at once cannot reach the store either.
+        if (to === 'a' && settleFails) {
+          settleFails = false;
+          throw new StoreUnavailableError('moveTask: connect ECONNREFUSED (injected)');
+        }
+      }
+      return call();
+    };
+    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const ledger = new Ledger();
+    // No periodic reconcile in this test: b could learn of the task only by being told.
+    const [a] = start(memory, ledger, hook, ['a'], { resyncTicks: 10_000 });
+    await a!.start();
+    await waitFor('a runs every task', () => a!.runningTasks().length === 6);
+    const [b] = start(memory, ledger, hook, ['b'], { resyncTicks: 10_000 });
+    await b!.start();
+    await waitFor('a rebalancing move whose reply was lost', () => lost !== undefined);
+    expect((await memory.getTask(lost!))?.owner).toBe('b');
+    await waitFor('the task running on b', () => ledger.runners(lost!).includes('b'), 5000);
+    ledger.expectSafe();
+  });
 });
 
 describe('found by the model check (docs/model.md)', () => {

@@ -7,6 +7,8 @@ import type { NodeContext } from './context.js';
 export interface MovesHooks {
   /** A move to this node may have landed unseen: look at this node's own tasks at the next `passes` passes. */
   lookAgain(passes: number): void;
+  /** A move of ours whose reply never came did land, with `owner`: it was never told, and must be. */
+  landedWith(owner: string, id: string): void;
 }
 
 /** Where a task moves: an owner and its incarnation (null and 0: back to the pool). */
@@ -108,6 +110,10 @@ export class Moves {
       const now = await node.store.getTask(id);
       // Not where we expected it: the token moved on (or the task ended), so nothing of ours is pending.
       this.unsettled.delete(id);
+      // One step on, with another node: most likely our own move, whose request arrived but
+      // whose reply did not (a partition began). Nobody has told that node, which would
+      // otherwise find the task only at its periodic reconcile (the fault harness saw 13 s).
+      if (now && now.owner !== null && now.owner !== node.id && now.token === expected.token + 1) this.hooks.landedWith(now.owner, id);
       return now;
     } catch {
       return undefined; // still unknown; tried again next period
