@@ -1,3 +1,4 @@
+import { sleep } from '../../lib/clock.js';
 import { failoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/config.js';
 import { MemoryStore } from '../../lib/store/memory-store.js';
 import type { TaskContext } from '../../lib/tasks.js';
@@ -18,7 +19,11 @@ import { SimCloud } from './sim-cloud.js';
  *  - fencing tokens of a task never go down from one start to the next;
  * and at the end:
  *  - every crash that no other fault overlapped was fully taken over within the bound;
- *  - after the faults, every task runs on exactly one live node, and no task was lost.
+ *  - after the faults, every task runs on exactly one live node, and no task was lost;
+ *  - every finite task (some created during the faults) is done; none started again once
+ *    its outcome was in the table; and its side effect happened once, or again only after
+ *    the node that did it first was crashed, paused, partitioned or left before it could
+ *    record the outcome (at least once across such faults, as documented).
  */
 export interface ScheduleResult {
   seed: number;
@@ -28,6 +33,8 @@ export interface ScheduleResult {
   violations: string[];
   takeoversMs: number[];
   boundMs: number;
+  /** Finite tasks: how many, their side effects, and how many of those repeated one (after a fault of the node that did it first). */
+  finite: { tasks: number; effects: number; repeated: number };
   /** The cloud's behaviours (sim-cloud.ts), when the schedule ran with them. */
   cloud?: SimCloud['stats'] & { indexLagMs: number };
 }
@@ -46,6 +53,15 @@ interface Proc {
   worker: Worker;
   partitionedUntil: number;
   dead: boolean;
+  /** When a fault took it out (crash and leave: for good). */
+  troubles: Array<{ from: number; to: number }>;
+}
+
+/** A finite task's side effect: done by a run whose lease check passed when it finished. */
+interface Effect {
+  proc: Proc;
+  token: number;
+  at: number;
 }
 
 type FaultKind = 'crash' | 'pause' | 'partition' | 'leave';
@@ -105,7 +121,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
 
   const spawn = (id: string): Proc => {
     const clock = new SimClock(time, rate(), (rnd() * 2 - 1) * 36_000_000);
-    const proc: Proc = { id, clock, worker: undefined as unknown as Worker, partitionedUntil: -1, dead: false };
+    const proc: Proc = { id, clock, worker: undefined as unknown as Worker, partitionedUntil: -1, dead: false, troubles: [] };
     const store = networkStore(shared, time, clock, {
       // Mostly a few ms; in the fault window one message in a hundred is slow, some past the
       // request timeout (DynamoDB's latency tail).
@@ -142,12 +158,36 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
         return emit(event, ...args);
       }) as typeof worker.emit;
     }
-    worker.handle('demo', (ctx) => {
+    const begin = (ctx: TaskContext): Run => {
       const run: Run = { node: id, clock, task: ctx.task.id, token: ctx.token, ctx };
       const previous = lastToken.get(run.task) ?? -1;
       if (run.token < previous) violations.push(`t=${time.now}: ${run.task} started on ${id} with token ${run.token} after token ${previous}`);
       lastToken.set(run.task, Math.max(previous, run.token));
       active.add(run);
+      return run;
+    };
+    // A finite task: works for a while, then does its side effect if its lease still holds.
+    worker.handle(
+      'job',
+      async (ctx) => {
+        const run = begin(ctx);
+        void shared.getTask(run.task).then((t) => {
+          if (t?.state === 'done') violations.push(`t=${Math.round(time.now)}: ${run.task} (finite) started on ${id} after its outcome was recorded`);
+        });
+        try {
+          await sleep(clock, jobMs.get(run.task) ?? 1000, ctx.signal);
+          // Lease gone but not yet told: wait for the signal rather than count a failure.
+          if (!ctx.isValid()) await sleep(clock, Number.MAX_SAFE_INTEGER, ctx.signal);
+          effects.set(run.task, [...(effects.get(run.task) ?? []), { proc, token: run.token, at: time.now }]);
+          return { token: run.token };
+        } finally {
+          active.delete(run);
+        }
+      },
+      { mode: 'finite' },
+    );
+    worker.handle('demo', (ctx) => {
+      const run = begin(ctx);
       return new Promise<void>((resolve) =>
         ctx.signal.addEventListener('abort', () => {
           active.delete(run);
@@ -177,6 +217,19 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
   const taskIds = Array.from({ length: taskCount }, (_, i) => `task-${i}`);
   for (const id of taskIds) await shared.createTask({ id, type: 'demo', payload: null }, 'sim');
   await shared.bumpCluster('tasks');
+  // Finite tasks: a few from the start, the rest added while the faults happen.
+  const effects = new Map<string, Effect[]>();
+  const jobMs = new Map<string, number>();
+  const jobIds = Array.from({ length: 3 + Math.floor(rnd() * 6) }, (_, i) => `job-${i}`);
+  for (const [i, job] of jobIds.entries()) {
+    jobMs.set(job, 500 + rnd() * 3 * config.periodMs);
+    const add = async () => {
+      await shared.createTask({ id: job, type: 'job', payload: null }, 'sim');
+      await shared.bumpCluster('tasks');
+    };
+    if (i < 2) await add();
+    else time.schedule(warmup + rnd() * window, () => void add());
+  }
   for (let i = 0; i < nodeCount; i++) spawn(`n${i}`);
 
   // Fault schedule: after a warm-up, 1 to 4 faults spread over the fault window.
@@ -193,8 +246,10 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
       if (live.length <= 1) return;
       const victim = pick(live);
       faults.push(`${kind} ${victim.id} at ${Math.round(at)}${kind === 'pause' || kind === 'partition' ? ` for ${Math.round(duration)}` : ''}`);
+      victim.troubles.push({ from: time.now, to: kind === 'pause' || kind === 'partition' ? time.now + duration : Number.POSITIVE_INFINITY });
       if (kind === 'crash') {
-        crashes.push({ at: time.now, node: victim.id, tasks: victim.worker.runningTasks() });
+        // Timed takeovers are of the long-running tasks; a finite one may be done by then (checked at the end).
+        crashes.push({ at: time.now, node: victim.id, tasks: victim.worker.runningTasks().filter((t) => !jobMs.has(t)) });
         victim.dead = true;
         victim.clock.killed = true;
         void victim.worker.kill();
@@ -236,13 +291,24 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     const nodes = runners(task);
     if (nodes.size !== 1) violations.push(`end: ${task} runs on ${nodes.size} nodes`);
   }
+  for (const job of jobIds) {
+    const item = await shared.getTask(job);
+    if (item?.state !== 'done') violations.push(`end: finite ${job} is ${item?.state ?? 'missing'}, not done`);
+    const done = effects.get(job) ?? [];
+    for (let i = 1; i < done.length; i++) {
+      const [first, again] = [done[i - 1]!, done[i]!];
+      const excused = first.proc.troubles.some((x) => x.from <= again.at && x.to >= first.at);
+      if (!excused) violations.push(`finite ${job}: side effect on ${first.proc.id} at ${Math.round(first.at)} (token ${first.token}), again on ${again.proc.id} at ${Math.round(again.at)} (token ${again.token}), with no fault of ${first.proc.id} in between`);
+    }
+  }
   const stored = new Set<string>();
   for (let cursor: string | undefined, first = true; first || cursor; first = false) {
     const page = await shared.listTasks(1000, cursor);
     for (const t of page.items) stored.add(t.id);
     cursor = page.cursor;
   }
-  if (stored.size !== taskIds.length || taskIds.some((t) => !stored.has(t))) violations.push(`end: ${stored.size} tasks in the table, ${taskIds.length} created`);
+  const created = [...taskIds, ...jobIds];
+  if (stored.size !== created.length || created.some((t) => !stored.has(t))) violations.push(`end: ${stored.size} tasks in the table, ${created.length} created`);
 
   for (const p of procs) {
     p.clock.killed = true;
@@ -256,6 +322,7 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     violations,
     takeoversMs: crashes.filter((c) => c.recoveredAt !== undefined).map((c) => c.recoveredAt! - c.at),
     boundMs: bound,
+    finite: { tasks: jobIds.length, effects: [...effects.values()].reduce((n, e) => n + e.length, 0), repeated: [...effects.values()].reduce((n, e) => n + Math.max(0, e.length - 1), 0) },
     ...(cloud ? { cloud: { ...cloud.stats, indexLagMs: Math.round(indexLagMs) } } : {}),
   };
 }
