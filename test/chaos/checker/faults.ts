@@ -70,6 +70,15 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
   const proxies = { requests: 0, blackholed: 0, throttled: 0, errors500: 0, droppedReplies: 0 };
   const failures: Failure[] = [];
 
+  /** Ends a fault that lasts (a pause at its resume): on the instance, and on the timeline. */
+  const closeSpan = (open: Map<string, number>, kind: 'pause' | 'stall' | 'partition', instance: string, t: number, list: (i: InstanceBeingRead) => Interval[]) => {
+    const a = open.get(instance)!;
+    open.delete(instance);
+    const i = instances.get(instance)!;
+    list(i).push({ a, b: t });
+    spans.push({ kind, instance, slot: i.slot, from: a, to: t });
+  };
+
   for (const r of records) {
     const t = rel(r.mono_ns);
     switch (r.type) {
@@ -126,40 +135,25 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
         counts['pause']! += 1;
         failures.push({ kind: 'pause', instance: r.instance, at: t });
         break;
-      case 'resume': {
-        const a = openPause.get(r.instance)!;
-        openPause.delete(r.instance);
-        const i = instances.get(r.instance)!;
-        i.pauses.push({ a, b: t });
-        spans.push({ kind: 'pause', instance: r.instance, slot: i.slot, from: a, to: t });
+      case 'resume':
+        closeSpan(openPause, 'pause', r.instance, t, (i) => i.pauses);
         break;
-      }
       // Not a failure: a stall must cost the node nothing, and no takeover is owed.
       case 'stall':
         openStall.set(r.instance, t);
         counts['stall']! += 1;
         break;
-      case 'unstall': {
-        const a = openStall.get(r.instance)!;
-        openStall.delete(r.instance);
-        const i = instances.get(r.instance)!;
-        i.stalls.push({ a, b: t });
-        spans.push({ kind: 'stall', instance: r.instance, slot: i.slot, from: a, to: t });
+      case 'unstall':
+        closeSpan(openStall, 'stall', r.instance, t, (i) => i.stalls);
         break;
-      }
       case 'partition':
         openPartition.set(r.instance, t);
         counts['partition']! += 1;
         failures.push({ kind: 'partition', instance: r.instance, at: t });
         break;
-      case 'heal': {
-        const a = openPartition.get(r.instance)!;
-        openPartition.delete(r.instance);
-        const i = instances.get(r.instance)!;
-        i.partitions.push({ a, b: t });
-        spans.push({ kind: 'partition', instance: r.instance, slot: i.slot, from: a, to: t });
+      case 'heal':
+        closeSpan(openPartition, 'partition', r.instance, t, (i) => i.partitions);
         break;
-      }
       case 'net-start':
         openNet.set(r.fault, { at: t, instances: r.instances });
         counts['net']! += 1;
