@@ -506,42 +506,21 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
           },
         ];
       }
-      case 'pause': {
-        let target: Instance | undefined;
-        return [
-          {
-            atMs: f.atMs,
-            run: () => {
-              target = victim(f.slot, 'pause');
-              if (!target || !target.proc.signal('SIGSTOP')) return;
-              log.write({ type: 'pause', fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
-              note(`SIGSTOP ${target.name} for ${(f.durationMs / 1000).toFixed(1)} s`);
-            },
-          },
-          {
-            atMs: f.atMs + f.durationMs,
-            run: () => {
-              if (!target?.proc.paused) return;
-              target.proc.signal('SIGCONT');
-              log.write({ type: 'resume', fault: f.id, instance: target.name, node: target.node });
-              note(`SIGCONT ${target.name}`);
-            },
-          },
-        ];
-      }
+      // A stall is a short SIGSTOP: to the protocol, what a handler that blocks the event loop
+      // does (timers late, replies waiting in the socket). Unlike a pause it must never get the
+      // node declared dead, and the checker does not accept it as a reason.
+      case 'pause':
       case 'stall': {
-        // A short SIGSTOP: to the protocol, what a handler that blocks the event loop does
-        // (timers late, replies waiting in the socket). Unlike a pause it must never get the
-        // node declared dead, and the checker does not accept it as a reason.
+        const [stop, resume] = f.kind === 'pause' ? (['pause', 'resume'] as const) : (['stall', 'unstall'] as const);
         let target: Instance | undefined;
         return [
           {
             atMs: f.atMs,
             run: () => {
-              target = victim(f.slot, 'stall');
+              target = victim(f.slot, f.kind);
               if (!target || !target.proc.signal('SIGSTOP')) return;
-              log.write({ type: 'stall', fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
-              note(`stall ${target.name} for ${Math.round(f.durationMs)} ms`);
+              log.write({ type: stop, fault: f.id, instance: target.name, node: target.node, plannedMs: f.durationMs });
+              note(`SIGSTOP ${target.name} for ${f.kind === 'pause' ? `${(f.durationMs / 1000).toFixed(1)} s` : `${Math.round(f.durationMs)} ms (a stall)`}`);
             },
           },
           {
@@ -549,7 +528,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
             run: () => {
               if (!target?.proc.paused) return;
               target.proc.signal('SIGCONT');
-              log.write({ type: 'unstall', fault: f.id, instance: target.name, node: target.node });
+              log.write({ type: resume, fault: f.id, instance: target.name, node: target.node });
+              note(`SIGCONT ${target.name}`);
             },
           },
         ];
