@@ -129,6 +129,37 @@ describe.each([
       expect(await h.store.notify(plain)).toEqual({ inbox: 1 });
     });
 
+    it('drains only a live node; the flag stays through its heartbeats until undrained', async () => {
+      const id = uid('n');
+      const beat = (counter: number) => h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(await h.store.setDraining(uid('ghost'), true)).toEqual({ ok: false, current: undefined });
+      await h.store.joinNode(node(id), undefined);
+      expect(await h.store.setDraining(id, true)).toMatchObject({ ok: true, node: { id, draining: true } });
+      expect(await beat(1)).toMatchObject({ ok: true, node: { counter: 1, draining: true } });
+      expect(await beat(2)).toMatchObject({ ok: true, node: { counter: 2, draining: true } });
+      const lifted = await h.store.setDraining(id, false);
+      expect(lifted.ok).toBe(true);
+      // Removed, not set to false: an item nobody drains looks as it always did.
+      expect(lifted.ok && lifted.node).not.toHaveProperty('draining');
+      expect((await beat(3)).ok && (await h.store.getNode(id))?.draining).toBeUndefined();
+      expect(await h.store.markLeft(id, 1)).toBe(true);
+      expect(await h.store.setDraining(id, true)).toMatchObject({ ok: false, current: { state: 'left' } });
+      expect((await h.store.getNode(id))?.draining).toBeUndefined();
+    });
+
+    it('rejoins only if the drain flag is still as it was read', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      await h.store.setDraining(id, true);
+      await h.store.declareDead(id, { inc: 1, counter: 0 }, 'observer');
+      expect(await h.store.joinNode(node(id, 2), { inc: 1, state: 'dead' })).toBe(false);
+      expect(await h.store.joinNode(node(id, 2, { draining: true }), { inc: 1, state: 'dead', draining: true })).toBe(true);
+      expect((await h.store.getNode(id))?.draining).toBe(true);
+      await h.store.setDraining(id, false);
+      expect(await h.store.joinNode(node(id, 3, { draining: true }), { inc: 2, state: 'alive', draining: true })).toBe(false);
+      expect(await h.store.joinNode(node(id, 3), { inc: 2, state: 'alive' })).toBe(true);
+    });
+
     it('notify never creates a node item', async () => {
       const id = uid('ghost');
       expect(await h.store.notify(id)).toBeUndefined();

@@ -17,6 +17,7 @@ import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode,
 import {
   AmbiguousWriteError,
   maxBatchMove,
+  type DrainResult,
   StoreUnavailableError,
   type ClusterItem,
   type HeartbeatInput,
@@ -249,9 +250,9 @@ export class DynamoStore implements Store {
     return out.Item ? parseNode(out.Item, this.warn) : undefined;
   }
 
-  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean> {
+  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState; draining?: boolean } | undefined): Promise<boolean> {
     const item = { ...keys.node(node.id), member: keys.memberPartition, ring: ringKey(node.id), ...node };
-    const condition =
+    const condition: { ConditionExpression: string; ExpressionAttributeNames: Record<string, string>; ExpressionAttributeValues: Record<string, unknown> } =
       expected === undefined
         ? // No item, or one whose identity is unreadable (see MemoryStore's hasIdentity).
           {
@@ -260,9 +261,10 @@ export class DynamoStore implements Store {
             ExpressionAttributeValues: { ':N': 'N', ':alive': 'alive', ':dead': 'dead', ':left': 'left' },
           }
         : {
-            ConditionExpression: '#inc = :inc AND #state = :state',
-            ExpressionAttributeNames: { '#inc': 'inc', '#state': 'state' },
-            ExpressionAttributeValues: { ':inc': expected.inc, ':state': expected.state },
+            // The drain flag as it was read, too: an operator's drain or undrain since then wins.
+            ConditionExpression: `#inc = :inc AND #state = :state AND ${expected.draining ? '#draining = :true' : '(attribute_not_exists(#draining) OR #draining = :false)'}`,
+            ExpressionAttributeNames: { '#inc': 'inc', '#state': 'state', '#draining': 'draining' },
+            ExpressionAttributeValues: { ':inc': expected.inc, ':state': expected.state, ...(expected.draining ? { ':true': true } : { ':false': false }) },
           };
     const out = await this.write(
       'join',
@@ -422,6 +424,31 @@ export class DynamoStore implements Store {
       (current) => current['state'] === 'dead' && current['deadBy'] === by && current['inc'] === observed.inc && current['counter'] === observed.counter,
     );
     return out.won;
+  }
+
+  async setDraining(id: string, draining: boolean): Promise<DrainResult> {
+    const out = await this.write(
+      draining ? 'drain' : 'undrain',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            // Only the flag: the heartbeat's SET names the node's own fields, so neither write
+            // undoes the other, and the beat's condition (incarnation, state, counter) holds.
+            // Stored only while true, so that an item nobody drained looks as it always did.
+            UpdateExpression: draining ? 'SET #draining = :true' : 'REMOVE #draining',
+            ConditionExpression: '#state = :alive',
+            ExpressionAttributeNames: { '#draining': 'draining', '#state': 'state' },
+            ExpressionAttributeValues: draining ? { ':true': true, ':alive': 'alive' } : { ':alive': 'alive' },
+            ReturnValues: 'ALL_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false, // idempotent: a retry after an ambiguous attempt lands again unless the node is gone
+    );
+    if (out.won) return { ok: true, node: out.item ? parseNode(out.item, this.warn) : undefined };
+    return { ok: false, current: out.current ? parseNode(out.current, this.warn) : undefined };
   }
 
   async markLeft(id: string, inc: number): Promise<boolean> {

@@ -64,6 +64,7 @@ export const nodeItemSchema = z.object({
   deadBy: z.string().optional(),
   joinedAt: z.string(),
   bell: z.string().max(300).optional(),
+  draining: z.boolean().optional(),
 });
 
 /**

@@ -3,6 +3,7 @@ import { keys, newTaskRecord, notified, ownerAttribute, parseCluster, parseNode,
 import {
   maxBatchMove,
   type ClusterItem,
+  type DrainResult,
   type HeartbeatInput,
   type HeartbeatResult,
   type MemberEntry,
@@ -117,9 +118,12 @@ export class MemoryStore implements Store {
     return this.node(id);
   }
 
-  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean> {
+  async joinNode(node: NodeItem, expected: { inc: number; state: NodeState; draining?: boolean } | undefined): Promise<boolean> {
     const current = this.get(keys.node(node.id));
-    const matches = expected === undefined ? !hasIdentity(current) : current?.['inc'] === expected.inc && current?.['state'] === expected.state;
+    const matches =
+      expected === undefined
+        ? !hasIdentity(current)
+        : current?.['inc'] === expected.inc && current?.['state'] === expected.state && (current?.['draining'] === true) === (expected.draining === true);
     if (!matches) return false;
     this.set(keys.node(node.id), { ...structuredClone(node), member: keys.memberPartition, ring: ringKey(node.id) });
     return true;
@@ -198,6 +202,15 @@ export class MemoryStore implements Store {
       current['state'] = 'dead';
       current['deadBy'] = by;
       return true;
+    });
+  }
+
+  async setDraining(id: string, draining: boolean): Promise<DrainResult> {
+    return this.mutate(keys.node(id), (current): DrainResult => {
+      if (!current || current['state'] !== 'alive') return { ok: false, current: current ? parseNode(structuredClone(current), this.warn) : undefined };
+      if (draining) current['draining'] = true;
+      else delete current['draining'];
+      return { ok: true, node: parseNode(structuredClone(current), this.warn) };
     });
   }
 

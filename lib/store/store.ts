@@ -46,6 +46,12 @@ export interface NodeItem {
   joinedAt: string;
   /** Where this incarnation's doorbell listens ("host:port"), if it has one. */
   bell?: string;
+  /**
+   * An operator's drain (`keeper drain`): the node takes no new tasks and hands its own to
+   * others. Written by operators only (setDraining), never by the heartbeat, and stored only
+   * while true.
+   */
+  draining?: boolean;
 }
 
 /** A node's inbox after a notification, and where to ring it. */
@@ -158,6 +164,9 @@ export interface HeartbeatInput {
   watch: Record<string, WatchRecord>;
 }
 
+/** What setDraining found: the node item after the change, or the item that refused it (absent, dead or left). */
+export type DrainResult = { ok: true; node: NodeItem | undefined } | { ok: false; current: NodeItem | undefined };
+
 export type HeartbeatResult =
   /** `node` is undefined if the rest of the item is corrupt; the node still holds its incarnation. */
   | { ok: true; node: NodeItem | undefined }
@@ -185,9 +194,11 @@ export interface Store {
   /**
    * Writes a new incarnation of a node. `expected` is the item the caller read (undefined if
    * there was none, or if its incarnation or state were unreadable); the write fails if the
-   * item changed since, so two processes starting with one id cannot both join.
+   * item changed since, so two processes starting with one id cannot both join. Its drain
+   * flag counts too (absent in `expected`: not draining), so that a rejoin that carries the
+   * flag over cannot undo an operator's drain or undrain made after the read.
    */
-  joinNode(node: NodeItem, expected: { inc: number; state: NodeState } | undefined): Promise<boolean>;
+  joinNode(node: NodeItem, expected: { inc: number; state: NodeState; draining?: boolean } | undefined): Promise<boolean>;
   /** The token operation: sets the counter, refused unless the item is this live incarnation. Idempotent. */
   heartbeat(input: HeartbeatInput): Promise<HeartbeatResult>;
   /**
@@ -207,6 +218,12 @@ export interface Store {
   ringPredecessors(before: string, limit: number): Promise<MemberEntry[]>;
   /** Compare-and-set on the counter that was observed: only one observer can win. */
   declareDead(id: string, observed: { inc: number; counter: number }, by: string): Promise<boolean>;
+  /**
+   * An operator drains a live node (`draining` true) or lifts the drain: sets or removes the
+   * flag, refused unless the item is alive. The heartbeat never writes the flag, so it stays
+   * through every beat; the node sees it in its heartbeat's reply.
+   */
+  setDraining(id: string, draining: boolean): Promise<DrainResult>;
   /** Marks this incarnation as gone after a graceful leave. */
   markLeft(id: string, inc: number): Promise<boolean>;
   /** Removes the item of a dead or departed incarnation once it owns nothing. */
