@@ -1,5 +1,6 @@
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
+import { nodeIdSchema } from './config.js';
 import { limits } from './store/items.js';
 import type { NodeItem, Page, Store, TaskItem } from './store/store.js';
 
@@ -27,6 +28,16 @@ export class TaskConflictError extends Error {
 export class TaskNotFoundError extends Error {
   override name = 'TaskNotFoundError';
   readonly status = 404;
+}
+/** No node with that id (status 404). */
+export class NodeNotFoundError extends Error {
+  override name = 'NodeNotFoundError';
+  readonly status = 404;
+}
+/** The node is dead or has left: there is nothing to drain (status 409). */
+export class NodeConflictError extends Error {
+  override name = 'NodeConflictError';
+  readonly status = 409;
 }
 
 export const taskIdSchema = z
@@ -147,6 +158,36 @@ export class TaskAdmin {
     if (!moved) throw new TaskConflictError(`task "${taskId}" changed owner meanwhile; try again`);
     await this.store.bumpCluster('tasks');
     return { task: moved, pending: false };
+  }
+
+  /**
+   * Drains a live node: it takes no new tasks and hands its own to other nodes, a few per
+   * period, each moving once; peers place nothing on it. It sees the flag with its next
+   * heartbeat, and keeps it until undrain() (also if it is declared dead and rejoins; a new
+   * process under the same id starts undrained). Unknown nodes (404) and dead or departed
+   * ones (409) are refused with nothing written.
+   */
+  drain(nodeId: unknown): Promise<NodeItem> {
+    return this.setDraining(nodeId, true);
+  }
+
+  /** Lifts a drain: the node takes tasks again (claims, placements, rebalancing towards it). Idempotent. */
+  undrain(nodeId: unknown): Promise<NodeItem> {
+    return this.setDraining(nodeId, false);
+  }
+
+  private async setDraining(nodeId: unknown, draining: boolean): Promise<NodeItem> {
+    const parsed = nodeIdSchema.safeParse(nodeId);
+    if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
+    const id = parsed.data;
+    const outcome = await this.store.setDraining(id, draining);
+    if (outcome.ok) {
+      if (!outcome.node) throw new Error(`node "${id}": the flag is written, but the node item is unreadable (its next heartbeat repairs it)`);
+      return outcome.node;
+    }
+    // The write's condition (a live node) is the check: no read first that could go stale.
+    if (!outcome.current) throw new NodeNotFoundError(`node "${id}" does not exist`);
+    throw new NodeConflictError(`node "${id}" is ${outcome.current.state}; only a live node can be ${draining ? 'drained' : 'undrained'}`);
   }
 
   /** Every node item and every task, for `keeper status`. */

@@ -5,6 +5,7 @@ import { resolveConfig, type KeeperConfig, type KeeperOptions } from './config.j
 import { UdpDoorbell, type Doorbell } from './doorbell.js';
 import { errorText, silentLogger, type Logger } from './log.js';
 import type { NodeContext, Phase, WorkerEvents } from './node/context.js';
+import { Drain } from './node/drain.js';
 import { Handover } from './node/handover.js';
 import { Heartbeat } from './node/heartbeat.js';
 import { Holdings } from './node/holdings.js';
@@ -80,6 +81,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
   private readonly mover: Mover;
   private readonly pool: Pool;
   private readonly sweeper: Sweeper;
+  private readonly drain: Drain;
   private readonly joining: Join;
 
   constructor(options: WorkerOptions) {
@@ -121,6 +123,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       news: (item) => {
         this.handover.inboxSeen(item.inbox);
         this.neighbourhood.changeSeen(item.neighbours);
+        this.drain.seen(item);
       },
       refused: (current) => this.rejoin(current),
       renewed: (unfenced) => this.holdings.resume(unfenced),
@@ -137,9 +140,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
       pickUpSoon: () => this.kickMaintenance('pick-up'),
       moreWaiting: () => (this.pickUpAgain = true),
     });
-    this.mover = new Mover(node, this.neighbourhood, this.holdings, this.moves, bell, { lookAgain });
+    this.mover = new Mover(node, this.neighbourhood, this.holdings, this.moves, bell, { lookAgain, draining: () => this.drain.active });
     this.pool = new Pool(node, this.neighbourhood, this.monitor, this.holdings, this.moves, this.mover, { leaseValid, lookAgain });
     this.sweeper = new Sweeper(node, this.neighbourhood, this.mover);
+    this.drain = new Drain(node, this.holdings, this.moves, this.mover);
     this.joining = new Join(node, {
       inc: () => this.heartbeat.inc,
       counter: () => this.heartbeat.counter,
@@ -258,6 +262,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.heartbeat.renew(sentAt);
     this.neighbourhood.markChanged();
     this.handover.reset();
+    this.drain.seen(item);
     await this.neighbourhood.announce();
     this.emit('joined', { inc: this.heartbeat.inc });
     this.log.info('joined the cluster', { node: this.id, inc: this.heartbeat.inc, counter: this.heartbeat.counter });
@@ -318,10 +323,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await this.monitor.followUp();
     await this.holdings.resettle();
     await this.handover.catchUp();
-    const placed = this.pool.claimDue(observation.cluster) ? await this.pool.claimUnowned() : 0;
+    // A draining node takes nothing new and hands its tasks out instead of balancing them.
+    const draining = this.drain.active;
+    const placed = !draining && this.pool.claimDue(observation.cluster) ? await this.pool.claimUnowned() : 0;
+    if (this.drain.due()) await this.drain.handOff();
     // Not in a period that placed new work: claims already go to the least loaded, and
     // moving running tasks meanwhile would only restart them.
-    if (this.config.takeover === 'balanced' && placed === 0) await this.pool.rebalance();
+    else if (this.config.takeover === 'balanced' && placed === 0) await this.pool.rebalance();
     if (this.sweeper.due()) await this.sweeper.sweep();
   }
 
@@ -338,9 +346,18 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** A snapshot for status displays and tests. */
-  snapshot(): { id: string; inc: number; counter: number; phase: Phase; fenced: boolean; tasks: string[]; watched: string[] } {
+  snapshot(): { id: string; inc: number; counter: number; phase: Phase; fenced: boolean; draining: boolean; tasks: string[]; watched: string[] } {
     const { heartbeat } = this;
-    return { id: this.id, inc: heartbeat.inc, counter: heartbeat.counter, phase: this.phase, fenced: heartbeat.fenced, tasks: this.holdings.ids().sort(), watched: [...this.neighbourhood.watched] };
+    return {
+      id: this.id,
+      inc: heartbeat.inc,
+      counter: heartbeat.counter,
+      phase: this.phase,
+      fenced: heartbeat.fenced,
+      draining: this.drain.active,
+      tasks: this.holdings.ids().sort(),
+      watched: [...this.neighbourhood.watched],
+    };
   }
 
   /** Staleness, in benchmark ticks, of each watched peer as this node judges it now. */

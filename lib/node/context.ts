@@ -18,6 +18,8 @@ export interface WorkerEvents {
   'task-started': [{ task: string; token: number }];
   'task-ended': [{ task: string; outcome: RunOutcome }];
   rebalanced: [{ to: string; tasks: number }];
+  /** The node's item began or ceased to carry an operator's drain flag. */
+  drain: [{ draining: boolean; tasks: number }];
   left: [{ handedOver: number; ms: number }];
 }
 

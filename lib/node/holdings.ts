@@ -29,6 +29,12 @@ export interface HoldingsHooks {
 export class Holdings {
   private readonly handlers = new Map<string, Registration>();
   private readonly owned = new Map<string, Held>();
+  /**
+   * Held tasks on their way to another node (a drain): each run is stopped before the move
+   * and nothing here starts it again (a renewed lease, a reconcile) until the move lands or
+   * the task is kept. True once the run is over: only then may the task move.
+   */
+  private readonly outgoing = new Map<string, boolean>();
   private readonly runHost: RunHost;
 
   constructor(
@@ -99,6 +105,8 @@ export class Holdings {
     const existing = this.owned.get(task.id);
     if (existing && existing.task.token === task.token) return;
     if (existing?.run) void existing.run.stop('superseded');
+    // A new token (a move away settled back here): this is a new holding, not one on its way out.
+    this.outgoing.delete(task.id);
     this.owned.set(task.id, { task, since: this.node.passes() });
     if (!this.handlers.has(task.type)) {
       // Not ours to run (no handler): put it back for a node that has one.
@@ -137,7 +145,44 @@ export class Holdings {
   async drop(id: string, reason: string): Promise<void> {
     const entry = this.owned.get(id);
     this.owned.delete(id);
+    this.outgoing.delete(id);
     await entry?.run?.stop(reason);
+  }
+
+  /**
+   * Stops a task's run ahead of a move away, keeping the task held, so that a reconcile does
+   * not take it in again and a renewed lease does not restart it: a task moves only once its
+   * run is over, and then runs nowhere but at its new owner. Resolves when the run is over.
+   */
+  stopForMove(id: string, reason: string): Promise<void> {
+    const entry = this.owned.get(id);
+    if (!entry) return Promise.resolve();
+    this.outgoing.set(id, false);
+    return (entry.run?.stop(reason) ?? Promise.resolve()).then(() => {
+      if (this.outgoing.has(id)) this.outgoing.set(id, true);
+    });
+  }
+
+  /** Whether a task is on its way out (stopForMove). */
+  isOutgoing(id: string): boolean {
+    return this.outgoing.has(id);
+  }
+
+  /** Tasks on their way out whose runs are over: ready to move. */
+  stoppedForMove(): TaskItem[] {
+    const ready: TaskItem[] = [];
+    for (const [id, stopped] of this.outgoing) {
+      const entry = this.owned.get(id);
+      if (!entry) this.outgoing.delete(id); // finished as it stopped (a finite task's outcome)
+      else if (stopped) ready.push(entry.task);
+    }
+    return ready;
+  }
+
+  /** A task that was on its way out stays: run it here again. */
+  keep(id: string): void {
+    if (!this.outgoing.delete(id)) return;
+    this.startRun(id);
   }
 
   /** Stops every run (waiting for the handlers to return); the tasks stay held. */
@@ -157,6 +202,7 @@ export class Holdings {
   /** Forgets every held task (their runs stopped already). */
   clear(): void {
     this.owned.clear();
+    this.outgoing.clear();
   }
 
   /**
@@ -185,6 +231,7 @@ export class Holdings {
     const registration = entry && this.handlers.get(entry.task.type);
     // A run that is still writing its outcome is not over: a second run would do the work again.
     if (!entry || !registration || (entry.run && (!entry.run.aborted || entry.run.recording))) return;
+    if (this.outgoing.has(id)) return;
     // Only a running node with a valid lease starts tasks: not while fenced, and not while
     // leaving (the heartbeats that go on during a leave renew the lease).
     if (this.node.phase() !== 'running' || !this.hooks.leaseValid()) return;

@@ -85,6 +85,10 @@ export class Join {
           settings: protocolSettings(node),
           joinedAt: new Date().toISOString(),
           ...(bell ? { bell } : {}),
+          // An operator's drain outlives a rejoin of this process (declared dead after a long
+          // pause, say), which must not quietly put it back to work; a new process starts
+          // undrained, whatever a tombstone of its id still says.
+          ...(!firstStart && existing?.draining ? { draining: true } : {}),
         };
         attempts.set(item.joinedAt, sentAt);
         if (!(await joinAs(node, item, existing))) continue;
@@ -130,7 +134,8 @@ async function checkSettings(node: NodeContext): Promise<void> {
 /** The join write; after a lost reply the item itself tells whether it landed. */
 async function joinAs(node: NodeContext, item: NodeItem, existing: NodeItem | undefined): Promise<boolean> {
   try {
-    return await node.store.joinNode(item, existing ? { inc: existing.inc, state: existing.state } : undefined);
+    const expected = existing && { inc: existing.inc, state: existing.state, ...(existing.draining ? { draining: true } : {}) };
+    return await node.store.joinNode(item, expected);
   } catch (error) {
     if (!(error instanceof AmbiguousWriteError)) throw error;
     const now = await node.store.getNode(node.id);

@@ -12,6 +12,8 @@ import type { Neighbourhood } from './neighbourhood.js';
 export interface MoverHooks {
   /** Tasks moved to this node may have landed unseen: reconcile at the next `passes` passes. */
   lookAgain(passes: number): void;
+  /** Whether this node drains: then it is no candidate for anything it hands out. */
+  draining(): boolean;
 }
 
 /** How one distribute() call places its tasks. */
@@ -71,17 +73,18 @@ export class Mover {
 
   /**
    * Live candidates for new tasks: this node with its exact load, and (balanced) every other
-   * live node; `exclude` is the node the tasks come from, never a candidate.
+   * live node; `exclude` is the node the tasks come from, never a candidate, and neither is a
+   * draining node.
    */
-  private async candidates(exclude?: string): Promise<Candidate[]> {
+  async candidates(exclude?: string): Promise<Candidate[]> {
     const self: Candidate = { id: this.node.id, inc: this.node.inc(), load: this.holdings.size, capacity: this.node.config.capacity, types: this.holdings.types() };
-    const out: Candidate[] = exclude === this.node.id || this.node.phase() !== 'running' ? [] : [self];
+    const out: Candidate[] = exclude === this.node.id || this.node.phase() !== 'running' || this.hooks.draining() ? [] : [self];
     if (this.node.config.takeover === 'detector' && out.length > 0) return out;
     const others = this.neighbourhood.successors.filter((id) => id !== exclude);
     if (others.length === 0) return out;
     const { nodes } = await this.node.store.readNodes(others, { cluster: false });
     for (const node of nodes.values()) {
-      if (node.state !== 'alive' || node.id === exclude) continue;
+      if (node.state !== 'alive' || node.id === exclude || node.draining) continue;
       out.push({ id: node.id, inc: node.inc, load: node.taskCount, capacity: node.capacity, types: node.types });
     }
     return out;

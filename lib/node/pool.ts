@@ -16,6 +16,14 @@ import type { Neighbourhood } from './neighbourhood.js';
  */
 export const rebalanceHoldPasses = 10;
 
+/**
+ * Passes a node holds off rebalancing after it last saw a watched peer drain tasks away: the
+ * drain places them on the least loaded nodes itself, and the loads this node knows of its
+ * other peers trail those placements by up to a period, so balancing meanwhile would move
+ * tasks a second time.
+ */
+const drainQuietPasses = 3;
+
 /** Free tasks a node reads per period beyond its own arc, looking for tasks left unclaimed. */
 const strayPage = 16;
 /** A node busy placing tasks of its own arc looks for strays every this many claim rounds. */
@@ -45,6 +53,9 @@ export class Pool {
   /** The last look for strays found some: look again next round. */
   private straysSeen = false;
   private roundsSinceStrays = 0;
+  /** Draining watched peers with the task count last seen, and the last pass one was seen handing tasks out. */
+  private readonly drainers = new Map<string, number>();
+  private drainSeenAt = Number.NEGATIVE_INFINITY;
 
   constructor(
     private readonly node: NodeContext,
@@ -165,11 +176,33 @@ export class Pool {
   /**
    * Whether a successor, as last read, would claim a free task of this type itself. Unread
    * (not watched, or not read yet) counts as yes; so does one that may have died, until it is
-   * declared dead: its tasks wait for that anyway, and the strays rule covers the rest.
+   * declared dead: its tasks wait for that anyway, and the strays rule covers the rest. A
+   * draining one claims nothing: its arc is read by the nearest predecessor that does.
    */
   private canClaim(id: string, type: string): boolean {
     const peer = this.monitor.peer(id);
-    return peer === undefined || (peer.state === 'alive' && peer.taskCount < peer.capacity && peer.types.includes(type));
+    return peer === undefined || (peer.state === 'alive' && !peer.draining && peer.taskCount < peer.capacity && peer.types.includes(type));
+  }
+
+  /**
+   * Whether a watched peer drained tasks away within the last few passes (its count went down
+   * while it drains). A drainer whose count stands still (tasks nobody else can run) holds
+   * nothing up.
+   */
+  private drainUnderWay(): boolean {
+    const watched = this.neighbourhood.watched;
+    for (const id of this.drainers.keys()) if (!watched.includes(id)) this.drainers.delete(id);
+    for (const id of watched) {
+      const peer = this.monitor.peer(id);
+      if (!peer?.draining) {
+        this.drainers.delete(id);
+        continue;
+      }
+      const last = this.drainers.get(id);
+      if (peer.taskCount > 0 ? last === undefined || peer.taskCount < last : last !== undefined && last > 0) this.drainSeenAt = this.node.passes();
+      this.drainers.set(id, peer.taskCount);
+    }
+    return this.node.passes() - this.drainSeenAt < drainQuietPasses;
   }
 
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
@@ -183,13 +216,14 @@ export class Pool {
    */
   async rebalance(): Promise<void> {
     if (!this.hooks.leaseValid()) return;
+    if (this.drainUnderWay()) return;
     let budget = this.node.config.maxMovesPerTick;
     for (const [index, id] of this.neighbourhood.watched.entries()) {
       if (budget <= 0) return;
       const peer = this.monitor.peer(id);
       // Only to a peer seen advancing just now: a task handed to a node that has just died
-      // would wait for the tombstone sweep.
-      if (!peer || peer.state !== 'alive' || !this.monitor.advancing(id)) continue;
+      // would wait for the tombstone sweep. Never to a draining one: it would hand it on again.
+      if (!peer || peer.state !== 'alive' || peer.draining || !this.monitor.advancing(id)) continue;
       const count = rebalanceCount(this.holdings.size, peer.taskCount, peer.capacity - peer.taskCount, this.node.config.watchPeers, budget, index === 0);
       if (count === 0) continue;
       // Never a task straight back to the node it came from; and tasks that hash towards
