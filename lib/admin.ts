@@ -187,7 +187,8 @@ export class TaskAdmin {
     }
     // The write's condition (a live node) is the check: no read first that could go stale.
     if (!outcome.current) throw new NodeNotFoundError(`node "${id}" does not exist`);
-    throw new NodeConflictError(`node "${id}" is ${outcome.current.state}; only a live node can be ${draining ? 'drained' : 'undrained'}`);
+    const state = outcome.current.state === 'left' ? 'has left' : `is ${outcome.current.state}`;
+    throw new NodeConflictError(`node "${id}" ${state}; only a live node can be ${draining ? 'drained' : 'undrained'}`);
   }
 
   /** Every node item and every task, for `keeper status`. */

@@ -106,6 +106,42 @@ describe('keeper CLI against DynamoDB Local', () => {
     expect(missing.stderr).toMatch(/task "no-such-task" does not exist/);
   });
 
+  it('drains and undrains a live node, which status shows; refuses an unknown, dead or departed node with exit 2, writing nothing', async () => {
+    const store = t.store();
+    const join = (id: string) => store.joinNode({ id, inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 3, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j' }, undefined);
+    await join('drain-me');
+    expect(keeper(['drain', 'drain-me', '--table', t.table])).toMatchObject({
+      code: 0,
+      stdout: 'node drain-me is draining: it takes no new tasks and hands its 3 tasks to other nodes (`keeper status` shows them go; `keeper undrain drain-me` ends it)\n',
+    });
+    expect((await store.getNode('drain-me'))?.draining).toBe(true);
+    expect(keeper(['status', '--table', t.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive \(draining\)\s+0/);
+    expect(JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout).nodes).toContainEqual(expect.objectContaining({ id: 'drain-me', draining: true }));
+    expect(keeper(['undrain', 'drain-me', '--table', t.table])).toMatchObject({ code: 0, stdout: 'node drain-me takes tasks again\n' });
+    expect((await store.getNode('drain-me'))?.draining).toBeUndefined();
+    expect(keeper(['status', '--table', t.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive\s+0/);
+
+    await join('drain-dead');
+    await store.declareDead('drain-dead', { inc: 1, counter: 0 }, 'observer');
+    await join('drain-left');
+    await store.markLeft('drain-left', 1);
+    const refusals: Array<[string[], string]> = [
+      [['drain', 'nobody'], 'keeper: node "nobody" does not exist'],
+      [['drain', 'drain-dead'], 'keeper: node "drain-dead" is dead; only a live node can be drained'],
+      [['drain', 'drain-left'], 'keeper: node "drain-left" has left; only a live node can be drained'],
+      [['undrain', 'nobody'], 'keeper: node "nobody" does not exist'],
+      [['drain', 'no such node'], 'keeper: node id must be 1-100 characters of letters, digits, ".", "_", ":" or "-", starting with a letter or digit'],
+      [['drain'], "error: missing required argument 'node'"],
+    ];
+    for (const [args, message] of refusals) {
+      const out = keeper([...args, '--table', t.table]);
+      expect({ args, code: out.code, stderr: out.stderr.trim().split('\n')[0] }).toEqual({ args, code: 2, stderr: message });
+      expect(out.stdout).toBe('');
+    }
+    expect(await store.getNode('nobody')).toBeUndefined();
+    for (const id of ['drain-dead', 'drain-left']) expect((await store.getNode(id))?.draining).toBeUndefined();
+  });
+
   it('runs a worker as one OS process that leaves gracefully on SIGTERM and writes the audit log', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'keeper-cli-'));
     const audit = join(dir, 'audit.jsonl');

@@ -159,7 +159,7 @@ describe('drain against DynamoDB Local', () => {
       else await store.declareDead(id, { inc: 1, counter: 0 }, 'observer');
       const before = await store.getNode(id);
       await expect(admin.drain(id)).rejects.toThrow(NodeConflictError);
-      await expect(admin.undrain(id)).rejects.toThrow(`node "${id}" is ${state}; only a live node can be undrained`);
+      await expect(admin.undrain(id)).rejects.toThrow(`node "${id}" ${state === 'left' ? 'has left' : 'is dead'}; only a live node can be undrained`);
       expect(await store.getNode(id)).toEqual(before);
     }
   });

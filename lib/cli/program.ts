@@ -235,6 +235,22 @@ export function buildProgram(): Command {
       client.destroy();
     });
 
+  withTable(program.command('drain').argument('<node>', 'node id').description('drain a node: it takes no new tasks and hands its own to other nodes, each moving once')).action(
+    async (id: string, o: TableOptions) => {
+      const { store, client } = storeFor(o);
+      const node = await new TaskAdmin(store).drain(id);
+      const tasks = `${node.taskCount} task${node.taskCount === 1 ? '' : 's'}`;
+      process.stdout.write(`node ${node.id} is draining: it takes no new tasks and hands its ${tasks} to other nodes (\`keeper status\` shows them go; \`keeper undrain ${node.id}\` ends it)\n`);
+      client.destroy();
+    },
+  );
+  withTable(program.command('undrain').argument('<node>', 'node id').description('end a drain: the node takes tasks again')).action(async (id: string, o: TableOptions) => {
+    const { store, client } = storeFor(o);
+    const node = await new TaskAdmin(store).undrain(id);
+    process.stdout.write(`node ${node.id} takes tasks again\n`);
+    client.destroy();
+  });
+
   withTable(program.command('status').description('show nodes and tasks'))
     .option('--json', 'JSON output')
     .action(async (o: TableOptions & { json?: boolean }) => {

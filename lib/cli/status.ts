@@ -20,7 +20,7 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
     for (const t of status.tasks) if (t.owner) owned.set(t.owner, (owned.get(t.owner) ?? 0) + 1);
     out.push(`NODES (${status.nodes.length})`);
     if (status.nodes.length > 0) {
-      out.push(table([['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS'], ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), n.state, String(owned.get(n.id) ?? 0)])]));
+      out.push(table([['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS'], ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), n.draining ? `${n.state} (draining)` : n.state, String(owned.get(n.id) ?? 0)])]));
     }
     out.push('');
   }
