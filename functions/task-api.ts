@@ -5,14 +5,16 @@ import { storeFromEnv } from './environment.js';
 import { HttpProblem, httpHandler, type HttpResult } from './http.js';
 
 /**
- * The task API: one Lambda function per route, so that each holds only the table rights its
- * route needs (see lib/cdk/keeper-cluster.ts).
+ * The task API: one Lambda function per operation, so that each holds only the table rights
+ * it needs (see lib/cdk/keeper-cluster.ts).
  *
  *   POST   /tasks                     create (idempotent on id)   201 created, 200 already there
  *   GET    /tasks?limit=&cursor=      list, one page              200 { items, cursor? }
  *   GET    /tasks/{id}                get                         200 task
  *   DELETE /tasks/{id}                delete (the owner stops it) 200 { deleted }
  *   POST   /tasks/{id}/release        force-release               202 owner asked, 200 released
+ *   POST   /nodes/{id}/drain          drain a live node           200 node (404 unknown, 409 dead or left)
+ *   POST   /nodes/{id}/undrain        end its drain               200 node (idempotent)
  *
  * Task ids may contain "/", so the routes use a greedy path parameter and the release route
  * is told apart by its last segment. Every check of a task's id, type and payload is
@@ -53,6 +55,11 @@ export async function deleteTask(admin: TaskAdmin, id: string): Promise<HttpResu
   return { statusCode: 200, body: { deleted: await admin.remove(id) } };
 }
 
+/** Drains a node (`draining` true) or ends its drain; TaskAdmin refuses an unknown (404), dead or departed (409) node. */
+export async function drainNode(admin: TaskAdmin, id: string, draining: boolean): Promise<HttpResult> {
+  return { statusCode: 200, body: { node: draining ? await admin.drain(id) : await admin.undrain(id) } };
+}
+
 export async function releaseTask(admin: TaskAdmin, id: string): Promise<HttpResult> {
   const { task, pending } = await admin.release(id);
   // 202: the owner has been asked and lets go within one period; 200: the task is in the pool.
@@ -83,6 +90,13 @@ export function releaseId(event: APIGatewayProxyEventV2): string {
   return path.slice(0, -releaseSuffix.length);
 }
 
+/** Whether a request to the drain function asks to drain (POST /nodes/{id}/drain) or to end a drain (/undrain). */
+export function drainWanted(event: APIGatewayProxyEventV2): boolean {
+  if (event.routeKey.endsWith('/drain')) return true;
+  if (event.routeKey.endsWith('/undrain')) return false;
+  throw new HttpProblem(404, 'NotFound', 'no such route: POST /nodes/{id}/drain or /nodes/{id}/undrain');
+}
+
 const admin = () => new TaskAdmin(storeFromEnv());
 
 // ---------------------------------------------------------------- Lambda handlers
@@ -92,3 +106,5 @@ export const get = httpHandler((event) => getTask(admin(), pathId(event)));
 export const list = httpHandler((event) => listTasks(admin(), event.queryStringParameters));
 export const remove = httpHandler((event) => deleteTask(admin(), pathId(event)));
 export const release = httpHandler((event) => releaseTask(admin(), releaseId(event)));
+/** Both node routes: the operator's drain and undrain need the same single right (UpdateItem on a node item). */
+export const drain = httpHandler((event) => drainNode(admin(), event.pathParameters?.['id'] ?? '', drainWanted(event)));

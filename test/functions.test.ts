@@ -344,6 +344,42 @@ describe('task API: force-release', () => {
   });
 });
 
+describe('task API: drain', () => {
+  const drainCall = (id: string, action: 'drain' | 'undrain') => call(api.drain, { routeKey: `POST /nodes/{id}/${action}`, path: `/nodes/${id}/${action}`, id });
+
+  it('drains a live worker, which then hands its tasks over, and ends the drain (200 with the node)', async () => {
+    const ledger = new Ledger();
+    const [a, b] = [uid('a'), uid('b')].map((id) => makeWorker({ id, store: t.store() }, ledger)) as [Worker, Worker];
+    cleanup.push(() => a.kill(), () => b.kill());
+    await a.start();
+    const task = uid('drained');
+    await post({ id: task });
+    await waitFor('a to run the task', () => a.runningTasks().includes(task));
+    await b.start();
+    const drained = await drainCall(a.id, 'drain');
+    expect(drained.status).toBe(200);
+    expect(drained.body).toMatchObject({ node: { id: a.id, state: 'alive', draining: true } });
+    await waitFor('b to run the task', () => b.runningTasks().includes(task) && a.runningTasks().length === 0);
+    const lifted = await drainCall(a.id, 'undrain');
+    expect(lifted.status).toBe(200);
+    expect(lifted.body['node']).not.toHaveProperty('draining');
+    expect((await drainCall(a.id, 'undrain')).status).toBe(200); // idempotent
+    ledger.expectSafe();
+  });
+
+  it('answers 404 to an unknown node, 409 to a dead or departed one, 400 to a malformed id, writing nothing', async () => {
+    const store = t.store();
+    expectProblem(await drainCall('nobody-here', 'drain'), 404, 'NodeNotFound', 'node "nobody-here" does not exist');
+    expect(await store.getNode('nobody-here')).toBeUndefined();
+    const gone = uid('gone');
+    await store.joinNode({ id: gone, inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 1, types: [], watch: {}, joinedAt: 'j' }, undefined);
+    await store.markLeft(gone, 1);
+    expectProblem(await drainCall(gone, 'drain'), 409, 'NodeConflict', `node "${gone}" has left; only a live node can be drained`);
+    expect((await store.getNode(gone))?.draining).toBeUndefined();
+    expectProblem(await drainCall('no/such', 'drain'), 400, 'InvalidInput', /node id must be/);
+  });
+});
+
 describe('task API: failures that are not the caller’s', () => {
   it('answers a missing table with a generic 500 in JSON, and logs it', async () => {
     process.env['KEEPER_TABLE'] = 'no-such-table';

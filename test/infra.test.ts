@@ -226,6 +226,7 @@ describe('least privilege', () => {
     ['index.list', tableAccess.listTasks],
     ['index.remove', tableAccess.deleteTask],
     ['index.release', tableAccess.releaseTask],
+    ['index.drain', tableAccess.drainNode],
     ['index.handler', tableAccess.health],
   ])('the function %s gets only its own access', (handler, access) => {
     expectAccess(functionRole(handler), access);
@@ -233,9 +234,9 @@ describe('least privilege', () => {
 
   it('every function has its own role and log group, and no managed policy', () => {
     const functions = ofType('AWS::Lambda::Function');
-    expect(functions).toHaveLength(6);
+    expect(functions).toHaveLength(7);
     const roles = new Set(functions.map(([, f]) => f.Properties['Role']['Fn::GetAtt'][0] as string));
-    expect(roles.size).toBe(6);
+    expect(roles.size).toBe(7);
     for (const role of roles) expect(resources[role]!.Properties['ManagedPolicyArns']).toBeUndefined();
     for (const [, f] of functions) {
       expect(f.Properties).toMatchObject({ Runtime: 'nodejs24.x', LoggingConfig: { LogGroup: { Ref: expect.any(String) } } });
@@ -247,7 +248,15 @@ describe('least privilege', () => {
 describe('task API', () => {
   it('routes every operation through IAM authorisation to its own function', () => {
     const routes = ofType('AWS::ApiGatewayV2::Route').map(([, r]) => r.Properties);
-    expect(routes.map((r) => r['RouteKey']).sort()).toEqual(['DELETE /tasks/{id+}', 'GET /tasks', 'GET /tasks/{id+}', 'POST /tasks', 'POST /tasks/{id+}']);
+    expect(routes.map((r) => r['RouteKey']).sort()).toEqual([
+      'DELETE /tasks/{id+}',
+      'GET /tasks',
+      'GET /tasks/{id+}',
+      'POST /nodes/{id}/drain',
+      'POST /nodes/{id}/undrain',
+      'POST /tasks',
+      'POST /tasks/{id+}',
+    ]);
     for (const route of routes) expect(route['AuthorizationType']).toBe('AWS_IAM');
     template.hasResourceProperties('AWS::ApiGatewayV2::Api', { ProtocolType: 'HTTP' });
     template.hasResourceProperties('AWS::ApiGatewayV2::Stage', { StageName: '$default', AutoDeploy: true, AccessLogSettings: Match.objectLike({ DestinationArn: Match.anyValue() }) });
@@ -592,6 +601,12 @@ describe('against DynamoDB Local', () => {
         expect((await post({ id: 'x1', type: 'idle' })).statusCode).toBe(200);
         expect((await post({ id: 'x1', type: 'idle', payload: 2 })).statusCode).toBe(409);
       })).toEqual(['GetItem', 'PutItem', 'UpdateItem']);
+      expect(await holdTo(tableAccess.drainNode, async () => {
+        const node = (action: string, id: string) => event(`POST /nodes/{id}/${action}`, `/nodes/${id}/${action}`, { pathParameters: { id } });
+        expect((await api.drain(node('drain', 'owner'), context)).statusCode).toBe(200);
+        expect((await api.drain(node('undrain', 'owner'), context)).statusCode).toBe(200);
+        expect((await api.drain(node('drain', 'nobody'), context)).statusCode).toBe(404);
+      })).toEqual(['UpdateItem']);
       await holdTo(tableAccess.getTask, async () => {
         expect((await api.get(withId('GET /tasks/{id+}', 'x1'), context)).statusCode).toBe(200);
         expect((await api.get(withId('GET /tasks/{id+}', 'nope'), context)).statusCode).toBe(404);

@@ -152,6 +152,8 @@ export class KeeperCluster extends Construct {
   readonly monitoring: KeeperMonitoring;
   readonly healthFunction: KeeperFunction;
   readonly taskFunctions: Record<'create' | 'get' | 'list' | 'remove' | 'release', KeeperFunction>;
+  /** Serves POST /nodes/{id}/drain and /nodes/{id}/undrain: an operator's drain of a worker. */
+  readonly drainFunction: KeeperFunction;
 
   constructor(scope: Construct, id: string, props: KeeperClusterProps) {
     // Checked before the construct joins the tree: a refusal leaves nothing behind.
@@ -248,6 +250,7 @@ export class KeeperCluster extends Construct {
       remove: fn('DeleteTask', 'remove', 'keeper task API: delete a task', tableAccess.deleteTask),
       release: fn('ReleaseTask', 'release', 'keeper task API: force-release a task', tableAccess.releaseTask),
     };
+    this.drainFunction = fn('DrainNode', 'drain', 'keeper task API: drain a worker node, or end its drain', tableAccess.drainNode);
 
     const accessLogs = new logs.LogGroup(this, 'ApiAccessLogs', { retention: logRetention, removalPolicy });
     this.api = new apigwv2.HttpApi(this, 'TaskApi', {
@@ -271,6 +274,9 @@ export class KeeperCluster extends Construct {
     route('/tasks/{id+}', apigwv2.HttpMethod.GET, this.taskFunctions.get);
     route('/tasks/{id+}', apigwv2.HttpMethod.DELETE, this.taskFunctions.remove);
     route('/tasks/{id+}', apigwv2.HttpMethod.POST, this.taskFunctions.release);
+    // Node ids have no "/": a plain path parameter. One function (one integration) for both.
+    const drain = new HttpLambdaIntegration('DrainNodeIntegration', this.drainFunction.function);
+    for (const path of ['/nodes/{id}/drain', '/nodes/{id}/undrain']) this.api.addRoutes({ path, methods: [apigwv2.HttpMethod.POST], integration: drain });
 
     // ------------------------------------------------------------ health check
     this.healthFunction = new KeeperFunction(this, 'Health', {
@@ -309,7 +315,7 @@ export class KeeperCluster extends Construct {
       topic: this.alarmTopic,
       workers: this.service,
       health: this.healthFunction.function,
-      api: Object.values(this.taskFunctions).map((f) => f.function),
+      api: [...Object.values(this.taskFunctions), this.drainFunction].map((f) => f.function),
     });
 
     this.suppressFindings(taskDefinition);

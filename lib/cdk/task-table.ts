@@ -67,6 +67,8 @@ export const tableAccess = {
   deleteTask: { items: ['DeleteItem', 'UpdateItem'], queries: [] },
   /** TaskAdmin.release: read the task and its owner, then mark, notify or move. */
   releaseTask: { items: ['GetItem', 'UpdateItem'], queries: [] },
+  /** TaskAdmin.drain and undrain: one conditional update of the node item. */
+  drainNode: { items: ['UpdateItem'], queries: [] },
   /** TaskAdmin.status plus counter reads: membership, node items, a scan of tasks. */
   health: { items: ['GetItem', 'BatchGetItem', 'Scan'], queries: [keys.membersIndex] },
 } as const satisfies Record<string, TableAccess>;
