@@ -34,4 +34,5 @@ export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type
 export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';
 export { runWorker, runWorkerDefaults, type RunWorkerOptions } from './run-worker.js';
 export { readWorkerEnvironment, workerEnvironment, EnvironmentError, type WorkerEnvironmentSettings } from './worker-environment.js';
+export { workerHealth, serveHealth, checkHealth, healthCheckCommand, healthTimeoutMs, type HealthReport, type HealthEndpoint, type HealthSource } from './worker-health.js';
 export { checkTable, tableDifferences, TableSchemaMismatchError } from './store/table.js';

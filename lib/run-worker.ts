@@ -9,6 +9,7 @@ import { checkTable, TableSchemaMismatchError } from './store/table.js';
 import { checkHandlers, registerHandlers, type TaskHandlers } from './task-handlers.js';
 import { Worker, type WorkerOptions } from './worker.js';
 import { EnvironmentError, readWorkerEnvironment } from './worker-environment.js';
+import { serveHealth, type HealthEndpoint } from './worker-health.js';
 
 /** Options of {@link runWorker}. Every one is optional but `handlers`; each given one wins over the environment. */
 export interface RunWorkerOptions extends Partial<WorkerOptions> {
@@ -35,6 +36,12 @@ export interface RunWorkerOptions extends Partial<WorkerOptions> {
   exitAfterLeave?: boolean;
   /** The environment to read; default `process.env`. */
   env?: NodeJS.ProcessEnv;
+  /**
+   * Serve the worker's health (joined, with a valid lease) on 127.0.0.1 at this port, for
+   * `keeper health` and the container health check; 0 picks a free port, `false` serves none.
+   * Default: `$KEEPER_HEALTH_PORT` (KeeperCluster sets it), else none.
+   */
+  healthPort?: number | false;
 }
 
 /** The defaults of {@link runWorker}, in one place. */
@@ -62,7 +69,7 @@ export const runWorkerDefaults = {
  * (`InvalidHandlersError`).
  */
 export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
-  const { handlers, table: tableOption, endpoint: endpointOption, region, metrics, signals, exitAfterLeave, env = process.env, store: storeOption, logger: loggerOption, clock, random, doorbell, ...protocol } = options;
+  const { handlers, table: tableOption, endpoint: endpointOption, region, metrics, signals, exitAfterLeave, env = process.env, store: storeOption, logger: loggerOption, clock, random, doorbell, healthPort: healthOption, ...protocol } = options;
   const fromEnv = readWorkerEnvironment(env);
   const settings = { ...fromEnv.settings, ...definedOnly(protocol), ...(typeof doorbell === 'boolean' ? { doorbell } : {}) };
   const config = resolveConfig(settings); // refuses unsafe settings before anything starts
@@ -71,6 +78,10 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     if (address) settings.doorbellHost = address;
   }
   checkHandlers(handlers);
+  const healthPort = healthOption ?? fromEnv.healthPort;
+  if (healthPort !== undefined && healthPort !== false && !(Number.isInteger(healthPort) && healthPort >= 0 && healthPort <= 65_535)) {
+    throw new EnvironmentError(`healthPort must be a port number from 0 (any free port) to 65535, got ${healthPort}`);
+  }
   const logger = loggerOption ?? runWorkerDefaults.logger();
 
   let clients: NodeClients | undefined;
@@ -102,8 +113,22 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     logger,
   });
   registerHandlers(worker, handlers);
-  // The clients are ours: close them once the node is gone, whoever stopped it.
-  if (clients) worker.once('left', () => clients.destroy());
+  // Before the join, so that the orchestrator hears "not joined yet" rather than nothing.
+  let health: HealthEndpoint | undefined;
+  if (healthPort !== undefined && healthPort !== false) {
+    try {
+      health = await serveHealth(worker, { port: healthPort });
+    } catch (error) {
+      clients?.destroy();
+      throw new Error(`cannot serve the health endpoint on 127.0.0.1:${healthPort}: ${errorText(error)}`);
+    }
+    logger.info('serving health', { node: worker.id, address: `127.0.0.1:${health.port}` });
+  }
+  // The clients and the endpoint are ours: close them once the node is gone, whoever stopped it.
+  worker.once('left', () => {
+    clients?.destroy();
+    void health?.close();
+  });
   const wantMetrics = metrics ?? fromEnv.metrics ?? false;
   if (wantMetrics !== false) {
     // Loaded only when asked: Powertools is not needed by a worker that does not publish.
@@ -156,6 +181,7 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
   } catch (error) {
     for (const [s, l] of listening) process.removeListener(s, l);
     clients?.destroy();
+    await health?.close();
     throw error;
   }
   logger.info('worker running', { node: worker.id, periodMs: config.periodMs, staleTicks: config.staleTicks, fenceMs: config.fenceMs, driftBound: config.driftBound });

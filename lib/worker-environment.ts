@@ -15,6 +15,7 @@ import type { KeeperOptions } from './config.js';
  * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
  * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
  * | `KEEPER_METRICS` (`emf`/`off`) | publish metrics in Embedded Metric Format |
+ * | `KEEPER_HEALTH_PORT` | serve the worker's health on 127.0.0.1 at this port, for `keeper health` and the container health check (KeeperCluster sets 7071); unset: no endpoint |
  * | `KEEPER_HANDLERS` | `keeper worker` only: the handler module to load |
  * | `AWS_ENDPOINT_URL_DYNAMODB`, `AWS_REGION` | where DynamoDB is (the AWS SDK's own names) |
  */
@@ -35,6 +36,7 @@ export const workerEnvironment = {
   doorbell: 'KEEPER_DOORBELL',
   nodeId: 'KEEPER_NODE_ID',
   metrics: 'KEEPER_METRICS',
+  healthPort: 'KEEPER_HEALTH_PORT',
   handlers: 'KEEPER_HANDLERS',
 } as const satisfies { numbers: Record<string, keyof KeeperOptions> } & Record<string, unknown>;
 
@@ -51,6 +53,8 @@ export interface WorkerEnvironmentSettings {
   metrics?: boolean;
   /** KEEPER_HANDLERS. */
   handlers?: string;
+  /** KEEPER_HEALTH_PORT: where the worker serves its health (workerHealth), on 127.0.0.1. */
+  healthPort?: number;
 }
 
 /** Reads the worker environment; refuses a malformed value with an {@link EnvironmentError}. */
@@ -80,10 +84,15 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
   if (metrics !== undefined && metrics !== 'emf' && metrics !== 'off') throw new EnvironmentError(`KEEPER_METRICS must be emf or off, got "${env[workerEnvironment.metrics]}"`);
   const table = given(workerEnvironment.table);
   const handlers = given(workerEnvironment.handlers);
+  const healthPort = given(workerEnvironment.healthPort);
+  if (healthPort !== undefined && !(/^\d+$/.test(healthPort) && Number(healthPort) <= 65_535)) {
+    throw new EnvironmentError(`KEEPER_HEALTH_PORT must be a port number from 0 (any free port) to 65535, got "${healthPort}"`);
+  }
   return {
     settings,
     ...(table !== undefined ? { table } : {}),
     ...(metrics !== undefined ? { metrics: metrics === 'emf' } : {}),
     ...(handlers !== undefined ? { handlers } : {}),
+    ...(healthPort !== undefined ? { healthPort: Number(healthPort) } : {}),
   };
 }

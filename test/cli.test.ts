@@ -62,6 +62,35 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
   });
 });
 
+describe('keeper health: exit codes', () => {
+  it('bad use exits 2 with one line: no port anywhere, a port that is not one, an extra argument', () => {
+    const cases: Array<[string[], Record<string, string>, RegExp]> = [
+      [['health'], { KEEPER_HEALTH_PORT: '' }, /^keeper: no health port: give --port, or set KEEPER_HEALTH_PORT as for the worker$/],
+      [['health', '--port', 'abc'], {}, /^error: option '--port <n>' argument 'abc' is invalid\. --port must be a port number from 1 to 65535$/],
+      [['health'], { KEEPER_HEALTH_PORT: '70000' }, /^keeper: KEEPER_HEALTH_PORT must be a port number from 1 to 65535$/],
+      [['health', 'now', '--port', '7071'], {}, /^error: too many arguments for 'health'/],
+      [['health', '--port', '7071', '--timeout-ms', '0'], {}, /--timeout-ms must be a whole number >= 1$/],
+    ];
+    for (const [args, env, message] of cases) {
+      const { code, stdout, stderr } = keeper(args, env);
+      expect({ args, code, stdout, lines: stderr.trim().split('\n').length }).toEqual({ args, code: 2, stdout: '', lines: 1 });
+      expect(stderr.trim()).toMatch(message);
+    }
+  });
+
+  it('no worker on the port is unhealthy: exit 1, one line on stdout', () => {
+    const { code, stdout, stderr } = keeper(['health', '--port', '1']);
+    expect({ code, stderr }).toEqual({ code: 1, stderr: '' });
+    expect(stdout).toBe('unhealthy: no worker answers on 127.0.0.1:1: nothing listens there (the worker has not started, or has exited)\n');
+  });
+
+  it('a worker refuses a health port that is not one, before it joins', () => {
+    const { code, stderr } = keeper(['worker', '--table', 'x-table'], { KEEPER_HEALTH_PORT: '99999' });
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe('keeper: KEEPER_HEALTH_PORT must be a port number from 0 (any free port) to 65535, got "99999"');
+  });
+});
+
 describe('keeper --version', () => {
   it("prints the package's version and exits 0", () => {
     const { version } = JSON.parse(readFileSync(join(import.meta.dirname, '..', 'package.json'), 'utf8')) as { version: string };

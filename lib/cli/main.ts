@@ -1,4 +1,3 @@
-import { main } from './program.js';
-
 // Commands that keep running (worker, local-db, local-cluster) return only when they are done.
-process.exitCode = await main(process.argv);
+// `keeper health` loads only what it needs: an orchestrator runs it every few seconds.
+process.exitCode = process.argv[2] === 'health' ? await (await import('./health-command.js')).healthMain(process.argv) : await (await import('./program.js')).main(process.argv);

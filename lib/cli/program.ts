@@ -13,6 +13,7 @@ import { runWorker } from '../run-worker.js';
 import { defaultNodeId, NodeIdInUseError } from '../worker.js';
 import { EnvironmentError, readWorkerEnvironment } from '../worker-environment.js';
 import { HandlerModuleError, loadHandlerModule } from './handler-module.js';
+import { HealthUsageError, healthCommand, UnhealthyError } from './health-command.js';
 import { runLocalCluster } from './local-cluster.js';
 import { formatStatus } from './status.js';
 
@@ -140,6 +141,7 @@ export function buildProgram(): Command {
     .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
     .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the ECS task\'s address, else the first non-internal IPv4)')
     .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
+    .option('--health-port <n>', 'serve this worker\'s health on 127.0.0.1 at this port, for `keeper health` (default: $KEEPER_HEALTH_PORT, else none)', intArg('--health-port', 0))
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
     .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
@@ -188,6 +190,7 @@ export function buildProgram(): Command {
         ...(endpoint ? { endpoint } : {}),
         ...(o.region ? { region: o.region } : {}),
         handlers: handlers ?? { demo: demoHandler(audit) },
+        ...(o['healthPort'] !== undefined ? { healthPort: o['healthPort'] as number } : {}),
       });
       worker.once('left', () => audit?.close());
       await new Promise<never>(() => {});
@@ -260,6 +263,8 @@ export function buildProgram(): Command {
       client.destroy();
     });
 
+  program.addCommand(healthCommand());
+
   program
     .command('local-cluster')
     .description('start DynamoDB Local and a local cluster of demo workers, show who runs what, kill one and show the takeover')
@@ -278,8 +283,12 @@ export function buildProgram(): Command {
 
 /** Maps an error to the one line a user sees and the exit code. */
 export function describeFailure(error: unknown): { message: string; code: number } {
+  // `keeper health` printed its line already.
+  if (error instanceof UnhealthyError) return { message: '', code: 1 };
   if (error instanceof CommanderError) return { message: '', code: error.exitCode === 0 ? 0 : 2 };
-  if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError || error instanceof HandlerModuleError) return { message: error.message, code: 2 };
+  if (error instanceof UsageError || error instanceof ConfigError || error instanceof EnvironmentError || error instanceof HandlerModuleError || error instanceof HealthUsageError) {
+    return { message: error.message, code: 2 };
+  }
   const status = (error as { status?: number }).status;
   if (typeof status === 'number' && status >= 400 && status < 500) return { message: (error as Error).message, code: 2 };
   if (error instanceof NodeIdInUseError || error instanceof JavaMissingError || error instanceof TableSchemaMismatchError) return { message: error.message, code: 1 };
