@@ -14,7 +14,8 @@ import { metricNames } from '../lib/metrics.js';
 import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { DynamoStore } from '../lib/store/dynamo-store.js';
 import { createTableInput, tableSchema } from '../lib/store/table.js';
-import { doorbellPort, KeeperCluster, tableAccess, type KeeperClusterProps } from '../lib/cdk/index.js';
+import { doorbellPort, healthPort, KeeperCluster, tableAccess, workerHealthCheck, type KeeperClusterProps } from '../lib/cdk/index.js';
+import { healthCheckCommand } from '../lib/worker-health.js';
 import { KeeperStack, repoRoot } from '../infra/stack.js';
 import type { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, waitFor } from './support/cluster.js';
@@ -131,6 +132,29 @@ describe('workers', () => {
     expect(container['ReadonlyRootFilesystem']).toBe(true);
     expect(container['LogConfiguration']).toMatchObject({ LogDriver: 'awslogs', Options: { 'awslogs-group': { Ref: expect.any(String) } } });
     expect(taskDef.Properties).toMatchObject({ RequiresCompatibilities: ['FARGATE'], NetworkMode: 'awsvpc' });
+  });
+
+  it('report healthy to ECS only once joined with a valid lease (the container health check), so a deployment waits for new workers to join', () => {
+    const [, taskDef] = ofType('AWS::ECS::TaskDefinition')[0]!;
+    const container = taskDef.Properties['ContainerDefinitions'][0] as Record<string, any>;
+    const env = Object.fromEntries((container['Environment'] as Array<{ Name: string; Value: unknown }>).map((e) => [e.Name, e.Value]));
+    expect(env['KEEPER_HEALTH_PORT']).toBe(String(healthPort));
+    // The very command test/health.test.ts runs against worker processes.
+    expect(container['HealthCheck']).toEqual({ Command: healthCheckCommand(healthPort), Interval: 5, Timeout: 5, Retries: 3, StartPeriod: 35 });
+    const [kind, program, flag] = container['HealthCheck'].Command as string[];
+    expect([kind, program, flag]).toEqual(['CMD', 'node', '-e']);
+    // Unhealthy for longer than the failover bound before ECS replaces a worker: 3 checks 5 s apart > 7.55 s.
+    expect(3 * 5 * 1000).toBeGreaterThan(failoverBoundMs(resolveConfig({ periodMs: 1000 })));
+    // Port mappings stay the doorbell's: the health port is for the task's own localhost.
+    expect(container['PortMappings']).toEqual([{ ContainerPort: doorbellPort, Protocol: 'udp' }]);
+    // A longer period: checks no more often than a period, and still past the failover bound.
+    const slow = workerHealthCheck(resolveConfig({ periodMs: 10_000 }));
+    expect(slow.interval?.toSeconds()).toBe(10);
+    expect((slow.retries ?? 0) * 10_000).toBeGreaterThan(failoverBoundMs(resolveConfig({ periodMs: 10_000 })));
+    expect(slow.startPeriod?.toSeconds()).toBe(30 + Math.ceil(4 * 10 * 1.05));
+    const quick = Template.fromStack(quickStack({ periodMs: 10_000 }).stack).toJSON()['Resources'] as Resources;
+    const [, quickDef] = Object.entries(quick).find(([, r]) => r.Type === 'AWS::ECS::TaskDefinition')!;
+    expect(quickDef.Properties['ContainerDefinitions'][0]['HealthCheck']).toMatchObject({ Interval: 10, Retries: slow.retries, StartPeriod: 72 });
   });
 
   it('let only each other ring their doorbells (UDP)', () => {

@@ -5,7 +5,7 @@
  *
  * @packageDocumentation
  */
-export { KeeperCluster, doorbellPort, type KeeperClusterProps } from './keeper-cluster.js';
+export { KeeperCluster, doorbellPort, healthPort, workerHealthCheck, type KeeperClusterProps } from './keeper-cluster.js';
 export { KeeperMonitoring, type AlarmSettings, type MonitoringProps } from './monitoring.js';
 export { KeeperFunction, functionBundleDir, type FunctionBundle, type KeeperFunctionProps } from './lambda.js';
 export { createTaskTable, grantTableAccess, tableAccess, type TableAccess } from './task-table.js';

@@ -14,8 +14,9 @@ import * as logs from 'aws-cdk-lib/aws-logs';
 import * as sns from 'aws-cdk-lib/aws-sns';
 import * as subscriptions from 'aws-cdk-lib/aws-sns-subscriptions';
 import { Construct } from 'constructs';
-import { ConfigError, healthWindowMs, resolveConfig, type KeeperConfig } from '../config.js';
+import { ConfigError, failoverBoundMs, healthWindowMs, resolveConfig, type KeeperConfig } from '../config.js';
 import { metricsNamespace } from '../metrics.js';
+import { healthCheckCommand } from '../worker-health.js';
 import { KeeperFunction } from './lambda.js';
 import { KeeperMonitoring, type AlarmSettings } from './monitoring.js';
 import { createTaskTable, grantTableAccess, tableAccess } from './task-table.js';
@@ -73,6 +74,39 @@ const fargateMaxStopTimeout = Duration.seconds(120);
 const lambdaMaxTimeoutSeconds = 900;
 /** The UDP port workers' doorbells listen on (see lib/doorbell.ts). */
 export const doorbellPort = 7070;
+/** The TCP port, on 127.0.0.1 inside each task, where workers serve their health (lib/worker-health.ts). */
+export const healthPort = 7071;
+
+/**
+ * The worker container's health check, from the protocol's settings. ECS counts a new worker
+ * as running only once it is healthy (joined, with a valid lease), so that a deployment
+ * (minimum 100 %) stops an old worker only after its replacement has joined; and it replaces
+ * a worker whose checks keep failing.
+ */
+export function workerHealthCheck(protocol: KeeperConfig): ecs.HealthCheck {
+  const periodS = protocol.periodMs / 1000;
+  // A worker's health changes at most once a period (its heartbeat), so asking more often
+  // learns nothing; 5 s is the least ECS allows, and what a deployment waits at most, beyond
+  // the join itself, to see a new worker healthy.
+  const interval = Math.min(300, Math.max(5, Math.ceil(periodS)));
+  // A lease lost for less than the failover bound is a blip the worker rides out by itself:
+  // no peer has taken its tasks yet, and its next heartbeat renews it. Longer, peers have
+  // declared it dead, and a worker that still cannot renew (its own network, a wedged
+  // process) is replaced: only after failures in a row for longer than that bound.
+  const retries = Math.min(10, Math.ceil(failoverBoundMs(protocol) / 1000 / interval) + 1);
+  // Failures before the first success do not count for this long: the process starts, checks
+  // the table and joins within seconds, and a node whose id looks held first watches it for
+  // K periods (on ECS every task's id is new, but a restarted container keeps its host name).
+  const startPeriod = Math.min(300, 30 + Math.ceil(protocol.staleTicks * periodS * protocol.driftBound));
+  return {
+    command: healthCheckCommand(healthPort),
+    interval: Duration.seconds(interval),
+    // Node's start-up on a fraction of a vCPU plus the check's own 2 s wait for an answer.
+    timeout: Duration.seconds(5),
+    retries,
+    startPeriod: Duration.seconds(startPeriod),
+  };
+}
 
 interface Settings {
   protocol: KeeperConfig;
@@ -192,8 +226,12 @@ export class KeeperCluster extends Construct {
         ...shared,
         KEEPER_METRICS: 'emf',
         KEEPER_DOORBELL_PORT: String(doorbellPort),
+        KEEPER_HEALTH_PORT: String(healthPort),
         ...(props.handlerModule !== undefined ? { KEEPER_HANDLERS: props.handlerModule } : {}),
       },
+      // Runs `node -e` with a localhost request (healthCheckCommand): any worker image has
+      // node, wherever it installed keeper, and needs neither a shell nor curl.
+      healthCheck: workerHealthCheck(protocol),
       // The doorbell (UDP, worker to worker): a node that hands tasks over rings the receiver so
       // that it starts them at once rather than at its next heartbeat. Allowed only between
       // the workers' own tasks (below); without it, handovers wait for that heartbeat.
