@@ -136,19 +136,21 @@ describe('keeper CLI against DynamoDB Local', () => {
   });
 
   it('drains and undrains a live node, which status shows; refuses an unknown, dead or departed node with exit 2, writing nothing', async () => {
-    const store = t.store();
+    // A table of its own: the nodes made here look alive, and a worker would hand them tasks.
+    const own = await freshTable('cli-drain');
+    const store = own.store();
     const join = (id: string) => store.joinNode({ id, inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 3, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j' }, undefined);
     await join('drain-me');
-    expect(keeper(['drain', 'drain-me', '--table', t.table])).toMatchObject({
+    expect(keeper(['drain', 'drain-me', '--table', own.table])).toMatchObject({
       code: 0,
       stdout: 'node drain-me is draining: it takes no new tasks and hands its 3 tasks to other nodes (`keeper status` shows them go; `keeper undrain drain-me` ends it)\n',
     });
     expect((await store.getNode('drain-me'))?.draining).toBe(true);
-    expect(keeper(['status', '--table', t.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive \(draining\)\s+0/);
-    expect(JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout).nodes).toContainEqual(expect.objectContaining({ id: 'drain-me', draining: true }));
-    expect(keeper(['undrain', 'drain-me', '--table', t.table])).toMatchObject({ code: 0, stdout: 'node drain-me takes tasks again\n' });
+    expect(keeper(['status', '--table', own.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive \(draining\)\s+0/);
+    expect(JSON.parse(keeper(['status', '--table', own.table, '--json']).stdout).nodes).toContainEqual(expect.objectContaining({ id: 'drain-me', draining: true }));
+    expect(keeper(['undrain', 'drain-me', '--table', own.table])).toMatchObject({ code: 0, stdout: 'node drain-me takes tasks again\n' });
     expect((await store.getNode('drain-me'))?.draining).toBeUndefined();
-    expect(keeper(['status', '--table', t.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive\s+0/);
+    expect(keeper(['status', '--table', own.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive\s+0/);
 
     await join('drain-dead');
     await store.declareDead('drain-dead', { inc: 1, counter: 0 }, 'observer');
@@ -163,12 +165,13 @@ describe('keeper CLI against DynamoDB Local', () => {
       [['drain'], "error: missing required argument 'node'"],
     ];
     for (const [args, message] of refusals) {
-      const out = keeper([...args, '--table', t.table]);
+      const out = keeper([...args, '--table', own.table]);
       expect({ args, code: out.code, stderr: out.stderr.trim().split('\n')[0] }).toEqual({ args, code: 2, stderr: message });
       expect(out.stdout).toBe('');
     }
     expect(await store.getNode('nobody')).toBeUndefined();
     for (const id of ['drain-dead', 'drain-left']) expect((await store.getNode(id))?.draining).toBeUndefined();
+    await own.drop();
   });
 
   it('runs a worker as one OS process that leaves gracefully on SIGTERM and writes the audit log', async () => {
