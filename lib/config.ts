@@ -172,8 +172,9 @@ export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
  *                passes later (Monitor.declareStale), so k is the first of those at least L
  *                of the slowest clock away (0 for L = 0; beyond six periods of lag only the
  *                tombstone sweep finds them, and there is no bound: Infinity).
- *   (2n-r)/r s*f with a write-unit budget of r per second for moves (moveWriteUnitsPerSecond):
- *                items of up to 1 KB, two units each in a transaction, r of them at once.
+ *   (3n-r)/r s*f with a write-unit budget of r per second for moves (moveWriteUnitsPerSecond):
+ *                items of up to 1 KB, two units each in a transaction and one more if its
+ *                batch is redone task by task, r of them at once.
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
 export function failoverBoundMs(
@@ -184,8 +185,9 @@ export function failoverBoundMs(
   const moves = Math.ceil(tasks / batchMovesInFlight) + Math.ceil(tasks / moveConcurrency);
   const followUp = indexLagMs <= 0 ? 0 : (followUpPasses.find((k) => (k * c.periodMs) / c.driftBound >= indexLagMs) ?? Number.POSITIVE_INFINITY);
   const rate = c.moveWriteUnitsPerSecond ?? 0;
-  // Items of up to 1 KB, two units each in a transaction, the first second's worth at once.
-  const paced = rate > 0 ? (Math.max(0, 2 * tasks - rate) / rate) * 1000 * c.driftBound : 0;
+  // Items of up to 1 KB: two units each in a transaction and one more if the batch is redone
+  // task by task; the first second's worth at once.
+  const paced = rate > 0 ? (Math.max(0, 3 * tasks - rate) / rate) * 1000 * c.driftBound : 0;
   return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound + paced;
 }
 

@@ -92,6 +92,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.log = logger ?? silentLogger;
     this.random = random ?? Math.random;
     this.id = this.config.nodeId ?? defaultNodeId();
+    if (store.requestTimeoutMs !== undefined && store.requestTimeoutMs > this.config.requestTimeoutMs) {
+      // runWorker and the CLI give the store the worker's own d; a store made by hand may not.
+      this.log.warn('the store lets a request last longer than requestTimeoutMs, which the safety bound assumes no request does; create it with the same requestTimeoutMs', {
+        node: this.id,
+        storeRequestTimeoutMs: store.requestTimeoutMs,
+        requestTimeoutMs: this.config.requestTimeoutMs,
+      });
+    }
     const bell =
       typeof doorbell === 'object'
         ? doorbell
@@ -150,7 +158,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       types: () => this.holdings.types(),
       bell: () => this.handover.bell,
       random: this.random,
-      joined: (item, sentAt) => this.joined(item, sentAt),
+      joined: (item, sentAt, confirmedAt) => this.joined(item, sentAt, confirmedAt),
     });
   }
 
@@ -256,8 +264,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
   }
 
   /** A join landed: take up the new incarnation and tell the ring. */
-  private async joined(item: NodeItem, sentAt: number): Promise<void> {
-    this.heartbeat.begin(item, sentAt);
+  private async joined(item: NodeItem, sentAt: number, confirmedAt: number): Promise<void> {
+    this.heartbeat.begin(item, sentAt, confirmedAt);
     this.monitor.reset(item.watch);
     this.heartbeat.renew(sentAt);
     this.neighbourhood.markChanged();

@@ -56,10 +56,11 @@ describe('config: validated once, at the door', () => {
     expect(failoverBoundMs(c, 0, 500)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 2 * 1000 * 1.05);
     expect(failoverBoundMs(c, 0, 3000)).toBeCloseTo(200 + 7 * 1000 * 1.05 + 6 * 1000 * 1.05);
     expect(failoverBoundMs(c, 0, 10_000)).toBe(Number.POSITIVE_INFINITY);
-    // A write-unit budget for moves: 2 units per task beyond the first second's worth.
+    // A write-unit budget for moves: up to 3 units per task (a batch redone task by task)
+    // beyond the first second's worth.
     const paced = resolveConfig({ periodMs: 1000, moveWriteUnitsPerSecond: 500 });
-    expect(failoverBoundMs(paced, 1000) - failoverBoundMs(c, 1000)).toBeCloseTo(3 * 1000 * 1.05);
-    expect(failoverBoundMs(paced, 200)).toBeCloseTo(failoverBoundMs(c, 200)); // within the burst
+    expect(failoverBoundMs(paced, 1000) - failoverBoundMs(c, 1000)).toBeCloseTo(5 * 1000 * 1.05);
+    expect(failoverBoundMs(paced, 150)).toBeCloseTo(failoverBoundMs(c, 150)); // within the burst
   });
 
   it('refuses a negative move budget in one line', () => {

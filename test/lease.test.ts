@@ -212,4 +212,39 @@ describe('the counter loop', () => {
     expect(sent.get(7)! - sent.get(6)!).toBe(periodMs);
     await worker.kill();
   });
+
+  it('sends the first beat no sooner than P - d after a join whose reply came late (the join moved the counter too)', async () => {
+    const time = new VirtualTime();
+    const clock = new SimClock(time);
+    const memory = new MemoryStore();
+    const periodMs = 1000;
+    const requestTimeoutMs = 200;
+    let joinReplied = 0;
+    const beats: number[] = [];
+    const store = new Proxy(memory, {
+      get(target, key, receiver) {
+        const value = Reflect.get(target, key, receiver) as unknown;
+        if (typeof value !== 'function') return value;
+        const fn = (value as (...a: unknown[]) => Promise<unknown>).bind(target);
+        if (key === 'joinNode') {
+          return async (...args: unknown[]) => {
+            const out = await fn(...args);
+            await new Promise<void>((resolve) => clock.setTimer(3 * requestTimeoutMs, resolve));
+            joinReplied = time.now;
+            return out;
+          };
+        }
+        if (key === 'heartbeat') return (...args: unknown[]) => (beats.push(time.now), fn(...args));
+        return fn;
+      },
+    }) as Store;
+    const worker = new Worker({ nodeId: 'a', periodMs, requestTimeoutMs, store, clock, doorbell: false });
+    let started = false;
+    void worker.start().then(() => (started = true));
+    for (let t = 100; !started && t <= 5000; t += 100) await time.run(t);
+    await time.run(8000);
+    expect(joinReplied).toBeGreaterThan(0);
+    expect(beats[0]! - joinReplied).toBeGreaterThanOrEqual(periodMs - requestTimeoutMs);
+    await worker.kill();
+  });
 });

@@ -39,6 +39,7 @@ export class Heartbeat {
   /** When the armed timer is due: how late it fires says how long the event loop was blocked. */
   private timerDueAt = 0;
   private joinSentAt = Number.NEGATIVE_INFINITY;
+  private joinConfirmedAt = Number.NEGATIVE_INFINITY;
   private beatTimer: Timer | undefined;
 
   constructor(
@@ -60,13 +61,14 @@ export class Heartbeat {
     return this.lease.fenced;
   }
 
-  /** A join sent at `sentAt` landed: beat as that incarnation from its counter on (the lease is renewed separately). */
-  begin(item: NodeItem, sentAt: number): void {
+  /** A join sent at `sentAt` landed (known at `confirmedAt`): beat as that incarnation from its counter on (the lease is renewed separately). */
+  begin(item: NodeItem, sentAt: number, confirmedAt: number): void {
     this.incarnation = item.inc;
     this.counterValue = item.counter;
     this.firstAttemptAt = undefined;
     this.joinedAt = item.joinedAt;
     this.joinSentAt = sentAt;
+    this.joinConfirmedAt = confirmedAt;
   }
 
   /**
@@ -74,10 +76,13 @@ export class Heartbeat {
    * a cold table) took longer: the lease runs from the join write and must not run out. Not
    * sooner: the join write advanced the counter, and observers count every increment as a
    * period of this node's clock (a rejoin that beat at once would count a period that never
-   * passed: the model check's LOOSE_BOUND counterexample, docs/model.md).
+   * passed: the model check's LOOSE_BOUND counterexample, docs/model.md). Nor sooner than
+   * P - d after the join was confirmed, as after any value (see beat()): an attempt of the
+   * join may have landed at any moment before that.
    */
   start(): void {
-    this.nextBeatAt = Math.max(this.node.clock.now(), this.joinSentAt + this.node.config.periodMs);
+    const { periodMs, requestTimeoutMs } = this.node.config;
+    this.nextBeatAt = Math.max(this.node.clock.now(), this.joinSentAt + periodMs, this.joinConfirmedAt + periodMs - requestTimeoutMs);
     this.schedule();
   }
 

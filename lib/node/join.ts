@@ -20,8 +20,8 @@ export interface JoinHooks {
   bell(): string | undefined;
   /** Source of fresh incarnation numbers (seeded in the simulator). */
   random(): number;
-  /** The join write landed, sent at `sentAt`: take up that incarnation. */
-  joined(node: NodeItem, sentAt: number): Promise<void>;
+  /** The join write landed, sent at `sentAt` and known to have landed at `confirmedAt`: take up that incarnation. */
+  joined(node: NodeItem, sentAt: number, confirmedAt: number): Promise<void>;
 }
 
 /** The settings every node of a cluster must share, as published in its node item. */
@@ -60,7 +60,7 @@ export class Join {
           // An earlier attempt of ours whose reply was lost landed after all: the lease runs
           // from that attempt's send time.
           attempts.clear();
-          await hooks.joined(existing, ours);
+          await hooks.joined(existing, ours, node.clock.now());
           return;
         }
         if (existing && existing.state === 'alive' && existing.inc !== hooks.inc()) {
@@ -93,7 +93,7 @@ export class Join {
         attempts.set(item.joinedAt, sentAt);
         if (!(await joinAs(node, item, existing))) continue;
         attempts.clear();
-        await hooks.joined(item, sentAt);
+        await hooks.joined(item, sentAt, node.clock.now());
         return;
       } catch (error) {
         // Only an unreachable or ambiguous store is worth waiting out; a missing table or

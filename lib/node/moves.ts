@@ -73,7 +73,8 @@ export class Moves {
       if (task.owner === node.id && task.ownerInc === node.inc() && to.owner !== node.id) {
         // One of our own tasks on its way out: a read proves nothing, settle it (see settle()).
         this.unsettled.set(task.id, { owner: task.owner, ownerInc: task.ownerInc, token: task.token });
-        const now = await this.settle(task.id);
+        // Settled here, the caller tells the receiver if it landed: no ring of settle()'s own.
+        const now = await this.settle(task.id, false);
         return movedTo(now, task, to) ? now : undefined;
       }
       // Anyone else's task (a claim, a takeover): the write may still land, so the new owner
@@ -96,7 +97,7 @@ export class Moves {
    * the token has moved past the expected one, the pending write can never land. Until then
    * the task does not run here (see Holdings.adopt).
    */
-  async settle(id: string): Promise<TaskItem | undefined> {
+  async settle(id: string, tellReceiver = true): Promise<TaskItem | undefined> {
     const { node } = this;
     const expected = this.unsettled.get(id);
     if (!expected) return node.store.getTask(id).catch(() => undefined);
@@ -113,7 +114,7 @@ export class Moves {
       // One step on, with another node: most likely our own move, whose request arrived but
       // whose reply did not (a partition began). Nobody has told that node, which would
       // otherwise find the task only at its periodic reconcile (the fault harness saw 13 s).
-      if (now && now.owner !== null && now.owner !== node.id && now.token === expected.token + 1) this.hooks.landedWith(now.owner, id);
+      if (tellReceiver && now && now.owner !== null && now.owner !== node.id && now.token === expected.token + 1) this.hooks.landedWith(now.owner, id);
       return now;
     } catch {
       return undefined; // still unknown; tried again next period

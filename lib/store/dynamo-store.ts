@@ -129,6 +129,17 @@ function classify(error: unknown): Failure {
   return 'ambiguous';
 }
 
+/**
+ * JSON with every object's keys in order: DynamoDB keeps no order among a map's keys, so a
+ * result read back may list them otherwise than the one written (and a write of ours that
+ * landed must still be recognised as ours).
+ */
+function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === 'object' && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) : v,
+  );
+}
+
 function describe(error: unknown): string {
   const e = error as { name?: string; message?: string; code?: string };
   return [e.name, e.code, e.message].filter(Boolean).join(': ');
@@ -151,7 +162,8 @@ export class DynamoStore implements Store {
   private readonly table: string;
   private readonly warn: Warn;
   private readonly retry: RetryPolicy;
-  private readonly requestTimeoutMs: number;
+  /** The longest a request may last (its reply measured on arrival); a worker's requestTimeoutMs should be no shorter. */
+  readonly requestTimeoutMs: number;
 
   constructor(options: DynamoStoreOptions) {
     this.client = options.client;
@@ -166,7 +178,7 @@ export class DynamoStore implements Store {
 
   // lib-dynamodb's command classes do not unify under one `send` overload; the results are
   // typed at each call site instead.
-  private async send<T = { Attributes?: Raw }>(command: object, client = this.client): Promise<T> {
+  private async send<T = { Attributes?: Raw }>(command: object, client = this.client, lateIsSafe = false): Promise<T> {
     // The abort signal is a second line behind the HTTP handler's own timeouts, and it holds
     // for a client made elsewhere too: the safety bound counts on no request, and so no read
     // or write of one, lasting longer than requestTimeoutMs (config.ts, readWindowMs).
@@ -176,8 +188,10 @@ export class DynamoStore implements Store {
     // CPU-bound handler) may reach us after the deadline without any timer noticing. Measured
     // here, it fails like a timeout (a write may have landed, and is resolved as one whose
     // reply was lost), so that what the bound assumes holds however long the process stalls.
+    // Not a heartbeat's: the next value is spaced from the reply, however late (Heartbeat), and
+    // refusing it would fence a node whose loop is merely busy (a takeover of a thousand tasks).
     const took = performance.now() - began;
-    if (took > this.requestTimeoutMs) throw new LateReplyError(`reply after ${Math.round(took)} ms, past the ${this.requestTimeoutMs} ms a request may last (the event loop was blocked)`);
+    if (took > this.requestTimeoutMs && !lateIsSafe) throw new LateReplyError(`reply after ${Math.round(took)} ms, past the ${this.requestTimeoutMs} ms a request may last (the event loop was blocked)`);
     return out;
   }
 
@@ -327,6 +341,7 @@ export class DynamoStore implements Store {
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
           this.heartbeatClient,
+          true,
         ),
       () => false, // idempotent: a retry after an ambiguous attempt simply succeeds again
     );
@@ -837,7 +852,7 @@ export class DynamoStore implements Store {
             ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
           }),
         ),
-      (current) => current['token'] === expected.token && Object.entries(patch).every(([f, v]) => v === undefined || JSON.stringify(current[f]) === JSON.stringify(v)),
+      (current) => current['token'] === expected.token && Object.entries(patch).every(([f, v]) => v === undefined || canonicalJson(current[f]) === canonicalJson(v)),
     );
     return out.won;
   }

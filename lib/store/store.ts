@@ -189,6 +189,11 @@ export interface Page<T> {
 
 /** The narrow store interface a node uses: every write is a compare-and-set naming the state it expects. DynamoStore and MemoryStore implement it. */
 export interface Store {
+  /**
+   * The longest one request may last, if the store bounds it (DynamoStore does): the safety
+   * bound counts on no request lasting longer than the worker's requestTimeoutMs.
+   */
+  readonly requestTimeoutMs?: number;
   // --- nodes ---
   getNode(id: string): Promise<NodeItem | undefined>;
   /**
