@@ -129,10 +129,10 @@ export class Heartbeat {
 
   /**
    * A timer that fires later than a request may last means the event loop was blocked (task
-   * code busy on the CPU, a long GC, a frozen process): any request in flight meanwhile timed
-   * out although it may have been answered, and the store tried it again. Short stalls cost
-   * nothing more; one longer than the fence window's slack (F - P) fences the node. Said
-   * aloud so that the cause is found in the task code, not in DynamoDB.
+   * code busy on the CPU, a long GC, a frozen process): reads and writes in flight meanwhile
+   * timed out although they may have been answered, and the store tried them again. Short
+   * stalls cost nothing more; one longer than the fence window's slack (F - P) fences the
+   * node. Said aloud so that the cause is found in the task code, not in DynamoDB.
    */
   private noticeStall(lateMs: number): void {
     const { node } = this;
@@ -186,10 +186,11 @@ export class Heartbeat {
       // The next value goes a full period after the send that landed this one, retry or not:
       // observers count this node's increments as periods of its clock (docs/protocol.md).
       // And no sooner than P - d after this reply: the store may have sent the value more than
-      // once (an attempt whose reply was lost or came too late), and whichever attempt landed
-      // first did so before now, maybe long after `sentAt` (a blocked event loop, a slow
-      // network): counted from its landing, the next value is still a period later, less the
-      // d that the bound allows for a value in flight.
+      // once (an attempt whose reply was lost), and this reply may have come late (a blocked
+      // event loop, a slow network; the store uses a heartbeat's late reply): whichever
+      // attempt landed first did so before now, maybe long after `sentAt`. Counted from its
+      // landing, the next value is still a period later, less the d that the bound allows
+      // for a value in flight.
       this.nextBeatAt = Math.max(this.nextBeatAt, sentAt + node.config.periodMs, receivedAt + node.config.periodMs - node.config.requestTimeoutMs);
       this.renew(renewFrom);
       if (result.node) hooks.news(result.node);
