@@ -123,6 +123,8 @@ function classify(error: unknown): Failure {
   if (e.name === 'ResourceNotFoundException' || e.name === 'ValidationException' || e.name === 'AccessDeniedException') return 'fatal';
   const code = e.code ?? (error as { cause?: { code?: string } }).cause?.code;
   if (code && undelivered.has(code)) return 'unavailable';
+  // No credentials to sign with: the request never left.
+  if (e.name === 'CredentialsUnavailableError' || e.name === 'CredentialsProviderError') return 'unavailable';
   const status = e.$metadata?.httpStatusCode;
   if (status !== undefined && status >= 400 && status < 500 && e.$fault === 'client') return 'fatal';
   // Timeouts, resets, 5xx and anything unrecognised: the write may or may not have landed.
