@@ -1,5 +1,9 @@
 import { describe, expect, it } from 'vitest';
+import { createDynamoClient, documentClient } from '../lib/store/client.js';
 import { CredentialCache, CredentialsUnavailableError, type Credentials } from '../lib/store/credentials.js';
+import { DynamoStore } from '../lib/store/dynamo-store.js';
+import { AmbiguousWriteError, StoreUnavailableError } from '../lib/store/store.js';
+import { freshTable } from './support/dynamo.js';
 import { SimClock, VirtualTime } from './support/sim.js';
 
 /**
@@ -104,5 +108,29 @@ describe('CredentialCache', () => {
     cache.stop();
     await time.run(12 * hour);
     expect(calls).toEqual([0]);
+  });
+});
+
+describe('a request without credentials', () => {
+  it('is unavailable, not ambiguous: it never left (DynamoDB Local)', async () => {
+    const t = await freshTable('creds');
+    const client = createDynamoClient({
+      endpoint: t.endpoint,
+      requestTimeoutMs: 1000,
+      credentials: () => Promise.reject(new CredentialsUnavailableError('no AWS credentials within 200 ms (still fetching)')),
+    });
+    const store = new DynamoStore({ client: documentClient(client), table: t.table, requestTimeoutMs: 1000, retry: { attempts: 2, baseMs: 1, capMs: 2 } });
+    try {
+      const outcome = await store.createTask({ id: 'job', type: 'demo', payload: null }, 'now').then(
+        () => 'written',
+        (error: unknown) => error,
+      );
+      expect(outcome).toBeInstanceOf(StoreUnavailableError);
+      expect(outcome).not.toBeInstanceOf(AmbiguousWriteError);
+      expect(await t.store().getTask('job')).toBeUndefined();
+    } finally {
+      client.destroy();
+      await t.drop().catch(() => {});
+    }
   });
 });
