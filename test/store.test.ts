@@ -147,6 +147,25 @@ describe.each([
       expect((await h.store.getNode(id))?.draining).toBeUndefined();
     });
 
+    it('marks only its own live incarnation leaving; the flag stays through its heartbeats, a new incarnation starts without it', async () => {
+      const id = uid('n');
+      const beat = (counter: number) => h.store.heartbeat({ id, inc: 1, joinedAt: 'j', counter, taskCount: 0, capacity: 1, types: [], watch: {} });
+      expect(await h.store.markLeaving(uid('ghost'), 1)).toBe(false);
+      await h.store.joinNode(node(id, 1, { version: '2.1.0' }), undefined);
+      expect((await h.store.getNode(id))?.leaving).toBeUndefined();
+      expect(await h.store.markLeaving(id, 2)).toBe(false);
+      expect((await h.store.getNode(id))?.leaving).toBeUndefined();
+      expect(await h.store.markLeaving(id, 1)).toBe(true);
+      expect(await beat(1)).toMatchObject({ ok: true, node: { counter: 1, leaving: true, version: '2.1.0' } });
+      expect((await h.store.readNodes([id])).nodes.get(id)).toMatchObject({ leaving: true, version: '2.1.0' });
+      expect(await h.store.markLeft(id, 1)).toBe(true);
+      expect(await h.store.markLeaving(id, 1)).toBe(false);
+      expect(await h.store.joinNode(node(id, 2), { inc: 1, state: 'left' })).toBe(true);
+      const rejoined = await h.store.getNode(id);
+      expect(rejoined).not.toHaveProperty('leaving');
+      expect(rejoined).not.toHaveProperty('version');
+    });
+
     it('rejoins only if the drain flag is still as it was read', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);

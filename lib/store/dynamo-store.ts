@@ -468,6 +468,27 @@ export class DynamoStore implements Store {
     return { ok: false, current: out.current ? parseNode(out.current, this.warn) : undefined };
   }
 
+  async markLeaving(id: string, inc: number): Promise<boolean> {
+    const out = await this.write(
+      'leaving',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.node(id),
+            // Only the flag, as with the drain flag: the heartbeat's SET never names it.
+            UpdateExpression: 'SET #leaving = :true',
+            ConditionExpression: '#inc = :inc AND #state = :alive',
+            ExpressionAttributeNames: { '#leaving': 'leaving', '#state': 'state', '#inc': 'inc' },
+            ExpressionAttributeValues: { ':true': true, ':inc': inc, ':alive': 'alive' },
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      () => false, // idempotent: a retry after an ambiguous attempt lands again unless the incarnation is gone
+    );
+    return out.won;
+  }
+
   async markLeft(id: string, inc: number): Promise<boolean> {
     const out = await this.write(
       'leave',

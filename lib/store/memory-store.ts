@@ -214,6 +214,14 @@ export class MemoryStore implements Store {
     });
   }
 
+  async markLeaving(id: string, inc: number): Promise<boolean> {
+    return this.mutate(keys.node(id), (current) => {
+      if (!current || current['inc'] !== inc || current['state'] !== 'alive') return false;
+      current['leaving'] = true;
+      return true;
+    });
+  }
+
   async markLeft(id: string, inc: number): Promise<boolean> {
     return this.mutate(keys.node(id), (current) => {
       if (!current || current['inc'] !== inc || current['state'] !== 'alive') return false;

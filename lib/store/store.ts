@@ -52,6 +52,18 @@ export interface NodeItem {
    * while true.
    */
   draining?: boolean;
+  /**
+   * The application version this node runs (`appVersion`, KEEPER_APP_VERSION): placement
+   * prefers the newest version present (protocol/placement.ts, newestVersion). Written by the
+   * join only, and stored only when set.
+   */
+  version?: string;
+  /**
+   * The node got SIGTERM and is handing its tasks out (`Worker.stop`): nobody places a task
+   * on it or pushes one to it. Written by the node itself (markLeaving), never by the
+   * heartbeat, and stored only while true; a new incarnation starts without it.
+   */
+  leaving?: boolean;
 }
 
 /** A node's inbox after a notification, and where to ring it. */
@@ -229,6 +241,12 @@ export interface Store {
    * through every beat; the node sees it in its heartbeat's reply.
    */
   setDraining(id: string, draining: boolean): Promise<DrainResult>;
+  /**
+   * A live incarnation announces that it is leaving (before it hands its tasks out): sets
+   * `leaving`, refused unless the item is that incarnation, alive. The heartbeat never names
+   * the flag, so it stays through every beat until the node is marked left.
+   */
+  markLeaving(id: string, inc: number): Promise<boolean>;
   /** Marks this incarnation as gone after a graceful leave. */
   markLeft(id: string, inc: number): Promise<boolean>;
   /** Removes the item of a dead or departed incarnation once it owns nothing. */

@@ -35,6 +35,7 @@ function writtenKeys(operation: string, args: unknown[]): string[] | undefined {
     case 'joinNode':
       return [`node#${(args[0] as NodeItem).id}`];
     case 'declareDead':
+    case 'markLeaving':
     case 'markLeft':
     case 'removeNode':
     case 'notify':
