@@ -31,6 +31,10 @@ const positiveMs = (name: string) => z.number({ error: `${name} must be a number
 export const optionsSchema = z
   .object({
     nodeId: nodeIdSchema.optional(),
+    appVersion: z
+      .string({ error: 'appVersion must be text' })
+      .regex(/^[\x21-\x7e]{1,128}$/, 'appVersion must be 1-128 visible ASCII characters (no spaces), such as "1.4.2" or an image digest')
+      .optional(),
     periodMs: positiveMs('periodMs').default(1000),
     staleTicks: z.number().int('staleTicks must be a whole number').min(2, 'staleTicks must be at least 2').default(4),
     driftBound: z.number().finite().min(1, 'driftBound must be >= 1 (1.05 means clocks may run 5% fast or slow)').default(1.05),
@@ -60,6 +64,12 @@ export type KeeperOptions = z.input<typeof optionsSchema>;
 /** The settings after resolveConfig: every default filled in and the safety condition checked. */
 export interface KeeperConfig {
   nodeId?: string;
+  /**
+   * The application version this node runs, published in its item: placement prefers the
+   * nodes of the newest version present, so that a deploy moves each task once
+   * (protocol/placement.ts, newestVersion). KEEPER_APP_VERSION; KeeperCluster sets it.
+   */
+  appVersion?: string;
   periodMs: number;
   staleTicks: number;
   driftBound: number;

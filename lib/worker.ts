@@ -115,6 +115,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
       emit: (event, ...args) => void this.emit(event, ...(args as never)),
       phase: () => this.phase,
       inc: () => this.heartbeat.inc,
+      joinedAt: () => this.heartbeat.joined,
       passes: () => this.passes,
       periodic: () => this.passes % this.config.resyncTicks === 0,
       backoffMs: (attempt) => this.backoffMs(attempt),
@@ -198,9 +199,12 @@ export class Worker extends EventEmitter<WorkerEvents> {
     const startedAt = this.clock.now();
     const wasRunning = this.phase === 'running';
     this.phase = 'leaving';
+    // Tell the peers at once, while the handlers stop: nobody places a task on a leaving
+    // node, or balances one towards it, only for it to hand that task on again.
+    const announced = wasRunning ? this.announceLeaving() : Promise.resolve();
     await this.maintaining;
     const stops = this.holdings.stopEach('leaving');
-    const handedOver = wasRunning ? await this.leave(stops) : (await Promise.all(stops.map((s) => s.stopped)), 0);
+    const handedOver = wasRunning ? await this.leave(stops, announced) : (await Promise.all(stops.map((s) => s.stopped)), 0);
     this.holdings.clear();
     this.halt();
     this.emit('left', { handedOver, ms: this.clock.now() - startedAt });
@@ -215,7 +219,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * then stops beating without marking itself gone: failover takes that task once the lease
    * has run out.
    */
-  private async leave(stops: Array<{ task: TaskItem; stopped: Promise<void> }>): Promise<number> {
+  private async leave(stops: Array<{ task: TaskItem; stopped: Promise<void> }>, announced: Promise<void>): Promise<number> {
     const deadline = this.clock.now() + this.config.leaveTimeoutMs;
     const waiting = new Map(stops.map((s) => [s.task.id, s.task]));
     const stopped = new Set<string>();
@@ -235,6 +239,10 @@ export class Worker extends EventEmitter<WorkerEvents> {
         wake = () => void (done() && finish());
       });
     await until(() => stopped.size === stops.length, this.config.handlerStopMs);
+    // The flag lands before this node reads its candidates: of two nodes that leave at once,
+    // at least one then sees the other leaving (each wrote before it read), so no pair hands
+    // tasks to each other both ways.
+    await announced;
     let handedOver = 0;
     for (;;) {
       const batch = [...stopped].filter((id) => waiting.has(id)).map((id) => waiting.get(id)!);
@@ -248,6 +256,25 @@ export class Worker extends EventEmitter<WorkerEvents> {
       this.log.warn('left with tasks whose handlers ignore their signal; peers take them over once the lease has run out', { node: this.id, tasks: [...waiting.keys()] });
     }
     return handedOver;
+  }
+
+  /**
+   * Marks this incarnation leaving in its item (Store.markLeaving). Waits at most one request
+   * timeout: the flag only steers peers' placements, so a store that does not answer must not
+   * hold up the leave, whose moves are compare-and-sets either way.
+   */
+  private announceLeaving(): Promise<void> {
+    const write = this.node.store.markLeaving(this.id, this.heartbeat.inc).then(
+      (marked) => void (marked || this.log.warn('could not mark this node leaving: its incarnation is gone', { node: this.id })),
+      (error: unknown) => this.log.warn('could not mark this node leaving; peers may still place tasks on it', { node: this.id, error: errorText(error) }),
+    );
+    return new Promise<void>((resolve) => {
+      const timer = this.clock.setTimer(this.config.requestTimeoutMs, resolve);
+      void write.then(() => {
+        timer.cancel();
+        resolve();
+      });
+    });
   }
 
   /** Stops both loops and every task without telling anyone: what a crash looks like to peers. */

@@ -42,6 +42,8 @@ export interface NodeContext {
   phase(): Phase;
   /** This node's incarnation number, as the heartbeat holds it. */
   inc(): number;
+  /** When this incarnation joined, as its item says: with `config.appVersion`, its generation for placement (newestVersion). */
+  joinedAt(): string;
   /** Maintenance passes run so far: the unit of every wait counted in passes (holds, follow-ups, sweeps). */
   passes(): number;
   /** A pass that does the periodic work too (every `resyncTicks` passes). */

@@ -49,6 +49,11 @@ export class Heartbeat {
     this.lease = new Lease(node.clock, node.config.fenceMs, (since) => hooks.fenced(since));
   }
 
+  /** This incarnation's join time, as published in its item. */
+  get joined(): string {
+    return this.joinedAt;
+  }
+
   get inc(): number {
     return this.incarnation;
   }

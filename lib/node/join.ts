@@ -85,6 +85,7 @@ export class Join {
           settings: protocolSettings(node),
           joinedAt: new Date().toISOString(),
           ...(bell ? { bell } : {}),
+          ...(node.config.appVersion !== undefined ? { version: node.config.appVersion } : {}),
           // An operator's drain outlives a rejoin of this process (declared dead after a long
           // pause, say), which must not quietly put it back to work; a new process starts
           // undrained, whatever a tombstone of its id still says.

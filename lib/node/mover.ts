@@ -1,7 +1,7 @@
 import { batchMoveLanes, moveConcurrency } from '../config.js';
 import type { Doorbell } from '../doorbell.js';
 import { errorText } from '../log.js';
-import { placeTasks, type Candidate } from '../protocol/placement.js';
+import { isOutdated, newestVersion, placeTasks, type Candidate } from '../protocol/placement.js';
 import { AmbiguousWriteError, type TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
@@ -74,18 +74,25 @@ export class Mover {
   /**
    * Live candidates for new tasks: this node with its exact load, and (balanced) every other
    * live node; `exclude` is the node the tasks come from, never a candidate, and neither is a
-   * draining node.
+   * draining node nor one that is leaving (it would hand the task on again). A node of an
+   * older application version than the newest among these (newestVersion) is marked
+   * outdated: placement gives it a task only if no up-to-date node can take it.
    */
   async candidates(exclude?: string): Promise<Candidate[]> {
-    const self: Candidate = { id: this.node.id, inc: this.node.inc(), load: this.holdings.size, capacity: this.node.config.capacity, types: this.holdings.types() };
-    const out: Candidate[] = exclude === this.node.id || this.node.phase() !== 'running' || this.hooks.draining() ? [] : [self];
-    if (this.node.config.takeover === 'detector' && out.length > 0) return out;
+    const { node } = this;
+    const mine = { version: node.config.appVersion, joinedAt: node.joinedAt() };
+    const self: Candidate = { id: node.id, inc: node.inc(), load: this.holdings.size, capacity: node.config.capacity, types: this.holdings.types() };
+    const out: Candidate[] = exclude === node.id || node.phase() !== 'running' || this.hooks.draining() ? [] : [self];
+    if (node.config.takeover === 'detector' && out.length > 0) return out;
     const others = this.neighbourhood.successors.filter((id) => id !== exclude);
     if (others.length === 0) return out;
-    const { nodes } = await this.node.store.readNodes(others, { cluster: false });
-    for (const node of nodes.values()) {
-      if (node.state !== 'alive' || node.id === exclude || node.draining) continue;
-      out.push({ id: node.id, inc: node.inc, load: node.taskCount, capacity: node.capacity, types: node.types });
+    const { nodes } = await node.store.readNodes(others, { cluster: false });
+    const live = [...nodes.values()].filter((n) => n.state === 'alive' && n.id !== exclude);
+    const newest = newestVersion([mine, ...live]);
+    if (isOutdated(mine, newest)) self.outdated = true;
+    for (const peer of live) {
+      if (peer.draining || peer.leaving) continue;
+      out.push({ id: peer.id, inc: peer.inc, load: peer.taskCount, capacity: peer.capacity, types: peer.types, ...(isOutdated(peer, newest) ? { outdated: true } : {}) });
     }
     return out;
   }

@@ -1,8 +1,8 @@
 import { moveConcurrency } from '../config.js';
-import { rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { newestVersion, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
-import type { ClusterItem, TaskHead } from '../store/store.js';
+import type { ClusterItem, NodeItem, TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import type { Monitor } from './monitor.js';
@@ -177,11 +177,11 @@ export class Pool {
    * Whether a successor, as last read, would claim a free task of this type itself. Unread
    * (not watched, or not read yet) counts as yes; so does one that may have died, until it is
    * declared dead: its tasks wait for that anyway, and the strays rule covers the rest. A
-   * draining one claims nothing: its arc is read by the nearest predecessor that does.
+   * draining or leaving one claims nothing: its arc is read by the nearest predecessor that does.
    */
   private canClaim(id: string, type: string): boolean {
     const peer = this.monitor.peer(id);
-    return peer === undefined || (peer.state === 'alive' && !peer.draining && peer.taskCount < peer.capacity && peer.types.includes(type));
+    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && peer.taskCount < peer.capacity && peer.types.includes(type));
   }
 
   /**
@@ -205,6 +205,12 @@ export class Pool {
     return this.node.passes() - this.drainSeenAt < drainQuietPasses;
   }
 
+  /** Whether this node and its live watched peers, as last read, run more than one application version (newestVersion). */
+  private deployUnderWay(): boolean {
+    const peers = this.neighbourhood.watched.map((id) => this.monitor.peer(id)).filter((p): p is NodeItem => p?.state === 'alive');
+    return newestVersion([{ version: this.node.config.appVersion, joinedAt: this.node.joinedAt() }, ...peers]) !== undefined;
+  }
+
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
   private canClaimAll(id: string): boolean {
     return this.holdings.types().every((type) => this.canClaim(id, type));
@@ -213,17 +219,25 @@ export class Pool {
   /**
    * Diffusion along the ring: hand a few tasks to a watched successor that carries fewer.
    * Uses only what this node reads anyway, so balancing costs no extra reads.
+   *
+   * Not while a deploy is under way here (two application versions among this node and its
+   * watched peers): each node of the older version moves its tasks once, when it leaves,
+   * straight to the least loaded new nodes. Balancing before that would chase a join with
+   * moves the leaves make anyway: an old node's task pushed to a new one, a new node's pushed
+   * to a newer joiner the next leave fills, or a task pushed to an old node, moved twice.
    */
   async rebalance(): Promise<void> {
     if (!this.hooks.leaseValid()) return;
     if (this.drainUnderWay()) return;
+    if (this.deployUnderWay()) return;
     let budget = this.node.config.maxMovesPerTick;
     for (const [index, id] of this.neighbourhood.watched.entries()) {
       if (budget <= 0) return;
       const peer = this.monitor.peer(id);
       // Only to a peer seen advancing just now: a task handed to a node that has just died
-      // would wait for the tombstone sweep. Never to a draining one: it would hand it on again.
-      if (!peer || peer.state !== 'alive' || peer.draining || !this.monitor.advancing(id)) continue;
+      // would wait for the tombstone sweep. Never to a draining or leaving one: it would hand
+      // the task on again.
+      if (!peer || peer.state !== 'alive' || peer.draining || peer.leaving || !this.monitor.advancing(id)) continue;
       const count = rebalanceCount(this.holdings.size, peer.taskCount, peer.capacity - peer.taskCount, this.node.config.watchPeers, budget, index === 0);
       if (count === 0) continue;
       // Never a task straight back to the node it came from; and tasks that hash towards

@@ -26,6 +26,52 @@ export interface Candidate {
   load: number;
   capacity: number;
   types: readonly string[];
+  /**
+   * Runs an older application version than the newest present (see newestVersion): about to
+   * be replaced, so it gets a task only if no up-to-date candidate can take it.
+   */
+  outdated?: boolean;
+}
+
+/** What placement needs to know of a node's application version: the version and when the node joined. */
+export interface Generation {
+  version?: string;
+  joinedAt: string;
+}
+
+/**
+ * The newest application version among these nodes: the one whose earliest join is latest
+ * (nodes without a version count as one version of their own). In a deploy the new version's
+ * first node joins after every node of the old one, and a restart or rejoin of an old node
+ * does not make the old version new again while any other old node is still there. Unlike a
+ * comparison of version strings, this needs no ordering of them (an image digest has none)
+ * and it follows a rollback, whose nodes run the older number but joined last. Join times
+ * are wall-clock ISO text; they only order preferences, never decide who may run a task, so
+ * a skewed clock costs at most an extra move. Undefined if fewer than two versions are
+ * present: then nothing is outdated.
+ */
+export function newestVersion(nodes: Iterable<Generation>): string | undefined {
+  const firstJoin = new Map<string, string>();
+  for (const node of nodes) {
+    const version = node.version ?? '';
+    const seen = firstJoin.get(version);
+    if (seen === undefined || node.joinedAt < seen) firstJoin.set(version, node.joinedAt);
+  }
+  if (firstJoin.size < 2) return undefined;
+  let newest: string | undefined;
+  let newestJoin = '';
+  for (const [version, joinedAt] of firstJoin) {
+    if (newest === undefined || joinedAt > newestJoin || (joinedAt === newestJoin && version > newest)) {
+      newest = version;
+      newestJoin = joinedAt;
+    }
+  }
+  return newest;
+}
+
+/** Whether a node runs an older version than `newest` (newestVersion of the nodes it was judged among). */
+export function isOutdated(node: Pick<Generation, 'version'>, newest: string | undefined): boolean {
+  return newest !== undefined && (node.version ?? '') !== newest;
 }
 
 export interface Placement<T> {
@@ -37,8 +83,10 @@ export interface Placement<T> {
 
 /**
  * Spreads tasks over candidates, least loaded first (relative to capacity), never past a
- * node's capacity and only to nodes that handle the task's type. Ties go to the rendezvous
- * favourite, so equal nodes split a batch deterministically.
+ * node's capacity and only to nodes that handle the task's type. An outdated candidate (an
+ * older application version, about to be replaced) gets a task only if no up-to-date one can
+ * take it, so that a deploy moves each task once. Ties go to the rendezvous favourite, so
+ * equal nodes split a batch deterministically.
  */
 export function placeTasks<T extends { id: string; type: string }>(tasks: readonly T[], candidates: readonly Candidate[]): Placement<T> {
   const load = new Map(candidates.map((c) => [c.id, c.load]));
@@ -46,15 +94,19 @@ export function placeTasks<T extends { id: string; type: string }>(tasks: readon
   const unplaced: T[] = [];
   for (const task of tasks) {
     let best: Candidate | undefined;
+    let bestOutdated = true;
     let bestKey = Number.POSITIVE_INFINITY;
     let bestTie = -1;
     for (const c of candidates) {
       const current = load.get(c.id)!;
       if (current >= c.capacity || !c.types.includes(task.type)) continue;
+      const outdated = c.outdated === true;
       const key = (current + 1) / c.capacity;
       const tie = hash53(`${task.id}|${c.id}`);
-      if (key < bestKey || (key === bestKey && tie > bestTie)) {
+      const better = best === undefined || (outdated !== bestOutdated ? !outdated : key < bestKey || (key === bestKey && tie > bestTie));
+      if (better) {
         best = c;
+        bestOutdated = outdated;
         bestKey = key;
         bestTie = tie;
       }
