@@ -15,8 +15,12 @@ import { freshTable, type TestTable } from './support/dynamo.js';
  */
 let tables: TestTable[] = [];
 let workers: Worker[] = [];
+/** Handlers held up by a test, let go before the workers are killed (kill waits for every run). */
+let holds: Array<() => void> = [];
 
 afterEach(async () => {
+  for (const release of holds) release();
+  holds = [];
   await Promise.all(workers.map((w) => w.kill()));
   workers = [];
   await Promise.all(tables.map((t) => t.drop().catch(() => {})));
@@ -132,6 +136,7 @@ describe('deploys against DynamoDB Local', () => {
     const ledger = new Ledger();
     let release = () => {};
     const released = new Promise<void>((resolve) => (release = resolve));
+    holds.push(() => release());
     let stuck: string | undefined;
     const make = (id: string) => {
       const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }) }, ledger, fastSettings);

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { benchmark, Detector } from '../lib/protocol/detector.js';
-import { placeTasks, rebalanceCount, rendezvous } from '../lib/protocol/placement.js';
+import { isOutdated, newestVersion, placeTasks, rebalanceCount, rendezvous } from '../lib/protocol/placement.js';
 import { claimArcs, inArc, ringKey, ringOrder, watchedPeers } from '../lib/protocol/ring.js';
 import { taskSlot } from '../lib/store/items.js';
 import type { NodeItem } from '../lib/store/store.js';
@@ -143,6 +143,38 @@ describe('placement', () => {
     expect(unplaced).toEqual([]);
     expect(placeTasks([{ id: 'x', type: 'gpu' }], [{ id: 'a', inc: 1, load: 0, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
     expect(placeTasks([{ id: 'x', type: 'demo' }], [{ id: 'a', inc: 1, load: 9, capacity: 9, types: ['demo'] }]).unplaced).toHaveLength(1);
+  });
+
+  it('gives an outdated node a task only when no up-to-date node can take it, however light it is', () => {
+    const tasks = Array.from({ length: 12 }, (_, i) => ({ id: `t${i}`, type: i < 10 ? 'demo' : 'gpu' }));
+    const { assigned, unplaced } = placeTasks(tasks, [
+      { id: 'old', inc: 1, load: 0, capacity: 100, types: ['demo', 'gpu'], outdated: true },
+      { id: 'new-a', inc: 1, load: 5, capacity: 8, types: ['demo'] },
+      { id: 'new-b', inc: 1, load: 7, capacity: 8, types: ['demo'] },
+    ]);
+    const got = (id: string) => (assigned.get(id) ?? []).map((t) => t.id);
+    // Up to capacity on the new nodes (3 + 1 of the 10), the rest and the gpu tasks only old can run on old.
+    expect(got('new-a')).toHaveLength(3);
+    expect(got('new-b')).toHaveLength(1);
+    expect(got('old').sort()).toEqual(['t10', 't11', ...tasks.slice(0, 10).map((t) => t.id).filter((id) => !got('new-a').includes(id) && !got('new-b').includes(id))].sort());
+    expect(unplaced).toEqual([]);
+  });
+
+  it('the newest version is the one whose first node joined last, whatever the strings say', () => {
+    const at = (s: number) => `2026-12-03T16:00:${String(s).padStart(2, '0')}.000Z`;
+    // One version, or none published: nothing is outdated.
+    expect(newestVersion([{ version: '1', joinedAt: at(1) }, { version: '1', joinedAt: at(5) }])).toBeUndefined();
+    expect(newestVersion([{ joinedAt: at(1) }, { joinedAt: at(5) }])).toBeUndefined();
+    // A deploy: the new version's first node joined after every old one.
+    expect(newestVersion([{ version: '1.9', joinedAt: at(1) }, { version: '1.10', joinedAt: at(7) }, { version: '1.9', joinedAt: at(3) }])).toBe('1.10');
+    // An old node restarted (or rejoined) after the new one joined: its version is still old.
+    expect(newestVersion([{ version: 'b', joinedAt: at(1) }, { version: 'a', joinedAt: at(7) }, { version: 'b', joinedAt: at(9) }])).toBe('a');
+    // A rollback to 1.0 is the newest, and nodes from before versions were published are old.
+    expect(newestVersion([{ version: '2.0', joinedAt: at(1) }, { version: '1.0', joinedAt: at(4) }, { joinedAt: at(0) }])).toBe('1.0');
+    expect(isOutdated({ version: '2.0' }, '1.0')).toBe(true);
+    expect(isOutdated({}, '1.0')).toBe(true);
+    expect(isOutdated({ version: '1.0' }, '1.0')).toBe(false);
+    expect(isOutdated({ version: '2.0' }, undefined)).toBe(false);
   });
 
   it('claims: every free task lies in exactly one node\'s own arc, equal arcs where a node knows the whole ring', () => {
