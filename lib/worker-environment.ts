@@ -14,6 +14,7 @@ import type { KeeperOptions } from './config.js';
  * | `KEEPER_MOVE_WRITE_UNITS_PER_SECOND` | write units per second this node's task moves may spend (0: no limit) |
  * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
  * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
+ * | `KEEPER_APP_VERSION` | the application version this worker runs: placement prefers the newest present, so a deploy moves each task once (KeeperCluster sets it) |
  * | `KEEPER_METRICS` (`emf`/`off`) | publish metrics in Embedded Metric Format |
  * | `KEEPER_HEALTH_PORT` | serve the worker's health on 127.0.0.1 at this port, for `keeper health` and the container health check (KeeperCluster sets 7071); unset: no endpoint |
  * | `KEEPER_HANDLERS` | `keeper worker` only: the handler module to load |
@@ -35,6 +36,7 @@ export const workerEnvironment = {
   doorbellHost: 'KEEPER_DOORBELL_HOST',
   doorbell: 'KEEPER_DOORBELL',
   nodeId: 'KEEPER_NODE_ID',
+  appVersion: 'KEEPER_APP_VERSION',
   metrics: 'KEEPER_METRICS',
   healthPort: 'KEEPER_HEALTH_PORT',
   handlers: 'KEEPER_HANDLERS',
@@ -80,6 +82,8 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
   }
   const nodeId = given(workerEnvironment.nodeId);
   if (nodeId !== undefined) settings.nodeId = nodeId;
+  const appVersion = given(workerEnvironment.appVersion);
+  if (appVersion !== undefined) settings.appVersion = appVersion;
   const metrics = given(workerEnvironment.metrics)?.toLowerCase();
   if (metrics !== undefined && metrics !== 'emf' && metrics !== 'off') throw new EnvironmentError(`KEEPER_METRICS must be emf or off, got "${env[workerEnvironment.metrics]}"`);
   const table = given(workerEnvironment.table);

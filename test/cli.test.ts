@@ -152,6 +152,13 @@ describe('keeper CLI against DynamoDB Local', () => {
     expect((await store.getNode('drain-me'))?.draining).toBeUndefined();
     expect(keeper(['status', '--table', own.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive\s+0/);
 
+    // A node of a deploy: its version, and the leave it announced on SIGTERM.
+    await store.joinNode({ id: 'deploy-old', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j', version: '1.4.2' }, undefined);
+    await store.markLeaving('deploy-old', 1);
+    expect(keeper(['status', '--table', own.table]).stdout).toMatch(/deploy-old\s+1\s+0\s+alive \(leaving\)\s+0\s+1\.4\.2\n/);
+    expect(keeper(['status', '--table', own.table]).stdout).toMatch(/drain-me\s+1\s+0\s+alive\s+0\s+-\n/);
+    expect(JSON.parse(keeper(['status', '--table', own.table, '--json']).stdout).nodes).toContainEqual(expect.objectContaining({ id: 'deploy-old', leaving: true, version: '1.4.2' }));
+
     await join('drain-dead');
     await store.declareDead('drain-dead', { inc: 1, counter: 0 }, 'observer');
     await join('drain-left');

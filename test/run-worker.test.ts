@@ -128,6 +128,7 @@ describe('the worker environment', () => {
         KEEPER_DOORBELL_HOST: '10.0.0.1',
         KEEPER_DOORBELL: 'off',
         KEEPER_NODE_ID: 'n1',
+        KEEPER_APP_VERSION: '2026.12.03-4',
         KEEPER_METRICS: 'emf',
         KEEPER_HANDLERS: '/app/handlers.js',
       }),
@@ -135,7 +136,7 @@ describe('the worker environment', () => {
       table: 'tbl',
       metrics: true,
       handlers: '/app/handlers.js',
-      settings: { periodMs: 500, staleTicks: 5, driftBound: 1.1, fenceMs: 900, capacity: 20, inboxPollMs: 100, doorbellPort: 7070, doorbellHost: '10.0.0.1', doorbell: false, nodeId: 'n1' },
+      settings: { periodMs: 500, staleTicks: 5, driftBound: 1.1, fenceMs: 900, capacity: 20, inboxPollMs: 100, doorbellPort: 7070, doorbellHost: '10.0.0.1', doorbell: false, nodeId: 'n1', appVersion: '2026.12.03-4' },
     });
     expect(readWorkerEnvironment({ KEEPER_PERIOD_MS: '' })).toEqual({ settings: {} });
     expect(() => readWorkerEnvironment({ KEEPER_METRICS: 'prometheus' })).toThrow(/KEEPER_METRICS must be emf or off, got "prometheus"/);

@@ -128,6 +128,7 @@ export function buildProgram(): Command {
   withTable(program.command('worker').description('run a worker: your handlers (--handlers) or the built-in demo handler'))
     .option('--handlers <module>', 'ES module whose default export (or export "handlers", or <module>#<export>) maps task types to handlers (default: $KEEPER_HANDLERS; none: the demo handler)')
     .option('--node-id <id>', 'node id (default: <host>-<pid>-<random>)')
+    .option('--app-version <version>', 'application version this worker runs; placement prefers the newest present, so a deploy moves each task once (default: $KEEPER_APP_VERSION, else none)')
     .option('--period-ms <n>', 'heartbeat period', numArg('--period-ms'))
     .option('--stale-ticks <n>', 'benchmark ticks after which a peer is stale', numArg('--stale-ticks'))
     .option('--drift-bound <f>', 'clocks may run up to f times fast or slow', numArg('--drift-bound'))
@@ -163,6 +164,7 @@ export function buildProgram(): Command {
         ['doorbellHost', 'doorbellHost'],
         ['takeover', 'takeover'],
         ['nodeId', 'nodeId'],
+        ['appVersion', 'appVersion'],
       ];
       // The CDK construct configures workers through the environment (runWorker reads it); flags win.
       for (const [flag, key] of map) if (o[flag] !== undefined) (settings as Record<string, unknown>)[key] = o[flag];

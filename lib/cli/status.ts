@@ -12,6 +12,12 @@ function preview(checkpoint: unknown): string {
   return json.length > 40 ? `${json.slice(0, 39)}…` : json;
 }
 
+/** A node's state with what qualifies it: an operator's drain, a leave under way. */
+function nodeState(n: NodeItem): string {
+  const marks = [...(n.draining ? ['draining'] : []), ...(n.leaving && n.state === 'alive' ? ['leaving'] : [])];
+  return marks.length > 0 ? `${n.state} (${marks.join(', ')})` : n.state;
+}
+
 /** The human form of `keeper status` and `keeper task ls`. */
 export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, show: { nodes?: boolean } = {}): string {
   const out: string[] = [];
@@ -20,7 +26,12 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
     for (const t of status.tasks) if (t.owner) owned.set(t.owner, (owned.get(t.owner) ?? 0) + 1);
     out.push(`NODES (${status.nodes.length})`);
     if (status.nodes.length > 0) {
-      out.push(table([['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS'], ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), n.draining ? `${n.state} (draining)` : n.state, String(owned.get(n.id) ?? 0)])]));
+      out.push(
+        table([
+          ['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS', 'VERSION'],
+          ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), nodeState(n), String(owned.get(n.id) ?? 0), n.version ?? '-']),
+        ]),
+      );
     }
     out.push('');
   }
