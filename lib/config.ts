@@ -33,7 +33,7 @@ export const optionsSchema = z
     nodeId: nodeIdSchema.optional(),
     appVersion: z
       .string({ error: 'appVersion must be text' })
-      .regex(/^[\x21-\x7e]{1,128}$/, 'appVersion must be 1-128 visible ASCII characters (no spaces), such as "1.4.2" or an image digest')
+      .regex(/^[\x21-\x7e]{1,256}$/, 'appVersion must be 1-256 visible ASCII characters (no spaces), such as "1.4.2" or an image reference')
       .optional(),
     periodMs: positiveMs('periodMs').default(1000),
     staleTicks: z.number().int('staleTicks must be a whole number').min(2, 'staleTicks must be at least 2').default(4),

@@ -40,8 +40,9 @@ describe('config: validated once, at the door', () => {
     [{ capacity: -1 }, /capacity must be >= 0/],
     [{ takeover: 'random' }, /takeover must be one of: balanced, detector/],
     [{ nodeId: 'has space' }, /node id must be/],
-    [{ appVersion: '1.0 beta' }, /appVersion must be 1-128 visible ASCII characters/],
-    [{ appVersion: '' }, /appVersion must be 1-128 visible ASCII characters/],
+    [{ appVersion: '1.0 beta' }, /appVersion must be 1-256 visible ASCII characters/],
+    [{ appVersion: '' }, /appVersion must be 1-256 visible ASCII characters/],
+    [{ appVersion: 'v'.repeat(257) }, /appVersion must be 1-256 visible ASCII characters/],
     [{ perodMs: 100 }, /unknown setting "perodMs"/],
   ])('refuses %j with a message that says why', (options, message) => {
     expect(() => resolveConfig(options as never)).toThrow(ConfigError);

@@ -134,6 +134,19 @@ describe('workers', () => {
     expect(taskDef.Properties).toMatchObject({ RequiresCompatibilities: ['FARGATE'], NetworkMode: 'awsvpc' });
   });
 
+  it('publish the image they run as their application version, so that a deployment moves each task once, from an old worker to a new one', () => {
+    const [, taskDef] = ofType('AWS::ECS::TaskDefinition')[0]!;
+    const container = taskDef.Properties['ContainerDefinitions'][0] as Record<string, any>;
+    const env = Object.fromEntries((container['Environment'] as Array<{ Name: string; Value: unknown }>).map((e) => [e.Name, e.Value]));
+    // The asset's reference, its content hash in the tag: a new image, a new version.
+    expect(env['KEEPER_APP_VERSION']).toEqual(container['Image']);
+    expect(JSON.stringify(env['KEEPER_APP_VERSION'])).toMatch(/:[0-9a-f]{64}/);
+    const given = quickStack({ appVersion: '2026.12.03-1' }).stack;
+    const quickContainer = Template.fromStack(given).findResources('AWS::ECS::TaskDefinition');
+    const quickEnv = (Object.values(quickContainer)[0]!['Properties']['ContainerDefinitions'][0]['Environment'] as Array<{ Name: string; Value: unknown }>);
+    expect(quickEnv).toContainEqual({ Name: 'KEEPER_APP_VERSION', Value: '2026.12.03-1' });
+  });
+
   it('report healthy to ECS only once joined with a valid lease (the container health check), so a deployment waits for new workers to join', () => {
     const [, taskDef] = ofType('AWS::ECS::TaskDefinition')[0]!;
     const container = taskDef.Properties['ContainerDefinitions'][0] as Record<string, any>;
@@ -451,6 +464,7 @@ describe('invalid props fail the synth with one readable message and leave nothi
     ['a bad alarm address', { alarmEmails: ['ops'] }, 'KeeperCluster: alarmEmails: "ops" is not an email address'],
     ['a handler module path with a space', { handlerModule: '/app/my handlers.js' }, 'KeeperCluster: handlerModule must be a path inside the image without spaces, e.g. /app/dist/handlers.js, got "/app/my handlers.js"'],
     ['an empty handler module path', { handlerModule: '' }, 'KeeperCluster: handlerModule must be a path inside the image without spaces'],
+    ['an app version with a space', { appVersion: '1.0 beta' }, 'KeeperCluster: appVersion must be 1-256 visible ASCII characters'],
   ])('%s', (_what, props, message) => {
     const quick = new Stack(new App({ context: { 'aws:cdk:bundling-stacks': [] } }), 'Bad');
     let error: unknown;

@@ -36,6 +36,15 @@ export interface KeeperClusterProps {
    * are resolved from the image's working directory.
    */
   handlerModule?: string;
+  /**
+   * The application version the workers publish (KEEPER_APP_VERSION): placement prefers the
+   * workers of the newest version present, so that a deployment moves each task once, from
+   * an old worker straight to a new one. Default: the worker image's reference as the task
+   * definition names it (an asset's changes with its content hash). Set it when a deployment
+   * can change the workers without changing that reference (a mutable tag such as
+   * `latest`, or a change of settings only).
+   */
+  appVersion?: string;
   /** Fewest workers; CPU autoscaling never goes below. At least 1. */
   minWorkers: number;
   /** Most workers; CPU autoscaling never goes above. */
@@ -138,6 +147,7 @@ export function checkClusterProps(props: KeeperClusterProps): Settings {
       ...(props.periodMs !== undefined ? { periodMs: props.periodMs } : {}),
       ...(props.staleTicks !== undefined ? { staleTicks: props.staleTicks } : {}),
       ...(props.driftBound !== undefined ? { driftBound: props.driftBound } : {}),
+      ...(props.appVersion !== undefined ? { appVersion: props.appVersion } : {}),
     });
   } catch (error) {
     if (error instanceof ConfigError) return refuse(error.message);
@@ -220,7 +230,7 @@ export class KeeperCluster extends Construct {
       runtimePlatform: { cpuArchitecture: ecs.CpuArchitecture.X86_64, operatingSystemFamily: ecs.OperatingSystemFamily.LINUX },
     });
     const workerLogs = new logs.LogGroup(this, 'WorkerLogs', { retention: logRetention, removalPolicy });
-    taskDefinition.addContainer('worker', {
+    const worker = taskDefinition.addContainer('worker', {
       image: props.workerImage,
       environment: {
         ...shared,
@@ -243,6 +253,9 @@ export class KeeperCluster extends Construct {
       stopTimeout: fargateMaxStopTimeout,
       readonlyRootFilesystem: true,
     });
+    // A deployment's new workers publish a version the old ones do not (a new image asset has
+    // a new hash), and the old ones hand their tasks straight to them (docs/deploy.md).
+    worker.addEnvironment('KEEPER_APP_VERSION', props.appVersion ?? worker.imageName);
     grantTableAccess(this.table, taskDefinition.taskRole, tableAccess.worker);
 
     this.service = new ecs.FargateService(this, 'Workers', {

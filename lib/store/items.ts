@@ -65,7 +65,7 @@ export const nodeItemSchema = z.object({
   joinedAt: z.string(),
   bell: z.string().max(300).optional(),
   draining: z.boolean().optional(),
-  version: z.string().min(1).max(128).optional(),
+  version: z.string().min(1).max(256).optional(),
   leaving: z.boolean().optional(),
 });
 
