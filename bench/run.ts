@@ -11,6 +11,7 @@ import { warmUp } from './warm-up.js';
 import { readRecordedRun } from './recorded.js';
 import { measureCrash, renderCrash } from './scenarios/crash-takeover.js';
 import { measureLeave, renderLeave } from './scenarios/graceful-leave.js';
+import { measureDeploy, renderDeploy } from './scenarios/deploy.js';
 import { measureCost, renderCost } from './scenarios/steady-cost.js';
 import { measureScale, renderScale } from './scenarios/scale.js';
 import { measureMemory, renderMemory } from './scenarios/worker-memory.js';
@@ -33,6 +34,7 @@ interface Scenario {
 const scenarios: Record<string, Scenario> = {
   crash: { measure: measureCrash, render: (d) => renderCrash(d as Parameters<typeof renderCrash>[0]) },
   leave: { measure: measureLeave, render: (d) => renderLeave(d as Parameters<typeof renderLeave>[0]) },
+  deploy: { measure: measureDeploy, render: (d) => renderDeploy(d as Parameters<typeof renderDeploy>[0]) },
   cost: { measure: measureCost, render: (d) => renderCost(d as Parameters<typeof renderCost>[0]) },
   scale: { measure: measureScale, render: (d) => renderScale(d as Parameters<typeof renderScale>[0]) },
   memory: { measure: measureMemory, render: (d) => renderMemory(d as Parameters<typeof renderMemory>[0]) },
