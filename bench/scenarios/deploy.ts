@@ -84,9 +84,11 @@ async function trial(ctx: BenchContext, pattern: DeploySeries['pattern'], versio
   try {
     await cluster.start(old, version('1'));
     await until('every task running', () => ledger.runningOnce(tasks) === tasks.length, 120_000);
-    // Settled: no start for 3 s (claims and rebalancing done), at most 60 s.
-    const settleBy = performance.now() + 60_000;
-    while (performance.now() - ledger.lastStart < 3000 && performance.now() < settleBy) await sleep(200);
+    // Settled, so that the deploy starts from a balanced cluster: no start for longer than
+    // rebalancing holds a moved task (10 periods), at most 90 s.
+    const quietMs = 12 * resolveConfig({}).periodMs;
+    const settleBy = performance.now() + 90_000;
+    while (performance.now() - ledger.lastStart < quietMs && performance.now() < settleBy) await sleep(200);
 
     const from = performance.now();
     if (pattern === 'one at a time') {
