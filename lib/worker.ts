@@ -201,10 +201,14 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.phase = 'leaving';
     // Tell the peers at once, while the handlers stop: nobody places a task on a leaving
     // node, or balances one towards it, only for it to hand that task on again.
-    const announced = wasRunning ? this.announceLeaving() : Promise.resolve();
+    const announced = wasRunning ? this.withinRequestTimeout(this.announceLeaving()) : Promise.resolve();
     await this.maintaining;
+    // And read the ring afresh: a node that joined since the last read (a deploy's new one,
+    // seconds ago) is told only to its k predecessors, the others find it at their periodic
+    // read, and it is the node the tasks should go to.
+    const looked = wasRunning ? this.withinRequestTimeout(this.neighbourhood.refresh().catch(() => {})) : Promise.resolve();
     const stops = this.holdings.stopEach('leaving');
-    const handedOver = wasRunning ? await this.leave(stops, announced) : (await Promise.all(stops.map((s) => s.stopped)), 0);
+    const handedOver = wasRunning ? await this.leave(stops, Promise.all([announced, looked]).then(() => {})) : (await Promise.all(stops.map((s) => s.stopped)), 0);
     this.holdings.clear();
     this.halt();
     this.emit('left', { handedOver, ms: this.clock.now() - startedAt });
@@ -219,7 +223,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
    * then stops beating without marking itself gone: failover takes that task once the lease
    * has run out.
    */
-  private async leave(stops: Array<{ task: TaskItem; stopped: Promise<void> }>, announced: Promise<void>): Promise<number> {
+  private async leave(stops: Array<{ task: TaskItem; stopped: Promise<void> }>, prepared: Promise<void>): Promise<number> {
     const deadline = this.clock.now() + this.config.leaveTimeoutMs;
     const waiting = new Map(stops.map((s) => [s.task.id, s.task]));
     const stopped = new Set<string>();
@@ -241,8 +245,8 @@ export class Worker extends EventEmitter<WorkerEvents> {
     await until(() => stopped.size === stops.length, this.config.handlerStopMs);
     // The flag lands before this node reads its candidates: of two nodes that leave at once,
     // at least one then sees the other leaving (each wrote before it read), so no pair hands
-    // tasks to each other both ways.
-    await announced;
+    // tasks to each other both ways. The ring read afresh, too.
+    await prepared;
     let handedOver = 0;
     for (;;) {
       const batch = [...stopped].filter((id) => waiting.has(id)).map((id) => waiting.get(id)!);
@@ -258,19 +262,23 @@ export class Worker extends EventEmitter<WorkerEvents> {
     return handedOver;
   }
 
-  /**
-   * Marks this incarnation leaving in its item (Store.markLeaving). Waits at most one request
-   * timeout: the flag only steers peers' placements, so a store that does not answer must not
-   * hold up the leave, whose moves are compare-and-sets either way.
-   */
+  /** Marks this incarnation leaving in its item (Store.markLeaving); a failure is only logged. */
   private announceLeaving(): Promise<void> {
-    const write = this.node.store.markLeaving(this.id, this.heartbeat.inc).then(
+    return this.node.store.markLeaving(this.id, this.heartbeat.inc).then(
       (marked) => void (marked || this.log.warn('could not mark this node leaving: its incarnation is gone', { node: this.id })),
       (error: unknown) => this.log.warn('could not mark this node leaving; peers may still place tasks on it', { node: this.id, error: errorText(error) }),
     );
+  }
+
+  /**
+   * Resolves when `work` does or after one request timeout, whichever is first: the leaving
+   * flag and a fresh ring only steer placements, so a store that does not answer must not
+   * hold up a leave, whose moves are compare-and-sets either way.
+   */
+  private withinRequestTimeout(work: Promise<void>): Promise<void> {
     return new Promise<void>((resolve) => {
       const timer = this.clock.setTimer(this.config.requestTimeoutMs, resolve);
-      void write.then(() => {
+      void work.then(() => {
         timer.cancel();
         resolve();
       });

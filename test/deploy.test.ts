@@ -2,7 +2,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { TaskAdmin } from '../lib/admin.js';
 import type { TaskContext } from '../lib/tasks.js';
 import { Worker } from '../lib/worker.js';
-import { fastSettings, Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
+import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
 
 /**
@@ -13,6 +13,9 @@ import { freshTable, type TestTable } from './support/dynamo.js';
  * once per deploy, whether the workers are replaced one at a time or all at once (ECS's
  * 200 % pattern).
  */
+/** Half a second: the deploys run six workers in this process, on a machine that may be busy. */
+const settings = { periodMs: 500 };
+
 let tables: TestTable[] = [];
 let workers: Worker[] = [];
 /** Handlers held up by a test, let go before the workers are killed (kill waits for every run). */
@@ -36,8 +39,12 @@ async function cluster(ids: string[], taskCount: number, appVersion: string | un
   const ledger = new Ledger();
   const fences: string[] = [];
   const worker = (id: string, version = appVersion) => {
-    const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }), options: version === undefined ? {} : { appVersion: version } }, ledger, fastSettings);
-    w.on('fenced', (e) => fences.push(`${id} ${JSON.stringify(e)}`));
+    const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }), options: version === undefined ? {} : { appVersion: version } }, ledger, settings);
+    // Faults a loaded machine causes (a lease run out, a node declared dead and rejoined)
+    // move tasks for reasons of their own: listed with a failure.
+    w.on('fenced', (e) => fences.push(`${id} fenced ${JSON.stringify(e)}`));
+    w.on('declared-dead', (e) => fences.push(`${id} declared ${e.node} dead`));
+    w.on('zombie', () => fences.push(`${id} rejoined`));
     workers.push(w);
     return w;
   };
@@ -101,7 +108,7 @@ describe('deploys against DynamoDB Local', () => {
   });
 
   it('one at a time: start a new node, then stop an old one, three times over; each task moves once', async () => {
-    const { ledger, nodes: old, tasks, ownership, worker } = await cluster(['old-a', 'old-b', 'old-c'], 18, '1.0.0');
+    const { ledger, nodes: old, tasks, ownership, worker, fences } = await cluster(['old-a', 'old-b', 'old-c'], 18, '1.0.0');
     const before = await ownership();
     const startsBefore = ledger.starts.length;
     const live = [...old];
@@ -116,14 +123,17 @@ describe('deploys against DynamoDB Local', () => {
       live.splice(live.indexOf(leaving), 1);
       await waitFor('every task running once', () => runningOnce(ledger, tasks) === tasks.length);
     }
-    await passesGo(live, 15);
+    // As the deploy left them. (Balancing among the new nodes may move a task later, where the
+    // ring's new order makes a gap of two out of the old nodes' uneven counts; the bench's
+    // deploy scenario counts those moves.)
     const after = await ownership();
+    const path = (id: string) => runsSince(ledger, startsBefore).filter((r) => r.startsWith(`${id}@`)).join(' ');
     for (const id of tasks) {
       const now = after.get(id)!;
-      expect({ id, newOwner: now.owner?.startsWith('new-'), token: now.token }).toEqual({ id, newOwner: true, token: before.get(id)!.token + 1 });
+      expect({ id, newOwner: now.owner?.startsWith('new-'), token: now.token }, `${path(id)}; ${fences.join('; ')}`).toEqual({ id, newOwner: true, token: before.get(id)!.token + 1 });
     }
     const starts = runsSince(ledger, startsBefore);
-    expect(starts.map((s) => s.split('@')[0]).sort(), starts.join(' ')).toEqual([...tasks].sort());
+    expect(starts.map((s) => s.split('@')[0]).sort(), `${starts.join(' ')}; ${fences.join('; ')}`).toEqual([...tasks].sort());
     ledger.expectSafe();
   });
 
@@ -139,7 +149,7 @@ describe('deploys against DynamoDB Local', () => {
     holds.push(() => release());
     let stuck: string | undefined;
     const make = (id: string) => {
-      const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }) }, ledger, fastSettings);
+      const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }) }, ledger, settings);
       workers.push(w);
       return w;
     };
@@ -177,5 +187,5 @@ function makeWorkerWithSlowTask(id: string, t: TestTable, ledger: Ledger, pick: 
     await run;
     await released;
   };
-  return new Worker({ doorbellHost: '127.0.0.1', ...fastSettings, nodeId: id, store: t.store({ requestTimeoutMs: 1000 }) }).handle('demo', handler);
+  return new Worker({ doorbellHost: '127.0.0.1', ...settings, nodeId: id, store: t.store({ requestTimeoutMs: 1000 }) }).handle('demo', handler);
 }

@@ -249,8 +249,10 @@ export class Mover {
       if (!last) return handedOver;
       // Moves that timed out were settled back to us under a new token (or their outcome
       // is still unknown); try those again before leaving, rather than leave them to the
-      // sweep.
-      for (let round = 1; round <= 2 && handedOver < tasks.length; round++) {
+      // sweep. So with tasks that landed here after the runs were stopped and were never
+      // started (a peer that read this node before its leaving flag, a ring that came
+      // during the leave): one index query, and they move now, not at the sweep.
+      for (let round = 1; round <= 2; round++) {
         for (const id of this.moves.pendingIds()) await this.moves.settle(id);
         const left = (await node.store.tasksOwnedBy(node.id)).filter((t) => t.ownerInc === node.inc() && !holdBack.has(t.id) && !this.moves.pending(t.id));
         if (left.length === 0) break;
