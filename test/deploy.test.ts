@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TaskAdmin } from '../lib/admin.js';
+import type { KeeperOptions } from '../lib/config.js';
 import type { TaskContext } from '../lib/tasks.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
@@ -38,8 +39,8 @@ async function cluster(ids: string[], taskCount: number, appVersion: string | un
   for (const id of tasks) await admin.add({ id });
   const ledger = new Ledger();
   const fences: string[] = [];
-  const worker = (id: string, version = appVersion) => {
-    const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }), options: version === undefined ? {} : { appVersion: version } }, ledger, settings);
+  const worker = (id: string, version = appVersion, options: Partial<KeeperOptions> = {}) => {
+    const w = makeWorker({ id, store: t.store({ requestTimeoutMs: 1000 }), options: { ...options, ...(version === undefined ? {} : { appVersion: version }) } }, ledger, settings);
     // Faults a loaded machine causes (a lease run out, a node declared dead and rejoined)
     // move tasks for reasons of their own: listed with a failure.
     w.on('fenced', (e) => fences.push(`${id} fenced ${JSON.stringify(e)}`));
@@ -134,6 +135,28 @@ describe('deploys against DynamoDB Local', () => {
     }
     const starts = runsSince(ledger, startsBefore);
     expect(starts.map((s) => s.split('@')[0]).sort(), `${starts.join(' ')}; ${fences.join('; ')}`).toEqual([...tasks].sort());
+    ledger.expectSafe();
+  });
+
+  it('hands a leaving node\'s tasks to the new version even where an old node that stays looks lighter', async () => {
+    // The new task definition runs fewer tasks per worker: by load relative to capacity, the
+    // old node that stays would get most of the first leave's tasks, and move them again.
+    const { ledger, nodes: old, tasks, ownership, worker, fences } = await cluster(['old-a', 'old-b'], 12, '1.0.0');
+    const before = await ownership();
+    const startsBefore = ledger.starts.length;
+    const fresh = worker('new-a', '1.1.0', { capacity: 20 });
+    await fresh.start();
+    await passesGo([...old, fresh], 6);
+    for (const leaving of old) {
+      await leaving.stop();
+      await waitFor('every task running once', () => runningOnce(ledger, tasks) === tasks.length);
+    }
+    const after = await ownership();
+    const path = (id: string) => runsSince(ledger, startsBefore).filter((r) => r.startsWith(`${id}@`)).join(' ');
+    for (const id of tasks) {
+      const now = after.get(id)!;
+      expect({ id, owner: now.owner, token: now.token }, `${path(id)}; ${fences.join('; ')}`).toEqual({ id, owner: 'new-a', token: before.get(id)!.token + 1 });
+    }
     ledger.expectSafe();
   });
 
