@@ -237,14 +237,15 @@ export class Pool {
       if (movable.length === 0) continue;
       budget -= movable.length;
       const moved: string[] = [];
+      const warnings = this.mover.forewarnings();
       await forEachLimit(movable, moveConcurrency, async (task) => {
         await this.holdings.drop(task.id, 'rebalanced');
-        const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
+        const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }, { beforeWrite: () => warnings.before(id) }).catch(() => undefined);
         if (after) moved.push(task.id);
         else await this.holdings.takeBack(task.id);
       });
       if (moved.length > 0) {
-        await this.mover.tell(id, moved);
+        await this.mover.tell(id, moved, warnings);
         this.node.emit('rebalanced', { to: id, tasks: moved.length });
       }
     }
