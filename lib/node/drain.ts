@@ -1,3 +1,4 @@
+import { settledWithin } from '../clock.js';
 import { errorText } from '../log.js';
 import { placeTasks } from '../protocol/placement.js';
 import type { NodeItem, TaskItem } from '../store/store.js';
@@ -68,7 +69,7 @@ export class Drain {
       // node runs its type, or all are full) would only restart it.
       const { assigned } = placeTasks(next, await this.mover.candidates(node.id));
       const stops = [...assigned.values()].flat().map((task) => holdings.stopForMove(task.id, 'draining'));
-      await this.settledWithin(stops, node.config.handlerStopMs);
+      await settledWithin(node.clock, stops, node.config.handlerStopMs);
     }
     const ready = holdings.stoppedForMove();
     if (ready.length === 0) return;
@@ -96,16 +97,5 @@ export class Drain {
       if (current && holdings.isMine(current) && current.token === task.token) holdings.keep(task.id);
       else await holdings.drop(task.id, 'drained');
     }
-  }
-
-  /** Resolves once every promise has, or after `ms` on the node's clock, whichever is first. */
-  private settledWithin(promises: Array<Promise<void>>, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = this.node.clock.setTimer(ms, resolve);
-      void Promise.all(promises).then(() => {
-        timer.cancel();
-        resolve();
-      });
-    });
   }
 }
