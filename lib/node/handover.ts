@@ -221,7 +221,9 @@ export class Handover {
         if (task.releaseRequested) await holdings.release(id, task);
         continue;
       }
-      await holdings.drop(id, 'revoked');
+      // Not ours any more: the run is signalled, and the pass does not wait for its handler
+      // (one that ignores its signal must not end this node's watch over its peers).
+      void holdings.drop(id, 'revoked');
     }
   }
 

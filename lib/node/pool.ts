@@ -1,3 +1,4 @@
+import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
 import { rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
@@ -229,16 +230,22 @@ export class Pool {
       // Never a task straight back to the node it came from; and tasks that hash towards
       // the peer first, so the same tasks would move again if anything.
       const movable = this.holdings.held()
-        .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses)
+        .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses && !this.holdings.isOutgoing(o.task.id))
         .map((o) => o.task)
         .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
         .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id))
         .slice(0, count);
       if (movable.length === 0) continue;
       budget -= movable.length;
+      // Each run stops before its task moves, and the pass waits for that at most
+      // handlerStopMs: a handler that ignores its signal holds up its own task, never the
+      // pass (and with it this node's watch over its peers). Such a task stays here, stopped
+      // for a move, and runs here again once its handler returns (Drain.handOff keeps it).
+      await settledWithin(this.node.clock, movable.map((task) => this.holdings.stopForMove(task.id, 'rebalanced')), this.node.config.handlerStopMs);
+      const stopped = new Set(this.holdings.stoppedForMove().map((task) => task.id));
       const moved: string[] = [];
       const warnings = this.mover.forewarnings();
-      await forEachLimit(movable, moveConcurrency, async (task) => {
+      await forEachLimit(movable.filter((task) => stopped.has(task.id)), moveConcurrency, async (task) => {
         await this.holdings.drop(task.id, 'rebalanced');
         const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }, { beforeWrite: () => warnings.before(id) }).catch(() => undefined);
         if (after) moved.push(task.id);
