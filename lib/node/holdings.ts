@@ -260,6 +260,14 @@ export class Holdings {
     const priority = taskPriority(this.owned.get(id)!.task);
     const at = this.startQueue.findIndex((queued) => taskPriority(this.owned.get(queued)?.task ?? {}) < priority);
     this.startQueue.splice(at < 0 ? this.startQueue.length : at, 0, id);
+    // Started from a timer, even when a start is due now: the tasks adopted together (one
+    // batch read of a takeover's or a reconcile's tasks, a resume) are all queued first, so
+    // the highest priority of them starts first.
+    if (!this.startTimer) this.startTimer = this.node.clock.setTimer(0, () => this.startQueuedNow());
+  }
+
+  private startQueuedNow(): void {
+    this.startTimer = undefined;
     this.startQueued();
   }
 
@@ -295,10 +303,7 @@ export class Holdings {
       const now = this.node.clock.now();
       const waitMs = this.lastQueuedStartAt + gapMs - now;
       if (waitMs > 0) {
-        this.startTimer = this.node.clock.setTimer(waitMs, () => {
-          this.startTimer = undefined;
-          this.startQueued();
-        });
+        this.startTimer = this.node.clock.setTimer(waitMs, () => this.startQueuedNow());
         return;
       }
       if (this.startNow(this.startQueue.shift()!)) this.lastQueuedStartAt = now;
