@@ -154,7 +154,7 @@ export class TaskAdmin {
     const removed = await this.store.deleteTask(parseTaskId(id));
     if (!removed) throw new TaskNotFoundError(`task "${String(id)}" does not exist`);
     if (removed.owner) await this.store.notify(removed.owner);
-    return removed;
+    return described(removed);
   }
 
   /**
@@ -167,17 +167,17 @@ export class TaskAdmin {
     const task = await this.store.getTask(taskId);
     if (!task) throw new TaskNotFoundError(`task "${taskId}" does not exist`);
     if (task.state !== 'ready') throw new TaskConflictError(`task "${taskId}" is ${task.state}; only ready tasks can be released`);
-    if (task.owner === null) return { task, pending: false };
+    if (task.owner === null) return { task: described(task), pending: false };
     const owner = await this.store.getNode(task.owner);
     if (owner && owner.state === 'alive' && owner.inc === task.ownerInc) {
       const marked = await this.store.requestRelease(taskId);
       await this.store.notify(task.owner);
-      return { task: marked ?? task, pending: true };
+      return { task: described(marked ?? task), pending: true };
     }
     const moved = await this.store.moveTask(taskId, task, { owner: null, ownerInc: 0 });
     if (!moved) throw new TaskConflictError(`task "${taskId}" changed owner meanwhile; try again`);
     await this.store.bumpCluster('tasks');
-    return { task: moved, pending: false };
+    return { task: described(moved), pending: false };
   }
 
   /**
