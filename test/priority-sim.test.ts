@@ -5,6 +5,7 @@ import { MemoryStore } from '../lib/store/memory-store.js';
 import type { TaskContext } from '../lib/tasks.js';
 import { Worker } from '../lib/worker.js';
 import { networkStore, prng, SimClock, VirtualTime } from './support/sim.js';
+import { runSchedule } from './support/simulation.js';
 
 /**
  * Priorities under shortage and the start-rate limit in the simulator: real Workers over the
@@ -134,4 +135,16 @@ describe('priorities and the start rate in the simulator (in-memory store, virtu
     expect(failures).toEqual([]);
     expect(takeovers).toHaveLength(40);
   }, 300_000);
+
+  it('the seeded fault schedules with a start rate of one per two seconds (queues that stay long): crashes, pauses, partitions, leaves and drains; no task runs twice, takeovers stay within the bound with the start wait, no task is lost', async () => {
+    const failures: string[] = [];
+    let takeovers = 0;
+    for (let seed = 1; seed <= 30; seed++) {
+      const result = await runSchedule(seed, { maxStartsPerSecond: 0.5, ...(seed % 3 === 0 ? { kinds: ['crash', 'pause', 'leave', 'drain'], warmUp: true } : {}) });
+      takeovers += result.takeoversMs.length;
+      if (result.violations.length > 0) failures.push(`seed ${seed} (${result.faults.join(', ')}): ${result.violations.slice(0, 3).join('; ')}`);
+    }
+    expect(failures).toEqual([]);
+    expect(takeovers).toBeGreaterThan(10);
+  }, 600_000);
 });
