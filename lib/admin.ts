@@ -2,7 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { nodeIdSchema } from './config.js';
 import { limits } from './store/items.js';
-import type { NodeItem, Page, Store, TaskItem } from './store/store.js';
+import { taskPriority, type NodeItem, type Page, type Store, type TaskItem } from './store/store.js';
 
 /**
  * Operator-side task management, shared by the CLI (`keeper task ...`, `keeper status`) and
@@ -52,11 +52,22 @@ export const taskTypeSchema = z
   .max(64, 'type must be at most 64 characters')
   .regex(/^[A-Za-z0-9._-]+$/, 'type may contain only letters, digits and . _ -');
 
+/** Priorities a task may have: whole numbers, higher placed first when capacity is short (default 0). */
+export const priorityLimit = 1_000_000;
+const priorityMessage = `priority must be a whole number from -${priorityLimit} to ${priorityLimit}`;
+
+export const taskPrioritySchema = z
+  .number({ error: priorityMessage })
+  .int(priorityMessage)
+  .min(-priorityLimit, priorityMessage)
+  .max(priorityLimit, priorityMessage);
+
 export const newTaskSchema = z
   .object({
     id: taskIdSchema,
     type: taskTypeSchema.default('demo'),
     payload: z.unknown().optional(),
+    priority: taskPrioritySchema.default(0),
   })
   .strict();
 
@@ -77,7 +88,7 @@ export function parseTaskId(id: unknown): string {
 }
 
 /** Validates a new task; the payload must be JSON and fit the item-size budget. */
-export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown } {
+export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number } {
   const parsed = newTaskSchema.safeParse(input);
   if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
   const payload = parsed.data.payload ?? null;
@@ -90,7 +101,12 @@ export function parseNewTask(input: unknown): { id: string; type: string; payloa
   if (json === undefined) throw new InvalidInputError('payload must be JSON');
   const bytes = Buffer.byteLength(json, 'utf8');
   if (bytes > limits.payloadBytes) throw new PayloadTooLargeError(`payload is ${bytes} bytes; the limit is ${limits.payloadBytes} bytes`);
-  return { id: parsed.data.id, type: parsed.data.type, payload: JSON.parse(json) as unknown };
+  return { id: parsed.data.id, type: parsed.data.type, payload: JSON.parse(json) as unknown, priority: parsed.data.priority };
+}
+
+/** A task as operators see it: its priority always shown, 0 when the item stores none. */
+function described(task: TaskItem): TaskItem {
+  return { ...task, priority: taskPriority(task) };
 }
 
 /** Adds, reads, lists, releases and removes tasks, validating input the same way for the CLI, the task API and tests. */
@@ -112,21 +128,25 @@ export class TaskAdmin {
       if (!stored || stored.type !== task.type || !isDeepStrictEqual(stored.payload, task.payload)) {
         throw new TaskConflictError(`task "${task.id}" already exists with a different type or payload`);
       }
-      return { created: false, task: stored };
+      if (taskPriority(stored) !== task.priority) {
+        throw new TaskConflictError(`task "${task.id}" already exists with priority ${taskPriority(stored)}; a task's priority is set when it is added`);
+      }
+      return { created: false, task: described(stored) };
     }
     await this.store.bumpCluster('tasks');
-    return { created: true, task: stored! };
+    return { created: true, task: described(stored!) };
   }
 
   async get(id: unknown): Promise<TaskItem> {
     const task = await this.store.getTask(parseTaskId(id));
     if (!task) throw new TaskNotFoundError(`task "${String(id)}" does not exist`);
-    return task;
+    return described(task);
   }
 
-  list(limit = 100, cursor?: string): Promise<Page<TaskItem>> {
+  async list(limit = 100, cursor?: string): Promise<Page<TaskItem>> {
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidInputError('limit must be a whole number from 1 to 1000');
-    return this.store.listTasks(limit, cursor);
+    const page = await this.store.listTasks(limit, cursor);
+    return { ...page, items: page.items.map(described) };
   }
 
   /** Deletes a task and tells its owner, which stops running it. */
@@ -134,7 +154,7 @@ export class TaskAdmin {
     const removed = await this.store.deleteTask(parseTaskId(id));
     if (!removed) throw new TaskNotFoundError(`task "${String(id)}" does not exist`);
     if (removed.owner) await this.store.notify(removed.owner);
-    return removed;
+    return described(removed);
   }
 
   /**
@@ -147,17 +167,17 @@ export class TaskAdmin {
     const task = await this.store.getTask(taskId);
     if (!task) throw new TaskNotFoundError(`task "${taskId}" does not exist`);
     if (task.state !== 'ready') throw new TaskConflictError(`task "${taskId}" is ${task.state}; only ready tasks can be released`);
-    if (task.owner === null) return { task, pending: false };
+    if (task.owner === null) return { task: described(task), pending: false };
     const owner = await this.store.getNode(task.owner);
     if (owner && owner.state === 'alive' && owner.inc === task.ownerInc) {
       const marked = await this.store.requestRelease(taskId);
       await this.store.notify(task.owner);
-      return { task: marked ?? task, pending: true };
+      return { task: described(marked ?? task), pending: true };
     }
     const moved = await this.store.moveTask(taskId, task, { owner: null, ownerInc: 0 });
     if (!moved) throw new TaskConflictError(`task "${taskId}" changed owner meanwhile; try again`);
     await this.store.bumpCluster('tasks');
-    return { task: moved, pending: false };
+    return { task: described(moved), pending: false };
   }
 
   /**
@@ -199,7 +219,7 @@ export class TaskAdmin {
     let cursor: string | undefined;
     do {
       const page = await this.store.listTasks(1000, cursor);
-      tasks.push(...page.items);
+      tasks.push(...page.items.map(described));
       cursor = page.cursor;
     } while (cursor);
     return { nodes: [...nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), tasks };

@@ -29,7 +29,7 @@ export { CredentialCache, CredentialsUnavailableError, type CredentialCacheOptio
 export { ensureTable, createTableInput, tableSchema } from './store/table.js';
 export { keys, limits } from './store/items.js';
 export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, TaskState, DrainResult } from './store/store.js';
-export { AmbiguousWriteError, StoreUnavailableError } from './store/store.js';
+export { AmbiguousWriteError, StoreUnavailableError, taskPriority } from './store/store.js';
 export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type DetachMetrics } from './metrics.js';
 export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';
 export { runWorker, runWorkerDefaults, type RunWorkerOptions } from './run-worker.js';

@@ -215,6 +215,29 @@ describe('task API: create', () => {
     expect((await allTasks()).length).toBe(before);
   });
 
+  it.each([
+    ['a priority that is not whole', 1.5],
+    ['a priority given as text', '5'],
+    ['a priority out of range', 1_000_001],
+    ['a priority that is null', null],
+  ])('answers 400 to %s, and writes nothing', async (_what, priority) => {
+    const id = uid('prio');
+    expectProblem(await post({ id, priority }), 400, 'InvalidInput', 'priority must be a whole number from -1000000 to 1000000');
+    expect((await getOne(id)).status).toBe(404);
+  });
+
+  it('creates a task with a priority and shows it; a task without one shows priority 0; another priority under the same id is a conflict', async () => {
+    const id = uid('urgent');
+    const created = await post({ id, priority: -3 });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ created: true, task: { id, priority: -3 } });
+    expect((await getOne(id)).body).toMatchObject({ id, priority: -3 });
+    expectProblem(await post({ id, priority: 4 }), 409, 'TaskConflict', `task "${id}" already exists with priority -3`);
+    const plain = uid('plain');
+    await post({ id: plain });
+    expect((await getOne(plain)).body).toMatchObject({ id: plain, priority: 0 });
+  });
+
   it('answers 413 to a payload over the budget, and writes nothing', async () => {
     const id = uid('big');
     const answer = await post({ id, payload: 'x'.repeat(limits.payloadBytes) });

@@ -277,6 +277,24 @@ describe.each([
       expect((await h.store.getTasks([id])).get(id)).toMatchObject({ id, payload, owner, token: 1 });
     });
 
+    it('keeps a task\'s priority on its item and in the owner index, through moves; the default 0 is not stored', async () => {
+      const urgent = uid('t');
+      const plain = uid('t');
+      const owner = uid('owner');
+      await h.store.createTask({ id: urgent, type: 'demo', payload: null, priority: -7 }, 'now');
+      await h.store.createTask({ id: plain, type: 'demo', payload: null, priority: 0 }, 'now');
+      expect((await h.store.getTask(urgent))?.priority).toBe(-7);
+      expect(await h.store.getTask(plain)).not.toHaveProperty('priority');
+      const free = (await h.store.unownedTasks(10_000)).filter((t) => t.id === urgent || t.id === plain);
+      expect(Object.fromEntries(free.map((t) => [t.id, t.priority]))).toEqual({ [urgent]: -7, [plain]: undefined });
+      // A move (single or in a transaction) keeps it: a takeover places by it without reading items.
+      await h.store.moveTask(urgent, free.find((t) => t.id === urgent)!, { owner, ownerInc: 1 });
+      expect(await h.store.moveTasks([{ id: plain, from: free.find((t) => t.id === plain)! }], { owner, ownerInc: 1 })).toBe(true);
+      const heads = await h.store.tasksOwnedBy(owner);
+      expect(heads.map((t) => [t.id, t.priority]).sort()).toEqual([[urgent, -7], [plain, undefined]].sort());
+      expect((await h.store.getTasks([urgent])).get(urgent)?.priority).toBe(-7);
+    });
+
     it('reads free tasks of a stretch of the ring in ring order, wrapping past the end', async () => {
       const prefix = uid('ring');
       const ids = Array.from({ length: 40 }, (_, i) => `${prefix}-${i}`);
@@ -485,5 +503,17 @@ describe('the DynamoDB table', () => {
     const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
     expect(entry).toBeDefined();
     expect(Object.keys(entry!).sort()).toEqual(['itemBytes', 'owner', 'ownerInc', 'pk', 'sk', 'slot', 'token', 'type']);
+  });
+
+  it('projects a task\'s priority into the owner index, so that placing by it needs no read of the item', async () => {
+    const t = table!;
+    const id = `prio-${Date.now()}`;
+    await t.store().createTask({ id, type: 'demo', payload: { blob: 'x'.repeat(100) }, priority: 5 }, 'now');
+    const out = await t.doc.send(
+      new QueryCommand({ TableName: t.table, IndexName: keys.ownerIndex, KeyConditionExpression: '#owner = :free', ExpressionAttributeNames: { '#owner': 'owner' }, ExpressionAttributeValues: { ':free': keys.freeOwner } }),
+    );
+    const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
+    expect(entry?.['priority']).toBe(5);
+    expect(entry).not.toHaveProperty('payload');
   });
 });

@@ -1,4 +1,4 @@
-import type { NodeItem, TaskItem } from '../store/store.js';
+import { taskPriority, type NodeItem, type TaskItem } from '../store/store.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -28,8 +28,16 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
   if (status.tasks.length > 0) {
     out.push(
       table([
-        ['ID', 'TYPE', 'OWNER', 'TOKEN', 'STATE', 'CHECKPOINT'],
-        ...status.tasks.map((t) => [t.id, t.type, t.owner ?? '-', String(t.token), t.releaseRequested ? `${t.state} (release requested)` : t.state, preview(t.checkpoint)]),
+        ['ID', 'TYPE', 'PRIORITY', 'OWNER', 'TOKEN', 'STATE', 'CHECKPOINT'],
+        ...status.tasks.map((t) => [
+          t.id,
+          t.type,
+          String(taskPriority(t)),
+          t.owner ?? '-',
+          String(t.token),
+          t.releaseRequested ? `${t.state} (release requested)` : t.state,
+          preview(t.checkpoint),
+        ]),
       ]),
     );
   }

@@ -1,6 +1,6 @@
 import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
-import { rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { byPriority, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
 import type { ClusterItem, TaskHead } from '../store/store.js';
@@ -88,6 +88,10 @@ export class Pool {
    *    view of the ring), and anyone may take it.
    *
    * Returns how many free tasks this round placed (on this node or its successors).
+   *
+   * When it read more than it has room for, higher priorities go first: priority orders the
+   * free tasks a round reads (up to four times the room this node has, in ring order), not
+   * the whole pool, which no node reads at once.
    */
   async claimUnowned(): Promise<number> {
     let spare = this.node.config.capacity - this.holdings.size;
@@ -111,7 +115,8 @@ export class Pool {
     });
     let placed: number;
     if (this.neighbourhood.wholeRing) {
-      placed = await this.claim(mine.slice(0, spare));
+      // More than it has room for: the higher priorities first (placeTasks does the same below).
+      placed = await this.claim(byPriority(mine).slice(0, spare));
       spare -= placed;
     } else {
       // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
@@ -144,7 +149,7 @@ export class Pool {
         this.straysSeen = true;
         backlog = true;
       }
-      placed += await this.claim(stray.slice(0, spare));
+      placed += await this.claim(byPriority(stray).slice(0, spare));
     } else if (spare > 0) {
       // Not looked at this round: the next one will (it finds nothing of its own, or is due).
       backlog = true;

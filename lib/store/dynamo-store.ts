@@ -23,6 +23,7 @@ import {
   type HeartbeatInput,
   type HeartbeatResult,
   type MemberEntry,
+  type NewTaskRecord,
   type NodeItem,
   type NodeState,
   type NodesRead,
@@ -574,7 +575,7 @@ export class DynamoStore implements Store {
 
   // ---------------------------------------------------------------- tasks
 
-  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+  async createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'> {
     const item = { ...keys.task(task.id), ...newTaskRecord(task, createdAt) };
     const out = await this.write(
       'create task',

@@ -7,6 +7,7 @@ import {
   type HeartbeatInput,
   type HeartbeatResult,
   type MemberEntry,
+  type NewTaskRecord,
   type NodeItem,
   type NodeState,
   type NodesRead,
@@ -252,7 +253,7 @@ export class MemoryStore implements Store {
     this.set(keys.cluster, cluster);
   }
 
-  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+  async createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'> {
     if (this.get(keys.task(task.id))) return 'exists';
     this.set(keys.task(task.id), structuredClone(newTaskRecord(task, createdAt)));
     return 'created';

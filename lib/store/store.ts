@@ -90,6 +90,11 @@ export interface TaskItem {
   previousOwner?: string;
   /** About how large the item is, in bytes (set at creation), to size transactions. */
   itemBytes?: number;
+  /**
+   * Placed before lower priorities when capacity is short (absent: 0); set at creation. See
+   * taskPriority.
+   */
+  priority?: number;
   createdAt: string;
   /**
    * The state the task's runs last stored with `ctx.checkpoint` (absent if none): written
@@ -114,6 +119,22 @@ export interface TaskHead {
   releaseRequested?: boolean;
   /** About how large the whole item is, in bytes (its payload included), to size transactions. */
   itemBytes?: number;
+  /** The task's priority (absent: 0); the owner index carries it, so placement needs no read. */
+  priority?: number;
+}
+
+/** What a new task is stored from (TaskAdmin validates it first). */
+export interface NewTaskRecord {
+  id: string;
+  type: string;
+  payload: unknown;
+  /** Absent or 0: the default priority, which is not stored. */
+  priority?: number;
+}
+
+/** A task's priority: higher is placed first when capacity is short; 0 unless set. */
+export function taskPriority(task: { priority?: number }): number {
+  return task.priority ?? 0;
 }
 
 /** The cluster item: a counter bumped whenever tasks become claimable. */
@@ -246,7 +267,7 @@ export interface Store {
 
   // --- tasks ---
   /** Creates a task unless one with that id exists. */
-  createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'>;
+  createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'>;
   getTask(id: string): Promise<TaskItem | undefined>;
   /** Consistent reads of several tasks, by id; tasks that do not exist are absent. */
   getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>>;
