@@ -97,6 +97,8 @@ export class TaskRun {
   private lastCheckpoint: Promise<void> = Promise.resolve();
   /** The table refused a checkpoint: the task is no longer this run's. */
   private refused = false;
+  /** The handler has returned and the outcome is written: nothing of this run is left going. */
+  private finished = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -117,6 +119,11 @@ export class TaskRun {
 
   get aborted(): boolean {
     return this.controller.signal.aborted;
+  }
+
+  /** True once the handler has returned (or thrown) for the last time and the outcome is written. */
+  get over(): boolean {
+    return this.finished;
   }
 
   /** True while the run writes a finite outcome or a failure: the run is not over until it is written. */
@@ -171,6 +178,7 @@ export class TaskRun {
     } catch (error) {
       this.host.onError(`task ${this.task.id}: run loop failed`, error);
     } finally {
+      this.finished = true;
       // Refused and not otherwise ended: the task is no longer ours, so the node forgets it
       // (a run merely stopped stays held, to start again). A result written first stands.
       this.host.ended(this, this.refused && outcome === 'stopped' ? 'lost' : outcome);
