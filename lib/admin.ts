@@ -116,6 +116,7 @@ export const payloadUpdateSchema = z
   })
   .strict();
 
+/** The input of TaskAdmin.update: `{ payload, ifToken? }`, as the task API's PATCH body carries it. */
 export type PayloadUpdate = z.input<typeof payloadUpdateSchema>;
 
 /** Validates a payload update (400, or 413 for a payload over the budget) before anything is read or written. */
