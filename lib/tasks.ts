@@ -21,13 +21,13 @@ export interface TaskContext<P = unknown, C = unknown> {
     readonly checkpoint?: C;
   };
   /**
-   * The fencing token: it grows with every change of the task's owner. Pass it with every
+   * The fencing token: it grows with every change of the task's owner and every payload update. Pass it with every
    * write to the resource the task protects, and have that resource refuse tokens lower than
    * the highest it has seen; this stops a paused former owner that wakes up too late.
    */
   readonly token: number;
   readonly nodeId: string;
-  /** Aborted when this node must stop the task (revoked, taken over, fenced, leaving). */
+  /** Aborted when this node must stop the task (revoked, taken over, fenced, leaving, or restarted with a new payload). */
   readonly signal: AbortSignal;
   /** Synchronous, from the monotonic clock: true while this node still holds a valid lease on the task. */
   isValid(): boolean;
@@ -217,7 +217,7 @@ export class TaskRun {
   }
 }
 
-/** The reason given to `ctx.signal` when this node must stop a task (revoked, moved, fenced, leaving). */
+/** The reason given to `ctx.signal` when this node must stop a task (revoked, moved, fenced, leaving, `superseded` by a newer token). */
 export class TaskStoppedError extends Error {
   override name = 'TaskStoppedError';
   constructor(readonly reason: string) {
