@@ -127,8 +127,9 @@ export function parsePayloadUpdate(input: unknown): { payload: unknown; ifToken?
   return parsed.data.ifToken === undefined ? { payload } : { payload, ifToken: parsed.data.ifToken };
 }
 
-/** What TaskAdmin.update did: whether it wrote, and who restarts the task (null: it waits in the pool). */
+/** What TaskAdmin.update did: the task as it is now, and whether the update wrote. */
 export interface PayloadUpdateOutcome {
+  /** The task after the update: its `owner` restarts it with the new payload (null: it waits in the pool). */
   task: TaskItem;
   /** False if the task had that payload already: nothing was written, nothing restarts. */
   updated: boolean;

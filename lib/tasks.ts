@@ -21,9 +21,10 @@ export interface TaskContext<P = unknown, C = unknown> {
     readonly checkpoint?: C;
   };
   /**
-   * The fencing token: it grows with every change of the task's owner and every payload update. Pass it with every
-   * write to the resource the task protects, and have that resource refuse tokens lower than
-   * the highest it has seen; this stops a paused former owner that wakes up too late.
+   * The fencing token: it grows with every change of the task's owner and every payload
+   * update. Pass it with every write to the resource the task protects, and have that resource
+   * refuse tokens lower than the highest it has seen; this stops a paused former owner that
+   * wakes up too late (and a run with an old payload that has not stopped yet).
    */
   readonly token: number;
   readonly nodeId: string;
