@@ -5,8 +5,10 @@ import { MemoryStore } from '../lib/store/memory-store.js';
 import type { Store } from '../lib/store/store.js';
 import type { TaskContext, TaskHandler } from '../lib/tasks.js';
 import { Worker } from '../lib/worker.js';
+import type { Clock } from '../lib/clock.js';
 import { fastSettings, waitFor } from './support/cluster.js';
 import { freshTable } from './support/dynamo.js';
+import { PausableClock } from './support/pausable-clock.js';
 
 /**
  * An operator's payload update (`TaskAdmin.update`, what `keeper task update` and
@@ -47,7 +49,7 @@ const backends: Array<[string, () => Promise<() => Store>, number]> = [
   ],
 ];
 
-function worker(id: string, store: Store, handlers: Record<string, TaskHandler>, options: { finite?: boolean; maxAttempts?: number; resyncTicks?: number; periodMs?: number } = {}): Worker {
+function worker(id: string, store: Store, handlers: Record<string, TaskHandler>, options: { finite?: boolean; maxAttempts?: number; resyncTicks?: number; periodMs?: number; clock?: Clock } = {}): Worker {
   const w = new Worker({
     doorbellHost: '127.0.0.1',
     ...fastSettings,
@@ -56,6 +58,7 @@ function worker(id: string, store: Store, handlers: Record<string, TaskHandler>,
     store,
     ...(options.periodMs ? { periodMs: options.periodMs } : {}),
     ...(options.resyncTicks ? { resyncTicks: options.resyncTicks } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
   });
   for (const [type, handler] of Object.entries(handlers)) {
     w.handle(type, handler, { ...(options.finite ? { mode: 'finite' as const } : {}), ...(options.maxAttempts ? { maxAttempts: options.maxAttempts } : {}) });
@@ -158,6 +161,32 @@ describe.each(backends)('payload update on %s', (_name, backend, periodMs) => {
     expect(runs).toHaveLength(2);
     expect(events).toEqual([]);
     console.info(`payload update on ${_name} (P = ${periodMs} ms): old run told to stop ${Math.round(stoppedMs)} ms after the update; new run started ${restartMs.toFixed(1)} ms after the old handler returned`);
+  });
+
+  it('an update that races a takeover: the live node runs the new payload under a token past both writes, and the frozen owner\'s run is no longer valid', async () => {
+    const storeFor = await backend();
+    const admin = new TaskAdmin(storeFor());
+    const runs: Array<{ node: string; token: number; payload: unknown; ctx: TaskContext }> = [];
+    const handler = (node: string) => (ctx: TaskContext) => {
+      runs.push({ node, token: ctx.token, payload: ctx.task.payload, ctx });
+      return new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+    };
+    const frozen = new PausableClock();
+    cleanup.push(async () => frozen.resume());
+    await worker('a', storeFor(), { poll: handler('a') }, { periodMs, clock: frozen }).start();
+    await admin.add({ id: 'feed', type: 'poll', payload: { v: 1 } });
+    await waitFor('a runs the task', () => runs.length === 1);
+    const b = worker('b', storeFor(), { poll: handler('b') }, { periodMs });
+    await b.start();
+    await beatsGo([b], 2);
+    // a freezes (no heartbeat, no reconcile); the update lands on its task, then b declares it dead and takes the task over.
+    frozen.pause();
+    const { task } = await admin.update('feed', { payload: { v: 2 } });
+    expect(task).toMatchObject({ owner: 'a', token: runs[0]!.token + 1 });
+    await waitFor('b to run the task', () => runs.some((r) => r.node === 'b'), 30 * periodMs);
+    const taken = runs.filter((r) => r.node === 'b');
+    expect(taken.map((r) => ({ token: r.token, payload: r.payload }))).toEqual([{ token: runs[0]!.token + 2, payload: { v: 2 } }]);
+    expect(runs[0]!.ctx.isValid()).toBe(false);
   });
 
   it('an unowned task is claimed with its new payload: the update tells the nodes to look at the pool', async () => {
