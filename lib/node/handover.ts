@@ -242,14 +242,17 @@ export class Handover {
   }
 
   /**
-   * A task of this incarnation, as the table lists it: run it, unless it must go back. One
-   * held already is adopted again, which restarts it if the table's token is newer than its
-   * run's (an operator's payload update) and does nothing otherwise.
+   * A task of this incarnation, as the table lists it: run it, unless it must go back. Of one
+   * held already, only a newer token is news (an operator's payload update): adopting it
+   * restarts the task with the table's item.
    */
   private async takeIn(task: TaskItem): Promise<void> {
     const { holdings } = this;
+    const held = holdings.heldToken(task.id);
     if (task.releaseRequested) await holdings.release(task.id, task);
-    else if (holdings.has(task.id)) holdings.adopt(task);
+    else if (held !== undefined) {
+      if (task.token > held) holdings.adopt(task);
+    }
     // Handed over on load figures that were a period old: never run past capacity,
     // give the excess back to the pool instead.
     else if (holdings.size >= this.node.config.capacity) await holdings.release(task.id, task);
