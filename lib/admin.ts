@@ -216,7 +216,8 @@ export class TaskAdmin {
    * otherwise: it moved, restarted or was updated since it was read). Without it, the last
    * writer wins: the update is made on the token just read, and read again if that changed.
    * Either way it is one atomic write. The payload the task has already is no change (200,
-   * `updated: false`), so that a retried request restarts nothing.
+   * `updated: false`), so that a retried request restarts nothing (its owner is told again,
+   * in case the first attempt landed but its caller never heard).
    *
    * Refused with nothing written: bad input (400; 413 for a payload over the budget), an
    * unknown task (404), a task that is done or failed (409: its result or error stands).
@@ -231,19 +232,28 @@ export class TaskAdmin {
         const then = task.state === 'done' ? 'its result stands: add a new task to run it with this payload' : 'remove it and add it again to run it afresh with this payload';
         throw new TaskConflictError(`task "${taskId}" is ${task.state}; only ready tasks can be updated (${then})`);
       }
-      if (isDeepStrictEqual(task.payload, payload)) return { task, updated: false };
+      if (isDeepStrictEqual(task.payload, payload)) {
+        // Told again all the same: this may be the retry of an update that landed but whose
+        // caller never heard (a lost reply), and so never told anyone.
+        await this.tellOf(task);
+        return { task, updated: false };
+      }
       if (ifToken !== undefined && task.token !== ifToken) {
         throw new TaskConflictError(`task "${taskId}" has token ${task.token}, not ${ifToken}: it changed since you read it; read it again and retry`);
       }
       const outcome = await this.store.updatePayload(taskId, task.token, { payload, itemBytes: taskItemBytes({ ...task, payload }) });
       if (!outcome.ok) continue; // changed between the read and the write: read again (which says why)
       const updated = outcome.task ?? { ...task, payload, token: task.token + 1, attempts: 0 };
-      // The owner restarts it once told; an unowned one is claimed with its new payload.
-      if (updated.owner) await this.store.notify(updated.owner);
-      else await this.store.bumpCluster('tasks');
+      await this.tellOf(updated);
       return { task: updated, updated: true };
     }
     throw new TaskConflictError(`task "${taskId}" kept changing while it was being updated; try again`);
+  }
+
+  /** After a payload update: the owner restarts the task once told (its inbox); an unowned one is claimed once the nodes look at the pool. */
+  private async tellOf(task: TaskItem): Promise<void> {
+    if (task.owner) await this.store.notify(task.owner);
+    else await this.store.bumpCluster('tasks');
   }
 
   /**

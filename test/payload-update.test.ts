@@ -189,6 +189,36 @@ describe.each(backends)('payload update on %s', (_name, backend, periodMs) => {
     expect(runs[0]!.ctx.isValid()).toBe(false);
   });
 
+  it('the retry of an update that landed unheard (a lost reply) changes nothing but tells the owner, which restarts the task', async () => {
+    const storeFor = await backend();
+    const store = storeFor();
+    const runs: Array<{ token: number; payload: unknown }> = [];
+    const w = worker(
+      'w',
+      storeFor(),
+      {
+        poll: (ctx) => {
+          runs.push({ token: ctx.token, payload: ctx.task.payload });
+          return new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+        },
+      },
+      { periodMs, resyncTicks: 1000 },
+    );
+    await w.start();
+    await new TaskAdmin(store).add({ id: 'tick', type: 'poll', payload: 1 });
+    await waitFor('the task runs', () => runs.length === 1);
+    // Past the reconciles a claim leaves owed, so that only a notification makes the owner look.
+    await beatsGo([w], 4);
+    // The write of an update whose caller never heard back: nobody told the owner.
+    const landed = await store.updatePayload('tick', runs[0]!.token, { payload: 2, itemBytes: 200 });
+    expect(landed.ok).toBe(true);
+    await beatsGo([w], 3);
+    expect(runs).toHaveLength(1);
+    expect(await new TaskAdmin(store).update('tick', { payload: 2 })).toMatchObject({ updated: false, task: { token: runs[0]!.token + 1 } });
+    await waitFor('the owner to restart the task', () => runs.length === 2, 4 * periodMs);
+    expect(runs[1]).toEqual({ token: runs[0]!.token + 1, payload: 2 });
+  });
+
   it('an unowned task is claimed with its new payload: the update tells the nodes to look at the pool', async () => {
     const storeFor = await backend();
     const store = storeFor();
