@@ -160,10 +160,59 @@ describe('keeper CLI against DynamoDB Local', () => {
     const shown = keeper(['task', 'show', 'poll-1', '--table', t.table]);
     expect(shown.code).toBe(0);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: 'poll-1', owner: 'n1', token: 1, payload: { feed: 'x' }, checkpoint: { cursor: 'c'.repeat(60) } });
-    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/poll-1\s+poll\s+0\s+n1\s+1\s+ready\s+\{"cursor":"c+…\n/);
+    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/poll-1\s+poll\s+0\s+n1\s+1\s+ready\s+\{"feed":"x"\}\s+\{"cursor":"c+…\n/);
     const missing = keeper(['task', 'show', 'no-such-task', '--table', t.table]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/task "no-such-task" does not exist/);
+  });
+
+  it('updates a payload: the new token and who restarts it, compare-and-set with --if-token, the same payload again a no-op; status and task show describe it', async () => {
+    const store = t.store();
+    const run = (...args: string[]) => keeper(['task', ...args, '--table', t.table]);
+    expect(run('add', 'upd-1', '--payload', '{"box":"old"}').code).toBe(0);
+    expect(run('update', 'upd-1', '--payload', '{"box":"new"}')).toMatchObject({ code: 0, stdout: 'updated task upd-1: token 1; it waits in the pool with the new payload\n', stderr: '' });
+    expect(JSON.parse(run('show', 'upd-1').stdout)).toMatchObject({ id: 'upd-1', token: 1, payload: { box: 'new' }, owner: null });
+    expect(run('ls').stdout).toMatch(/upd-1\s+demo\s+0\s+-\s+1\s+ready\s+\{"box":"new"\}\s+-\n/);
+    expect(run('update', 'upd-1', '--payload', '{"box":"newer"}', '--if-token', '1')).toMatchObject({ code: 0, stdout: 'updated task upd-1: token 2; it waits in the pool with the new payload\n' });
+    expect(run('update', 'upd-1', '--payload', '{"box":"newer"}')).toMatchObject({ code: 0, stdout: 'task upd-1 already has that payload; nothing changed\n' });
+    // Owned: the owner is told (its inbox), and restarts it.
+    await store.createTask({ id: 'upd-2', type: 'demo', payload: 1 }, 'now');
+    await store.moveTask('upd-2', { owner: null, ownerInc: 0, token: 0 }, { owner: 'cli-owner', ownerInc: 1 });
+    await store.joinNode({ id: 'cli-owner', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 1, capacity: 10, types: [], watch: {}, joinedAt: 'j' }, undefined);
+    expect(run('update', 'upd-2', '--payload', '2')).toMatchObject({ code: 0, stdout: 'updated task upd-2: token 2; its owner cli-owner restarts it with the new payload\n' });
+    expect((await store.getNode('cli-owner'))?.inbox).toBe(1);
+    expect(JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout).tasks).toContainEqual(expect.objectContaining({ id: 'upd-2', owner: 'cli-owner', token: 2, payload: 2 }));
+    await store.markLeft('cli-owner', 1);
+  });
+
+  it('refuses a bad payload update with exit 2 and one line, writing nothing', async () => {
+    const store = t.store();
+    expect(keeper(['task', 'add', 'upd-bad', '--payload', '{"v":1}', '--table', t.table]).code).toBe(0);
+    await store.createTask({ id: 'upd-done', type: 'demo', payload: 1 }, 'now');
+    await store.moveTask('upd-done', { owner: null, ownerInc: 0, token: 0 }, { owner: 'gone', ownerInc: 1 });
+    await store.updateTask('upd-done', { owner: 'gone', ownerInc: 1, token: 1 }, { state: 'done', result: 'r' });
+    const before = await store.getTasks(['upd-bad', 'upd-done']);
+    const refusals: Array<[string[], string]> = [
+      [['upd-bad', '--payload', '{nope'], 'keeper: --payload is not valid JSON: {nope'],
+      [['upd-bad'], "error: required option '--payload <json>' not specified"],
+      [['upd-bad', '--payload', '2', '--if-token', '-1'], "error: option '--if-token <n>' argument '-1' is invalid. --if-token must be a whole number >= 0"],
+      [['upd-bad', '--payload', '2', '--if-token', 'soon'], "error: option '--if-token <n>' argument 'soon' is invalid. --if-token must be a whole number >= 0"],
+      [['upd-bad', '--payload', '2', '--if-token', '7'], 'keeper: task "upd-bad" has token 0, not 7: it changed since you read it; read it again and retry'],
+      [['no-such-task', '--payload', '2'], 'keeper: task "no-such-task" does not exist'],
+      [['upd-done', '--payload', '2'], 'keeper: task "upd-done" is done; only ready tasks can be updated (its result stands: add a new task to run it with this payload)'],
+      [['x'.repeat(300), '--payload', '2'], 'keeper: id must be at most 256 characters'],
+    ];
+    for (const [args, message] of refusals) {
+      const out = keeper(['task', 'update', ...args, '--table', t.table]);
+      expect({ args: args.join(' ').slice(0, 40), code: out.code, stdout: out.stdout, stderr: out.stderr.trim().split('\n')[0], lines: out.stderr.trim().split('\n').length }).toEqual({
+        args: args.join(' ').slice(0, 40),
+        code: 2,
+        stdout: '',
+        stderr: message,
+        lines: message.startsWith('error:') ? 2 : 1, // commander adds its "(run with --help for usage)"
+      });
+    }
+    expect(await store.getTasks(['upd-bad', 'upd-done', 'no-such-task'])).toEqual(before);
   });
 
   it('drains and undrains a live node, which status shows; refuses an unknown, dead or departed node with exit 2, writing nothing', async () => {

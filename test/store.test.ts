@@ -451,6 +451,45 @@ describe.each([
       expect(moved?.releaseRequested).toBeUndefined();
     });
 
+    it('updates a ready task\'s payload only on the token that was read: token one up, attempts afresh, owner, checkpoint and release request kept', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: { box: 'old' } }, 'now');
+      await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 3 });
+      const a = { owner: 'a', ownerInc: 3, token: 1 };
+      expect(await h.store.updateTask(id, a, { attempts: 2, error: 'boom', checkpoint: '{"cursor":7}' })).toBe(true);
+      await h.store.requestRelease(id);
+      // A token other than the current one: refused, with the item as it is.
+      const stale = await h.store.updatePayload(id, 0, { payload: { box: 'new' }, itemBytes: 321 });
+      expect(stale).toMatchObject({ ok: false, current: { token: 1, payload: { box: 'old' } } });
+      const updated = await h.store.updatePayload(id, 1, { payload: { box: 'new' }, itemBytes: 321 });
+      expect(updated).toMatchObject({ ok: true, task: { owner: 'a', ownerInc: 3, token: 2, payload: { box: 'new' }, attempts: 0, checkpoint: { cursor: 7 }, releaseRequested: true, itemBytes: 321 } });
+      expect(updated.ok && updated.task).not.toHaveProperty('error');
+      // The run under the old token can write nothing more: no checkpoint, no outcome.
+      expect(await h.store.updateTask(id, a, { checkpoint: '{"cursor":8}' })).toBe(false);
+      expect(await h.store.updateTask(id, a, { state: 'done', result: 1 })).toBe(false);
+      // The owner index carries the new token (what a reconcile compares), never the payload.
+      const head = (await h.store.tasksOwnedBy('a')).find((t) => t.id === id);
+      expect(head).toMatchObject({ token: 2, itemBytes: 321 });
+      expect(head).not.toHaveProperty('payload');
+      // Of two updates on the same token, exactly one wins.
+      const race = await Promise.all([h.store.updatePayload(id, 2, { payload: 'x', itemBytes: 1 }), h.store.updatePayload(id, 2, { payload: 'y', itemBytes: 1 })]);
+      expect(race.filter((r) => r.ok)).toHaveLength(1);
+      expect((await h.store.getTask(id))?.token).toBe(3);
+    });
+
+    it('refuses a payload update of a missing, done or failed task, writing nothing', async () => {
+      expect(await h.store.updatePayload(uid('missing'), 0, { payload: 1, itemBytes: 1 })).toEqual({ ok: false, current: undefined });
+      expect(await h.store.getTask(uid('missing'))).toBeUndefined();
+      for (const state of ['done', 'failed'] as const) {
+        const id = uid('t');
+        await h.store.createTask({ id, type: 'demo', payload: 'old' }, 'now');
+        await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 1 });
+        await h.store.updateTask(id, { owner: 'a', ownerInc: 1, token: 1 }, { state, result: 'r' });
+        expect(await h.store.updatePayload(id, 1, { payload: 'new', itemBytes: 1 })).toMatchObject({ ok: false, current: { state, token: 1, payload: 'old' } });
+        expect(await h.store.getTask(id)).toMatchObject({ state, token: 1, payload: 'old', result: 'r' });
+      }
+    });
+
     it('deletes a task, conditionally on its ownership when asked', async () => {
       const id = uid('t');
       await h.store.createTask({ id, type: 'demo', payload: null }, 'now');

@@ -205,7 +205,7 @@ export function buildProgram(): Command {
       await new Promise<never>(() => {});
     });
 
-  const task = program.command('task').description('add, show, remove and list tasks');
+  const task = program.command('task').description('add, update, show, release, remove and list tasks');
   withTable(task.command('add').argument('<id>', 'task id').description('add a task (idempotent on id)'))
     .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
     .option('--payload <json>', 'task payload as JSON')
@@ -232,6 +232,25 @@ export function buildProgram(): Command {
       client.destroy();
     },
   );
+  withTable(
+    task
+      .command('update')
+      .argument('<id>', 'task id')
+      .description('give a ready task a new payload: its owner restarts it with it (a new token); an unowned one waits in the pool with it'),
+  )
+    .requiredOption('--payload <json>', 'the new payload as JSON')
+    .option('--if-token <n>', 'only if the task still has this token (as `task show` printed it); refused otherwise', intArg('--if-token', 0))
+    .action(async (id: string, o: TableOptions & { payload: string; ifToken?: number }) => {
+      const payload = parsePayload(o.payload);
+      const { store, client } = storeFor(o);
+      try {
+        const { task: updated, updated: changed } = await new TaskAdmin(store).update(id, o.ifToken === undefined ? { payload } : { payload, ifToken: o.ifToken });
+        const where = updated.owner ? `its owner ${updated.owner} restarts it with the new payload` : 'it waits in the pool with the new payload';
+        process.stdout.write(changed ? `updated task ${updated.id}: token ${updated.token}; ${where}\n` : `task ${updated.id} already has that payload; nothing changed\n`);
+      } finally {
+        client.destroy();
+      }
+    });
   withTable(task.command('show').argument('<id>', 'task id').description('show one task as JSON: owner, token, state, payload, checkpoint, result or error')).action(
     async (id: string, o: TableOptions) => {
       const { store, client } = storeFor(o);

@@ -5,10 +5,10 @@ function table(rows: string[][]): string {
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
-/** The start of a task's checkpoint, as JSON on one line (`keeper task show` prints all of it). */
-function preview(checkpoint: unknown): string {
-  if (checkpoint === undefined) return '-';
-  const json = JSON.stringify(checkpoint);
+/** The start of a task's payload or checkpoint, as JSON on one line (`keeper task show` prints all of it). */
+function preview(value: unknown): string {
+  if (value === undefined) return '-';
+  const json = JSON.stringify(value);
   return json.length > 40 ? `${json.slice(0, 39)}…` : json;
 }
 
@@ -28,7 +28,7 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
   if (status.tasks.length > 0) {
     out.push(
       table([
-        ['ID', 'TYPE', 'PRIORITY', 'OWNER', 'TOKEN', 'STATE', 'CHECKPOINT'],
+        ['ID', 'TYPE', 'PRIORITY', 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
         ...status.tasks.map((t) => [
           t.id,
           t.type,
@@ -36,6 +36,7 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
           t.owner ?? '-',
           String(t.token),
           t.releaseRequested ? `${t.state} (release requested)` : t.state,
+          preview(t.payload),
           preview(t.checkpoint),
         ]),
       ]),

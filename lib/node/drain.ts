@@ -95,6 +95,9 @@ export class Drain {
       if (this.moves.pending(task.id)) continue;
       const current = now.get(task.id);
       if (current && holdings.isMine(current) && current.token === task.token) holdings.keep(task.id);
+      // Still ours under a newer token (an operator's payload update refused the move): a
+      // new holding, which runs here until a later pass hands it over.
+      else if (current && holdings.isMine(current)) holdings.adopt(current);
       else await holdings.drop(task.id, 'drained');
     }
   }

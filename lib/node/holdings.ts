@@ -119,17 +119,30 @@ export class Holdings {
       return;
     }
     const existing = this.owned.get(task.id);
-    if (existing && existing.task.token === task.token) return;
-    if (existing?.run) void existing.run.stop('superseded');
-    // A new token (a move away settled back here): this is a new holding, not one on its way out.
+    // Tokens only grow: an item read before the one held is the past, not news.
+    if (existing && existing.task.token >= task.token) return;
+    // A new token for a task held here (an operator's payload update, or a move away that
+    // settled back here): a new holding, not one on its way out. The run under the old token
+    // is stopped and stays the entry's run until it is over; only then does the new run
+    // start (startRun waits for it), so that even on one node a task never has two runs.
     this.outgoing.delete(task.id);
-    this.owned.set(task.id, { task, since: this.node.passes() });
+    const previous = existing?.run;
+    this.owned.set(task.id, { task, since: this.node.passes(), ...(previous ? { run: previous } : {}) });
     if (!this.handlers.has(task.type)) {
       // Not ours to run (no handler): put it back for a node that has one.
       void this.release(task.id, task);
       return;
     }
+    if (previous && !previous.over) {
+      void previous.stop('superseded').then(() => this.startRun(task.id));
+      return;
+    }
     this.startRun(task.id);
+  }
+
+  /** The token of the task as this node holds it (undefined if not held). */
+  heldToken(id: string): number | undefined {
+    return this.owned.get(id)?.task.token;
   }
 
   /** Takes back the tasks whose unknown move away has settled here. */
@@ -277,6 +290,8 @@ export class Holdings {
     const registration = entry && this.handlers.get(entry.task.type);
     // A run that is still writing its outcome is not over: a second run would do the work again.
     if (!entry || !registration || (entry.run && (!entry.run.aborted || entry.run.recording))) return false;
+    // A run under an older token (see adopt) must be over first: its handler may not have returned yet.
+    if (entry.run && entry.run.token !== entry.task.token && !entry.run.over) return false;
     if (this.outgoing.has(id)) return false;
     // Only a running node with a valid lease starts tasks: not while fenced, and not while
     // leaving (the heartbeats that go on during a leave renew the lease).
@@ -345,7 +360,9 @@ export class Holdings {
       saveCheckpoint: (task, json) => this.saveCheckpoint(task, json),
       ended: (run, outcome) => {
         const entry = this.owned.get(run.taskId);
-        if (outcome !== 'stopped' && entry?.run === run) {
+        // A run under an older token that ends (refused, or its outcome lost to the new token)
+        // leaves the holding of the new token alone.
+        if (outcome !== 'stopped' && entry?.run === run && entry.task.token === run.token) {
           this.owned.delete(run.taskId);
           this.unqueue(run.taskId);
         }

@@ -130,6 +130,11 @@ export function newTaskRecord(task: NewTaskRecord, createdAt: string): Record<st
   return { ...record, itemBytes: Buffer.byteLength(JSON.stringify(record)) + 100 };
 }
 
+/** The itemBytes a task records, as its creation would have counted it: for a payload update, which changes the size. */
+export function taskItemBytes(task: { id: string; type: string; payload: unknown; createdAt: string }): number {
+  return newTaskRecord(task, task.createdAt)['itemBytes'] as number;
+}
+
 export const clusterItemSchema = z.object({ tasks: count.default(0) });
 
 export type Warn = (message: string) => void;

@@ -13,6 +13,7 @@ import {
   type NodesRead,
   type Notified,
   type Page,
+  type PayloadUpdateResult,
   type SlotRange,
   type Store,
   type TaskHead,
@@ -364,6 +365,18 @@ export class MemoryStore implements Store {
       const owner = ownerAttribute(expected.owner, patch.state ?? 'ready');
       if (owner === undefined) delete raw['owner'];
       return true;
+    });
+  }
+
+  async updatePayload(id: string, expectedToken: number, update: { payload: unknown; itemBytes: number }): Promise<PayloadUpdateResult> {
+    return this.mutate(keys.task(id), (raw): PayloadUpdateResult => {
+      if (!raw || raw['token'] !== expectedToken || raw['state'] !== 'ready') return { ok: false, current: raw ? parseTask(structuredClone(raw), this.warn) : undefined };
+      raw['payload'] = structuredClone(update.payload);
+      raw['itemBytes'] = update.itemBytes;
+      raw['token'] = expectedToken + 1;
+      raw['attempts'] = 0;
+      delete raw['error'];
+      return { ok: true, task: parseTask(structuredClone(raw), this.warn) };
     });
   }
 

@@ -78,7 +78,7 @@ export interface TaskItem {
   owner: string | null;
   /** Incarnation of the owner that holds the task; an older incarnation's tasks are orphans. */
   ownerInc: number;
-  /** Fencing token: incremented on every change of owner, never decreases. */
+  /** Fencing token: incremented on every change of owner and every payload update, never decreases. */
   token: number;
   state: TaskState;
   attempts: number;
@@ -184,6 +184,12 @@ export interface HeartbeatInput {
   types: string[];
   watch: Record<string, WatchRecord>;
 }
+
+/**
+ * What updatePayload found: the task item after the update, or the item that refused it
+ * (absent, not ready, or its token no longer the one expected).
+ */
+export type PayloadUpdateResult = { ok: true; task: TaskItem | undefined } | { ok: false; current: TaskItem | undefined };
 
 /** What setDraining found: the node item after the change, or the item that refused it (absent, dead or left). */
 export type DrainResult = { ok: true; node: NodeItem | undefined } | { ok: false; current: NodeItem | undefined };
@@ -300,6 +306,14 @@ export interface Store {
   updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
   /** Asks the owner to let go of a task (operator's force-release). */
   requestRelease(id: string): Promise<TaskItem | undefined>;
+  /**
+   * An operator's new payload for a ready task, compare-and-set on the token the caller read:
+   * sets the payload and the item's size, raises the token by one, starts the attempts afresh
+   * and clears the last error. Owner, incarnation, checkpoint and a pending release request
+   * stay. The raised token is what makes the owner restart the task with the new payload
+   * (Holdings.adopt) and what refuses every write of the run under the old one.
+   */
+  updatePayload(id: string, expectedToken: number, update: { payload: unknown; itemBytes: number }): Promise<PayloadUpdateResult>;
 }
 
 /** A stretch of the ring, as slot strings (see Store.unownedTasks). */
