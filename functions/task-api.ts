@@ -12,6 +12,7 @@ import { HttpProblem, httpHandler, type HttpResult } from './http.js';
  *   GET    /tasks?limit=&cursor=      list, one page              200 { items, cursor? }
  *   GET    /tasks/{id}                get                         200 task
  *   DELETE /tasks/{id}                delete (the owner stops it) 200 { deleted }
+ *   PATCH  /tasks/{id}                new payload { payload, ifToken? }  200 { task, updated }
  *   POST   /tasks/{id}/release        force-release               202 owner asked, 200 released
  *   POST   /nodes/{id}/drain          drain a live node           200 node (404 unknown, 409 dead or left)
  *   POST   /nodes/{id}/undrain        end its drain               200 node (idempotent)
@@ -49,6 +50,17 @@ export async function listTasks(admin: TaskAdmin, query: Record<string, string |
   const { limit, cursor } = parsed.data;
   const page = await admin.list(limit === undefined ? undefined : Number(limit), cursor);
   return { statusCode: 200, body: page.cursor ? { items: page.items, cursor: page.cursor } : { items: page.items } };
+}
+
+/**
+ * Gives a ready task a new payload (TaskAdmin.update: its owner restarts it under a new token;
+ * an unowned one waits in the pool with it). The body is `{ "payload": <JSON>, "ifToken"?: n }`,
+ * checked with zod by TaskAdmin: 400 for a bad body, 413 for a payload over the budget, 404
+ * for an unknown task, 409 for a done or failed one or a token that moved on; nothing written.
+ */
+export async function updateTask(admin: TaskAdmin, id: string, body: unknown): Promise<HttpResult> {
+  const { task, updated } = await admin.update(id, body);
+  return { statusCode: 200, body: { task, updated } };
 }
 
 export async function deleteTask(admin: TaskAdmin, id: string): Promise<HttpResult> {
@@ -104,6 +116,7 @@ const admin = () => new TaskAdmin(storeFromEnv());
 export const create = httpHandler((event) => createTask(admin(), event.body as unknown), { jsonBody: true });
 export const get = httpHandler((event) => getTask(admin(), pathId(event)));
 export const list = httpHandler((event) => listTasks(admin(), event.queryStringParameters));
+export const update = httpHandler((event) => updateTask(admin(), pathId(event), event.body as unknown), { jsonBody: true });
 export const remove = httpHandler((event) => deleteTask(admin(), pathId(event)));
 export const release = httpHandler((event) => releaseTask(admin(), releaseId(event)));
 /** Both node routes: the operator's drain and undrain need the same single right (UpdateItem on a node item). */

@@ -1,8 +1,8 @@
 import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { nodeIdSchema } from './config.js';
-import { limits } from './store/items.js';
-import type { NodeItem, Page, Store, TaskItem } from './store/store.js';
+import { limits, taskItemBytes } from './store/items.js';
+import { taskPriority, type NodeItem, type Page, type Store, type TaskItem } from './store/store.js';
 
 /**
  * Operator-side task management, shared by the CLI (`keeper task ...`, `keeper status`) and
@@ -19,7 +19,10 @@ export class PayloadTooLargeError extends Error {
   override name = 'PayloadTooLargeError';
   readonly status = 413;
 }
-/** A different task already has that id, or the task cannot be released in its state (status 409). */
+/**
+ * A different task already has that id; the task cannot be released or updated in its state
+ * (done, failed); or an update's `ifToken` is no longer the task's token (status 409).
+ */
 export class TaskConflictError extends Error {
   override name = 'TaskConflictError';
   readonly status = 409;
@@ -52,11 +55,22 @@ export const taskTypeSchema = z
   .max(64, 'type must be at most 64 characters')
   .regex(/^[A-Za-z0-9._-]+$/, 'type may contain only letters, digits and . _ -');
 
+/** Priorities a task may have: whole numbers, higher placed first when capacity is short (default 0). */
+export const priorityLimit = 1_000_000;
+const priorityMessage = `priority must be a whole number from -${priorityLimit} to ${priorityLimit}`;
+
+export const taskPrioritySchema = z
+  .number({ error: priorityMessage })
+  .int(priorityMessage)
+  .min(-priorityLimit, priorityMessage)
+  .max(priorityLimit, priorityMessage);
+
 export const newTaskSchema = z
   .object({
     id: taskIdSchema,
     type: taskTypeSchema.default('demo'),
     payload: z.unknown().optional(),
+    priority: taskPrioritySchema.default(0),
   })
   .strict();
 
@@ -76,11 +90,8 @@ export function parseTaskId(id: unknown): string {
   return parsed.data;
 }
 
-/** Validates a new task; the payload must be JSON and fit the item-size budget. */
-export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown } {
-  const parsed = newTaskSchema.safeParse(input);
-  if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
-  const payload = parsed.data.payload ?? null;
+/** A payload as it is stored: JSON within the item-size budget (400 or 413 otherwise), as JSON.parse gives it back. */
+function checkPayload(payload: unknown): unknown {
   let json: string | undefined;
   try {
     json = JSON.stringify(payload);
@@ -90,8 +101,58 @@ export function parseNewTask(input: unknown): { id: string; type: string; payloa
   if (json === undefined) throw new InvalidInputError('payload must be JSON');
   const bytes = Buffer.byteLength(json, 'utf8');
   if (bytes > limits.payloadBytes) throw new PayloadTooLargeError(`payload is ${bytes} bytes; the limit is ${limits.payloadBytes} bytes`);
-  return { id: parsed.data.id, type: parsed.data.type, payload: JSON.parse(json) as unknown };
+  return JSON.parse(json) as unknown;
 }
+
+/** A task as operators see it: its priority always shown, 0 when the item stores none. */
+function described(task: TaskItem): TaskItem {
+  return { ...task, priority: taskPriority(task) };
+}
+
+/** Validates a new task; the payload must be JSON and fit the item-size budget. */
+export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number } {
+  const parsed = newTaskSchema.safeParse(input);
+  if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
+  return { id: parsed.data.id, type: parsed.data.type, payload: checkPayload(parsed.data.payload ?? null), priority: parsed.data.priority };
+}
+
+/**
+ * A payload update: the new payload (any JSON, null included; required) and, optionally,
+ * the token the caller read (`ifToken`): the update then lands only if the task still has it.
+ */
+export const payloadUpdateSchema = z
+  .object({
+    payload: z.unknown().refine((value) => value !== undefined, 'payload is required: the new payload, as JSON'),
+    ifToken: z
+      .number({ error: 'ifToken must be a whole number >= 0 (the token you read)' })
+      .int('ifToken must be a whole number >= 0 (the token you read)')
+      .nonnegative('ifToken must be a whole number >= 0 (the token you read)')
+      .max(Number.MAX_SAFE_INTEGER, 'ifToken must be a whole number >= 0 (the token you read)')
+      .optional(),
+  })
+  .strict();
+
+/** The input of TaskAdmin.update: `{ payload, ifToken? }`, as the task API's PATCH body carries it. */
+export type PayloadUpdate = z.input<typeof payloadUpdateSchema>;
+
+/** Validates a payload update (400, or 413 for a payload over the budget) before anything is read or written. */
+export function parsePayloadUpdate(input: unknown): { payload: unknown; ifToken?: number } {
+  const parsed = payloadUpdateSchema.safeParse(input);
+  if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
+  const payload = checkPayload(parsed.data.payload);
+  return parsed.data.ifToken === undefined ? { payload } : { payload, ifToken: parsed.data.ifToken };
+}
+
+/** What TaskAdmin.update did: the task as it is now, and whether the update wrote. */
+export interface PayloadUpdateOutcome {
+  /** The task after the update: its `owner` restarts it with the new payload (null: it waits in the pool). */
+  task: TaskItem;
+  /** False if the task had that payload already: nothing was written, nothing restarts. */
+  updated: boolean;
+}
+
+/** Reads and compare-and-sets an update makes at most without `ifToken` while other writers keep changing the token. */
+const updateAttempts = 5;
 
 /** Adds, reads, lists, releases and removes tasks, validating input the same way for the CLI, the task API and tests. */
 export class TaskAdmin {
@@ -112,21 +173,25 @@ export class TaskAdmin {
       if (!stored || stored.type !== task.type || !isDeepStrictEqual(stored.payload, task.payload)) {
         throw new TaskConflictError(`task "${task.id}" already exists with a different type or payload`);
       }
-      return { created: false, task: stored };
+      if (taskPriority(stored) !== task.priority) {
+        throw new TaskConflictError(`task "${task.id}" already exists with priority ${taskPriority(stored)}; a task's priority is set when it is added`);
+      }
+      return { created: false, task: described(stored) };
     }
     await this.store.bumpCluster('tasks');
-    return { created: true, task: stored! };
+    return { created: true, task: described(stored!) };
   }
 
   async get(id: unknown): Promise<TaskItem> {
     const task = await this.store.getTask(parseTaskId(id));
     if (!task) throw new TaskNotFoundError(`task "${String(id)}" does not exist`);
-    return task;
+    return described(task);
   }
 
-  list(limit = 100, cursor?: string): Promise<Page<TaskItem>> {
+  async list(limit = 100, cursor?: string): Promise<Page<TaskItem>> {
     if (!Number.isInteger(limit) || limit < 1 || limit > 1000) throw new InvalidInputError('limit must be a whole number from 1 to 1000');
-    return this.store.listTasks(limit, cursor);
+    const page = await this.store.listTasks(limit, cursor);
+    return { ...page, items: page.items.map(described) };
   }
 
   /** Deletes a task and tells its owner, which stops running it. */
@@ -134,7 +199,7 @@ export class TaskAdmin {
     const removed = await this.store.deleteTask(parseTaskId(id));
     if (!removed) throw new TaskNotFoundError(`task "${String(id)}" does not exist`);
     if (removed.owner) await this.store.notify(removed.owner);
-    return removed;
+    return described(removed);
   }
 
   /**
@@ -147,17 +212,68 @@ export class TaskAdmin {
     const task = await this.store.getTask(taskId);
     if (!task) throw new TaskNotFoundError(`task "${taskId}" does not exist`);
     if (task.state !== 'ready') throw new TaskConflictError(`task "${taskId}" is ${task.state}; only ready tasks can be released`);
-    if (task.owner === null) return { task, pending: false };
+    if (task.owner === null) return { task: described(task), pending: false };
     const owner = await this.store.getNode(task.owner);
     if (owner && owner.state === 'alive' && owner.inc === task.ownerInc) {
       const marked = await this.store.requestRelease(taskId);
       await this.store.notify(task.owner);
-      return { task: marked ?? task, pending: true };
+      return { task: described(marked ?? task), pending: true };
     }
     const moved = await this.store.moveTask(taskId, task, { owner: null, ownerInc: 0 });
     if (!moved) throw new TaskConflictError(`task "${taskId}" changed owner meanwhile; try again`);
     await this.store.bumpCluster('tasks');
-    return { task: moved, pending: false };
+    return { task: described(moved), pending: false };
+  }
+
+  /**
+   * Gives a ready task a new payload. The write is a compare-and-set on the task's token,
+   * which it raises by one: the owner learns of it from its inbox (notified here, as for a
+   * release), finds its run's token behind the table's, stops that run and, once it is over,
+   * starts the task again with the new payload and token. An unowned task stays in the pool
+   * with the new payload, and the nodes are told to look at the pool.
+   *
+   * With `ifToken`, the update lands only while the task's token is still that one (409
+   * otherwise: it moved, restarted or was updated since it was read). Without it, the last
+   * writer wins: the update is made on the token just read, and read again if that changed.
+   * Either way it is one atomic write. The payload the task has already is no change (200,
+   * `updated: false`), so that a retried request restarts nothing (its owner is told again,
+   * in case the first attempt landed but its caller never heard).
+   *
+   * Refused with nothing written: bad input (400; 413 for a payload over the budget), an
+   * unknown task (404), a task that is done or failed (409: its result or error stands).
+   */
+  async update(id: unknown, input: unknown): Promise<PayloadUpdateOutcome> {
+    const taskId = parseTaskId(id);
+    const { payload, ifToken } = parsePayloadUpdate(input);
+    for (let attempt = 1; attempt <= updateAttempts; attempt++) {
+      const task = await this.store.getTask(taskId);
+      if (!task) throw new TaskNotFoundError(`task "${taskId}" does not exist`);
+      if (task.state !== 'ready') {
+        const then = task.state === 'done' ? 'its result stands: add a new task to run it with this payload' : 'remove it and add it again to run it afresh with this payload';
+        throw new TaskConflictError(`task "${taskId}" is ${task.state}; only ready tasks can be updated (${then})`);
+      }
+      if (isDeepStrictEqual(task.payload, payload)) {
+        // Told again all the same: this may be the retry of an update that landed but whose
+        // caller never heard (a lost reply), and so never told anyone.
+        await this.tellOf(task);
+        return { task: described(task), updated: false };
+      }
+      if (ifToken !== undefined && task.token !== ifToken) {
+        throw new TaskConflictError(`task "${taskId}" has token ${task.token}, not ${ifToken}: it changed since you read it; read it again and retry`);
+      }
+      const outcome = await this.store.updatePayload(taskId, task.token, { payload, itemBytes: taskItemBytes({ ...task, payload }) });
+      if (!outcome.ok) continue; // changed between the read and the write: read again (which says why)
+      const updated = outcome.task ?? { ...task, payload, token: task.token + 1, attempts: 0 };
+      await this.tellOf(updated);
+      return { task: described(updated), updated: true };
+    }
+    throw new TaskConflictError(`task "${taskId}" kept changing while it was being updated; try again`);
+  }
+
+  /** After a payload update: the owner restarts the task once told (its inbox); an unowned one is claimed once the nodes look at the pool. */
+  private async tellOf(task: TaskItem): Promise<void> {
+    if (task.owner) await this.store.notify(task.owner);
+    else await this.store.bumpCluster('tasks');
   }
 
   /**
@@ -199,7 +315,7 @@ export class TaskAdmin {
     let cursor: string | undefined;
     do {
       const page = await this.store.listTasks(1000, cursor);
-      tasks.push(...page.items);
+      tasks.push(...page.items.map(described));
       cursor = page.cursor;
     } while (cursor);
     return { nodes: [...nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), tasks };

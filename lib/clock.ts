@@ -38,6 +38,17 @@ export function sleep(clock: Clock, ms: number, signal?: AbortSignal): Promise<v
   });
 }
 
+/** Resolves once every promise has, or after `ms` on `clock`, whichever is first: a bounded wait on user code. */
+export function settledWithin(clock: Clock, promises: ReadonlyArray<Promise<unknown>>, ms: number): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = clock.setTimer(ms, resolve);
+    void Promise.all(promises).then(() => {
+      timer.cancel();
+      resolve();
+    });
+  });
+}
+
 /** The process's real monotonic clock (performance.now()). */
 export const systemClock: Clock = {
   now: () => performance.now(),

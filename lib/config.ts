@@ -55,6 +55,7 @@ export const optionsSchema = z
     retryMaxMs: positiveMs('retryMaxMs').default(30_000),
     leaveTimeoutMs: z.number().finite().min(0, 'leaveTimeoutMs must be >= 0').default(20_000),
     moveWriteUnitsPerSecond: z.number({ error: 'moveWriteUnitsPerSecond must be a number' }).finite().min(0, 'moveWriteUnitsPerSecond must be >= 0 (0: no limit)').default(0),
+    maxStartsPerSecond: z.number({ error: 'maxStartsPerSecond must be a number' }).finite().min(0, 'maxStartsPerSecond must be >= 0 (0: no limit)').default(0),
   })
   .strict();
 
@@ -107,6 +108,14 @@ export interface KeeperConfig {
    * second) that throttles the partitions that bystanders' heartbeats and outcomes write to.
    */
   moveWriteUnitsPerSecond: number;
+  /**
+   * Task runs this node starts per second at most (0: no limit), one per 1/maxStartsPerSecond
+   * of its clock, highest priority first. A takeover hands a node hundreds of tasks at once;
+   * their handlers would otherwise all open their connections (databases, brokers) in the same
+   * moment. The tasks are held meanwhile (they count against capacity); failoverBoundMs adds
+   * the wait.
+   */
+  maxStartsPerSecond: number;
 }
 
 /**
@@ -185,10 +194,16 @@ export const batchMovesInFlight = batchMoveSize * batchMoveLanes;
  *   (3n-r)/r s*f with a write-unit budget of r per second for moves (moveWriteUnitsPerSecond):
  *                items of up to 1 KB, two units each in a transaction and one more if its
  *                batch is redone task by task, r of them at once.
+ *   m/s*f        with a start rate of s per second (maxStartsPerSecond): a receiver starts the
+ *                m = min(n, capacity) tasks one receiver can get one per 1/s of its clock
+ *                (the first up to 1/s after its previous start), counted from a start queue
+ *                that held none of higher or equal priority; a receiver still starting an
+ *                earlier burst adds that burst's wait, and tasks of higher priority that
+ *                reach it meanwhile start first.
  * Typical failovers are about (K + 1.5) * P; see the README for measured figures.
  */
 export function failoverBoundMs(
-  c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'> & Partial<Pick<KeeperConfig, 'moveWriteUnitsPerSecond'>>,
+  c: Pick<KeeperConfig, 'periodMs' | 'staleTicks' | 'driftBound' | 'requestTimeoutMs'> & Partial<Pick<KeeperConfig, 'moveWriteUnitsPerSecond' | 'maxStartsPerSecond' | 'capacity'>>,
   tasks = 0,
   indexLagMs = 0,
 ): number {
@@ -198,7 +213,9 @@ export function failoverBoundMs(
   // Items of up to 1 KB: two units each in a transaction and one more if the batch is redone
   // task by task; the first second's worth at once.
   const paced = rate > 0 ? (Math.max(0, 3 * tasks - rate) / rate) * 1000 * c.driftBound : 0;
-  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound + paced;
+  const startRate = c.maxStartsPerSecond ?? 0;
+  const starts = startRate > 0 ? ((Math.min(tasks, c.capacity ?? tasks) * 1000) / startRate) * c.driftBound : 0;
+  return c.requestTimeoutMs + (c.staleTicks + 3) * c.periodMs * c.driftBound + moves * c.requestTimeoutMs + followUp * c.periodMs * c.driftBound + paced + starts;
 }
 
 /**

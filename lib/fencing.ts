@@ -4,7 +4,7 @@ import type { PutCommandInput, UpdateCommandInput } from '@aws-sdk/lib-dynamodb'
 export interface FencingOptions {
   /**
    * The attribute of your item that holds the highest fencing token written to it (default
-   * `fencingToken`). Tokens count the owner changes of one task, so an item written by several
+   * `fencingToken`). Tokens count the owner changes (and payload updates) of one task, so an item written by several
    * tasks needs one attribute per task.
    */
   attribute?: string;

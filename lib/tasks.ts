@@ -21,13 +21,14 @@ export interface TaskContext<P = unknown, C = unknown> {
     readonly checkpoint?: C;
   };
   /**
-   * The fencing token: it grows with every change of the task's owner. Pass it with every
-   * write to the resource the task protects, and have that resource refuse tokens lower than
-   * the highest it has seen; this stops a paused former owner that wakes up too late.
+   * The fencing token: it grows with every change of the task's owner and every payload
+   * update. Pass it with every write to the resource the task protects, and have that resource
+   * refuse tokens lower than the highest it has seen; this stops a paused former owner that
+   * wakes up too late (and a run with an old payload that has not stopped yet).
    */
   readonly token: number;
   readonly nodeId: string;
-  /** Aborted when this node must stop the task (revoked, taken over, fenced, leaving). */
+  /** Aborted when this node must stop the task (revoked, taken over, fenced, leaving, or restarted with a new payload). */
   readonly signal: AbortSignal;
   /** Synchronous, from the monotonic clock: true while this node still holds a valid lease on the task. */
   isValid(): boolean;
@@ -97,6 +98,8 @@ export class TaskRun {
   private lastCheckpoint: Promise<void> = Promise.resolve();
   /** The table refused a checkpoint: the task is no longer this run's. */
   private refused = false;
+  /** The handler has returned and the outcome is written: nothing of this run is left going. */
+  private finished = false;
   readonly done: Promise<void>;
 
   constructor(
@@ -117,6 +120,11 @@ export class TaskRun {
 
   get aborted(): boolean {
     return this.controller.signal.aborted;
+  }
+
+  /** True once the handler has returned (or thrown) for the last time and the outcome is written. */
+  get over(): boolean {
+    return this.finished;
   }
 
   /** True while the run writes a finite outcome or a failure: the run is not over until it is written. */
@@ -171,6 +179,7 @@ export class TaskRun {
     } catch (error) {
       this.host.onError(`task ${this.task.id}: run loop failed`, error);
     } finally {
+      this.finished = true;
       // Refused and not otherwise ended: the task is no longer ours, so the node forgets it
       // (a run merely stopped stays held, to start again). A result written first stands.
       this.host.ended(this, this.refused && outcome === 'stopped' ? 'lost' : outcome);
@@ -209,7 +218,7 @@ export class TaskRun {
   }
 }
 
-/** The reason given to `ctx.signal` when this node must stop a task (revoked, moved, fenced, leaving). */
+/** The reason given to `ctx.signal` when this node must stop a task (revoked, moved, fenced, leaving, `superseded` by a newer token). */
 export class TaskStoppedError extends Error {
   override name = 'TaskStoppedError';
   constructor(readonly reason: string) {

@@ -12,6 +12,7 @@ import type { KeeperOptions } from './config.js';
  * | `KEEPER_CAPACITY`, `KEEPER_INBOX_POLL_MS` | most tasks per node; inbox polling |
  * | `KEEPER_LEAVE_TIMEOUT_MS` | how long a graceful leave waits for handlers that ignore their signal |
  * | `KEEPER_MOVE_WRITE_UNITS_PER_SECOND` | write units per second this node's task moves may spend (0: no limit) |
+ * | `KEEPER_MAX_STARTS_PER_SECOND` | task runs this node starts per second at most, highest priority first (0: no limit) |
  * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
  * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
  * | `KEEPER_APP_VERSION` | the application version this worker runs: placement prefers the newest present, so a deploy moves each task once (KeeperCluster sets it) |
@@ -31,6 +32,7 @@ export const workerEnvironment = {
     KEEPER_INBOX_POLL_MS: 'inboxPollMs',
     KEEPER_LEAVE_TIMEOUT_MS: 'leaveTimeoutMs',
     KEEPER_MOVE_WRITE_UNITS_PER_SECOND: 'moveWriteUnitsPerSecond',
+    KEEPER_MAX_STARTS_PER_SECOND: 'maxStartsPerSecond',
     KEEPER_DOORBELL_PORT: 'doorbellPort',
   },
   doorbellHost: 'KEEPER_DOORBELL_HOST',

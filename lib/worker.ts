@@ -414,4 +414,9 @@ export class Worker extends EventEmitter<WorkerEvents> {
   runningTasks(): string[] {
     return this.holdings.running();
   }
+
+  /** Ids of held tasks waiting for their start (maxStartsPerSecond), in the order they will start. */
+  queuedTasks(): string[] {
+    return this.holdings.queued();
+  }
 }

@@ -40,12 +40,24 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
     ['unknown takeover mode', ['worker', '--table', 'x-table', '--takeover', 'random'], /Allowed choices are balanced, detector/],
     ['task id too long', ['task', 'add', 'x'.repeat(300), '--table', 'x-table'], /id must be at most 256 characters/],
     ['doorbell port out of range', ['worker', '--table', 'x-table', '--doorbell-port', '70000'], /doorbellPort must be 0 \(any free port\) to 65535/],
+    ['a negative start rate', ['worker', '--table', 'x-table', '--max-starts-per-second', '-1'], /maxStartsPerSecond must be >= 0 \(0: no limit\)/],
+    ['a start rate that is not a number', ['worker', '--table', 'x-table', '--max-starts-per-second', 'fast'], /--max-starts-per-second must be a number/],
+    ['a priority that is not whole', ['task', 'add', 'a', '--table', 'x-table', '--priority', '1.5'], /priority must be a whole number from -1000000 to 1000000, got "1.5"/],
+    ['a priority that is not a number', ['task', 'add', 'a', '--table', 'x-table', '--priority', 'high'], /priority must be a whole number from -1000000 to 1000000, got "high"/],
+    ['a priority out of range', ['task', 'add', 'a', '--table', 'x-table', '--priority', '2000000'], /priority must be a whole number from -1000000 to 1000000, got "2000000"/],
   ];
   it.each(cases)('%s', (_name, args, message) => {
     const { code, stderr } = keeper(args, { KEEPER_TABLE: '' });
     expect(code).toBe(2);
     expect(stderr).toMatch(message);
     expect(stderr).not.toMatch(/\n\s+at /); // no stack trace
+  });
+
+  it('a start rate in the environment that is not a number, or negative', () => {
+    const word = keeper(['worker', '--table', 'x-table'], { KEEPER_MAX_STARTS_PER_SECOND: 'lots' });
+    expect({ code: word.code, stderr: word.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: KEEPER_MAX_STARTS_PER_SECOND must be a number, got "lots"' });
+    const negative = keeper(['worker', '--table', 'x-table'], { KEEPER_MAX_STARTS_PER_SECOND: '-3' });
+    expect({ code: negative.code, stderr: negative.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: maxStartsPerSecond must be >= 0 (0: no limit)' });
   });
 
   it('a doorbell switch in the environment that is neither on nor off', () => {
@@ -112,13 +124,32 @@ describe('keeper CLI against DynamoDB Local', () => {
     expect(conflict.code).toBe(2);
     expect(conflict.stderr).toMatch(/already exists with a different type or payload/);
     const listed = keeper(['task', 'ls', '--table', t.table]);
-    expect(listed.stdout).toMatch(/mail-1\s+demo\s+-\s+0\s+ready/);
+    expect(listed.stdout).toMatch(/mail-1\s+demo\s+0\s+-\s+0\s+ready/);
     const status = JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout) as { tasks: Array<{ id: string; payload: unknown }> };
     expect(status.tasks.find((x) => x.id === 'mail-1')?.payload).toEqual({ box: 'ops' });
     expect(keeper(['task', 'rm', 'mail-1', '--table', t.table])).toMatchObject({ code: 0, stdout: 'removed task mail-1\n' });
     const missing = keeper(['task', 'rm', 'mail-1', '--table', t.table]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/task "mail-1" does not exist/);
+  });
+
+  it('adds a task with a priority, which task show, task ls and status show; a bad one exits 2 with nothing written', () => {
+    expect(keeper(['task', 'add', 'urgent-1', '--table', t.table, '--priority', '7'])).toMatchObject({ code: 0, stdout: 'added task urgent-1 (demo, priority 7)\n' });
+    expect(JSON.parse(keeper(['task', 'show', 'urgent-1', '--table', t.table]).stdout)).toMatchObject({ id: 'urgent-1', priority: 7 });
+    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/urgent-1\s+demo\s+7\s+-\s+0\s+ready/);
+    const status = JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout) as { tasks: Array<{ id: string; priority: number }> };
+    expect(status.tasks.find((x) => x.id === 'urgent-1')?.priority).toBe(7);
+    // Added again with another priority: a conflict, and the stored one stands.
+    const again = keeper(['task', 'add', 'urgent-1', '--table', t.table, '--priority', '3']);
+    expect({ code: again.code, stderr: again.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: task "urgent-1" already exists with priority 7; a task\'s priority is set when it is added' });
+    // Without one: priority 0, shown as such.
+    keeper(['task', 'add', 'plain-1', '--table', t.table]);
+    expect(JSON.parse(keeper(['task', 'show', 'plain-1', '--table', t.table]).stdout)).toMatchObject({ id: 'plain-1', priority: 0 });
+    for (const bad of ['-0.5', '1e3', '', '99999999']) {
+      const out = keeper(['task', 'add', 'bad-1', '--table', t.table, '--priority', bad]);
+      expect({ bad, code: out.code, message: /priority must be a whole number from -1000000 to 1000000/.test(out.stderr) }).toEqual({ bad, code: 2, message: true });
+    }
+    expect(keeper(['task', 'show', 'bad-1', '--table', t.table]).code).toBe(2); // never written
   });
 
   it('shows a task with its checkpoint (task show, and its start in task ls)', async () => {
@@ -129,10 +160,59 @@ describe('keeper CLI against DynamoDB Local', () => {
     const shown = keeper(['task', 'show', 'poll-1', '--table', t.table]);
     expect(shown.code).toBe(0);
     expect(JSON.parse(shown.stdout)).toMatchObject({ id: 'poll-1', owner: 'n1', token: 1, payload: { feed: 'x' }, checkpoint: { cursor: 'c'.repeat(60) } });
-    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/poll-1\s+poll\s+n1\s+1\s+ready\s+\{"cursor":"c+…\n/);
+    expect(keeper(['task', 'ls', '--table', t.table]).stdout).toMatch(/poll-1\s+poll\s+0\s+n1\s+1\s+ready\s+\{"feed":"x"\}\s+\{"cursor":"c+…\n/);
     const missing = keeper(['task', 'show', 'no-such-task', '--table', t.table]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toMatch(/task "no-such-task" does not exist/);
+  });
+
+  it('updates a payload: the new token and who restarts it, compare-and-set with --if-token, the same payload again a no-op; status and task show describe it', async () => {
+    const store = t.store();
+    const run = (...args: string[]) => keeper(['task', ...args, '--table', t.table]);
+    expect(run('add', 'upd-1', '--payload', '{"box":"old"}').code).toBe(0);
+    expect(run('update', 'upd-1', '--payload', '{"box":"new"}')).toMatchObject({ code: 0, stdout: 'updated task upd-1: token 1; it waits in the pool with the new payload\n', stderr: '' });
+    expect(JSON.parse(run('show', 'upd-1').stdout)).toMatchObject({ id: 'upd-1', token: 1, payload: { box: 'new' }, owner: null });
+    expect(run('ls').stdout).toMatch(/upd-1\s+demo\s+0\s+-\s+1\s+ready\s+\{"box":"new"\}\s+-\n/);
+    expect(run('update', 'upd-1', '--payload', '{"box":"newer"}', '--if-token', '1')).toMatchObject({ code: 0, stdout: 'updated task upd-1: token 2; it waits in the pool with the new payload\n' });
+    expect(run('update', 'upd-1', '--payload', '{"box":"newer"}')).toMatchObject({ code: 0, stdout: 'task upd-1 already has that payload; nothing changed\n' });
+    // Owned: the owner is told (its inbox), and restarts it.
+    await store.createTask({ id: 'upd-2', type: 'demo', payload: 1 }, 'now');
+    await store.moveTask('upd-2', { owner: null, ownerInc: 0, token: 0 }, { owner: 'cli-owner', ownerInc: 1 });
+    await store.joinNode({ id: 'cli-owner', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 1, capacity: 10, types: [], watch: {}, joinedAt: 'j' }, undefined);
+    expect(run('update', 'upd-2', '--payload', '2')).toMatchObject({ code: 0, stdout: 'updated task upd-2: token 2; its owner cli-owner restarts it with the new payload\n' });
+    expect((await store.getNode('cli-owner'))?.inbox).toBe(1);
+    expect(JSON.parse(keeper(['status', '--table', t.table, '--json']).stdout).tasks).toContainEqual(expect.objectContaining({ id: 'upd-2', owner: 'cli-owner', token: 2, payload: 2 }));
+    await store.markLeft('cli-owner', 1);
+  });
+
+  it('refuses a bad payload update with exit 2 and one line, writing nothing', async () => {
+    const store = t.store();
+    expect(keeper(['task', 'add', 'upd-bad', '--payload', '{"v":1}', '--table', t.table]).code).toBe(0);
+    await store.createTask({ id: 'upd-done', type: 'demo', payload: 1 }, 'now');
+    await store.moveTask('upd-done', { owner: null, ownerInc: 0, token: 0 }, { owner: 'gone', ownerInc: 1 });
+    await store.updateTask('upd-done', { owner: 'gone', ownerInc: 1, token: 1 }, { state: 'done', result: 'r' });
+    const before = await store.getTasks(['upd-bad', 'upd-done']);
+    const refusals: Array<[string[], string]> = [
+      [['upd-bad', '--payload', '{nope'], 'keeper: --payload is not valid JSON: {nope'],
+      [['upd-bad'], "error: required option '--payload <json>' not specified"],
+      [['upd-bad', '--payload', '2', '--if-token', '-1'], "error: option '--if-token <n>' argument '-1' is invalid. --if-token must be a whole number >= 0"],
+      [['upd-bad', '--payload', '2', '--if-token', 'soon'], "error: option '--if-token <n>' argument 'soon' is invalid. --if-token must be a whole number >= 0"],
+      [['upd-bad', '--payload', '2', '--if-token', '7'], 'keeper: task "upd-bad" has token 0, not 7: it changed since you read it; read it again and retry'],
+      [['no-such-task', '--payload', '2'], 'keeper: task "no-such-task" does not exist'],
+      [['upd-done', '--payload', '2'], 'keeper: task "upd-done" is done; only ready tasks can be updated (its result stands: add a new task to run it with this payload)'],
+      [['x'.repeat(300), '--payload', '2'], 'keeper: id must be at most 256 characters'],
+    ];
+    for (const [args, message] of refusals) {
+      const out = keeper(['task', 'update', ...args, '--table', t.table]);
+      expect({ args: args.join(' ').slice(0, 40), code: out.code, stdout: out.stdout, stderr: out.stderr.trim().split('\n')[0], lines: out.stderr.trim().split('\n').length }).toEqual({
+        args: args.join(' ').slice(0, 40),
+        code: 2,
+        stdout: '',
+        stderr: message,
+        lines: message.startsWith('error:') ? 2 : 1, // commander adds its "(run with --help for usage)"
+      });
+    }
+    expect(await store.getTasks(['upd-bad', 'upd-done', 'no-such-task'])).toEqual(before);
   });
 
   it('drains and undrains a live node, which status shows; refuses an unknown, dead or departed node with exit 2, writing nothing', async () => {

@@ -66,6 +66,21 @@ describe('config: validated once, at the door', () => {
     expect(failoverBoundMs(paced, 150)).toBeCloseTo(failoverBoundMs(c, 150)); // within the burst
   });
 
+  it('adds the start rate\'s wait to the failover bound: the tasks one receiver can get, one per 1/rate of a slow clock', () => {
+    const c = resolveConfig({ periodMs: 1000 });
+    const limited = resolveConfig({ periodMs: 1000, maxStartsPerSecond: 50, capacity: 200 });
+    expect(c.maxStartsPerSecond).toBe(0);
+    expect(failoverBoundMs(limited, 0)).toBeCloseTo(failoverBoundMs(c, 0));
+    expect(failoverBoundMs(limited, 100) - failoverBoundMs(c, 100)).toBeCloseTo((100 / 50) * 1000 * 1.05);
+    // No receiver holds more than its capacity, so no more than that many wait in its queue.
+    expect(failoverBoundMs(limited, 1000) - failoverBoundMs(c, 1000)).toBeCloseTo((200 / 50) * 1000 * 1.05);
+  });
+
+  it('refuses a negative or non-numeric start rate in one line', () => {
+    expect(() => resolveConfig({ maxStartsPerSecond: -1 })).toThrow('maxStartsPerSecond must be >= 0 (0: no limit)');
+    expect(() => resolveConfig({ maxStartsPerSecond: Number.NaN })).toThrow(/maxStartsPerSecond/);
+  });
+
   it('refuses a negative move budget in one line', () => {
     expect(() => resolveConfig({ moveWriteUnitsPerSecond: -1 })).toThrow('moveWriteUnitsPerSecond must be >= 0 (0: no limit)');
   });

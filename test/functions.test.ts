@@ -5,7 +5,7 @@ import { InvalidInputError, TaskAdmin, TaskNotFoundError } from '../lib/admin.js
 import { healthWindowMs, resolveConfig } from '../lib/config.js';
 import { limits } from '../lib/store/items.js';
 import { Worker } from '../lib/worker.js';
-import { Ledger, makeWorker, waitFor } from './support/cluster.js';
+import { fastSettings, Ledger, makeWorker, waitFor } from './support/cluster.js';
 import { freshTable, type TestTable } from './support/dynamo.js';
 
 /**
@@ -144,6 +144,8 @@ const post = (body: unknown, contentType?: string | null) =>
 const getOne = (id: string) => call(api.get, { routeKey: 'GET /tasks/{id+}', path: `/tasks/${id}`, id });
 const listPage = (query?: Record<string, string>) => call(api.list, { routeKey: 'GET /tasks', path: '/tasks', ...(query ? { query } : {}) });
 const del = (id: string) => call(api.remove, { routeKey: 'DELETE /tasks/{id+}', path: `/tasks/${id}`, id });
+const patch = (id: string, body: unknown, contentType?: string | null) =>
+  call(api.update, { routeKey: 'PATCH /tasks/{id+}', path: `/tasks/${id}`, id, ...(body !== undefined ? { body: typeof body === 'string' ? body : JSON.stringify(body) } : {}), ...(contentType !== undefined ? { contentType } : {}) });
 const releaseCall = (path: string) => call(api.release, { routeKey: 'POST /tasks/{id+}', path: `/tasks/${path}`, id: path });
 
 const uid = (prefix: string) => `${prefix}-${randomUUID().slice(0, 8)}`;
@@ -213,6 +215,29 @@ describe('task API: create', () => {
     const before = (await allTasks()).length;
     expectProblem(await post(body), 400, 'InvalidInput', message);
     expect((await allTasks()).length).toBe(before);
+  });
+
+  it.each([
+    ['a priority that is not whole', 1.5],
+    ['a priority given as text', '5'],
+    ['a priority out of range', 1_000_001],
+    ['a priority that is null', null],
+  ])('answers 400 to %s, and writes nothing', async (_what, priority) => {
+    const id = uid('prio');
+    expectProblem(await post({ id, priority }), 400, 'InvalidInput', 'priority must be a whole number from -1000000 to 1000000');
+    expect((await getOne(id)).status).toBe(404);
+  });
+
+  it('creates a task with a priority and shows it; a task without one shows priority 0; another priority under the same id is a conflict', async () => {
+    const id = uid('urgent');
+    const created = await post({ id, priority: -3 });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ created: true, task: { id, priority: -3 } });
+    expect((await getOne(id)).body).toMatchObject({ id, priority: -3 });
+    expectProblem(await post({ id, priority: 4 }), 409, 'TaskConflict', `task "${id}" already exists with priority -3`);
+    const plain = uid('plain');
+    await post({ id: plain });
+    expect((await getOne(plain)).body).toMatchObject({ id: plain, priority: 0 });
   });
 
   it('answers 413 to a payload over the budget, and writes nothing', async () => {
@@ -341,6 +366,66 @@ describe('task API: force-release', () => {
     expectProblem(await releaseCall('nothing-here/release'), 404, 'TaskNotFound', 'task "nothing-here" does not exist');
     expectProblem(await releaseCall('some-task'), 404, 'NotFound', 'POST /tasks/{id}/release');
     expectProblem(await releaseCall('release'), 404, 'NotFound', 'POST /tasks/{id}/release');
+  });
+});
+
+describe('task API: payload update', () => {
+  it("gives a running task a new payload (200): its owner restarts it with the payload under the next token; ifToken is compare-and-set; the same payload again changes nothing", async () => {
+    const runs: Array<{ token: number; payload: unknown }> = [];
+    // The settings of the file's other workers (makeWorker's), whose items may still look alive in this table.
+    const worker = new Worker({ doorbellHost: '127.0.0.1', ...fastSettings, nodeId: uid('owner'), store: t.store() }).handle('mail', (ctx) => {
+      runs.push({ token: ctx.token, payload: ctx.task.payload });
+      return new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve()));
+    });
+    cleanup.push(() => worker.kill());
+    await worker.start();
+    const id = `mail/${uid('box')}`; // a "/" in the id: the greedy path parameter
+    await post({ id, type: 'mail', payload: { box: 'ops' } });
+    await waitFor('the worker to run the task', () => runs.length === 1);
+    const token = runs[0]!.token;
+
+    expectProblem(await patch(id, { payload: { box: 'dev' }, ifToken: token + 5 }), 409, 'TaskConflict', `task "${id}" has token ${token}, not ${token + 5}: it changed since you read it; read it again and retry`);
+    const answer = await patch(id, { payload: { box: 'dev' }, ifToken: token });
+    expect(answer.status).toBe(200);
+    expect(answer.contentType).toBe('application/json');
+    expect(answer.body).toMatchObject({ updated: true, task: { id, owner: worker.id, token: token + 1, payload: { box: 'dev' }, state: 'ready' } });
+    await waitFor('the owner to restart it with the new payload', () => runs.length === 2);
+    expect(runs[1]).toEqual({ token: token + 1, payload: { box: 'dev' } });
+    const again = await patch(id, { payload: { box: 'dev' } });
+    expect(again.status).toBe(200);
+    expect(again.body).toMatchObject({ updated: false, task: { token: token + 1 } });
+    expect((await getOne(id)).body).toMatchObject({ owner: worker.id, token: token + 1, payload: { box: 'dev' } });
+  });
+
+  it('answers bad input with a JSON problem and writes nothing: 400, 413, 415, 404, 409 for a finished task', async () => {
+    const id = uid('kept');
+    await post({ id, payload: { v: 1 } });
+    const finished = uid('finished');
+    await post({ id: finished });
+    const store = t.store();
+    await store.moveTask(finished, { owner: null, ownerInc: 0, token: 0 }, { owner: 'gone', ownerInc: 1 });
+    await store.updateTask(finished, { owner: 'gone', ownerInc: 1, token: 1 }, { state: 'failed', error: 'boom' });
+    const before = await store.getTasks([id, finished]);
+    const cases: Array<[string, () => Promise<Answer>, number, string, RegExp | string]> = [
+      ['no body', () => patch(id, undefined, 'application/json'), 400, 'InvalidJson', 'the body is missing: send a JSON object'],
+      ['invalid JSON', () => patch(id, '{"payload": '), 400, 'InvalidJson', 'the body is not valid JSON'],
+      ['not declared as JSON', () => patch(id, { payload: 2 }, 'text/plain'), 415, 'UnsupportedMediaType', 'Content-Type: application/json'],
+      ['no payload', () => patch(id, { ifToken: 0 }), 400, 'InvalidInput', 'payload is required: the new payload, as JSON'],
+      ['a negative ifToken', () => patch(id, { payload: 2, ifToken: -1 }), 400, 'InvalidInput', 'ifToken must be a whole number >= 0 (the token you read)'],
+      ['an ifToken that is a string', () => patch(id, { payload: 2, ifToken: '0' }), 400, 'InvalidInput', 'ifToken must be a whole number >= 0 (the token you read)'],
+      ['an unknown field', () => patch(id, { payload: 2, owner: 'me' }), 400, 'InvalidInput', 'unknown field "owner"'],
+      ['a body that is not an object', () => patch(id, [2]), 400, 'InvalidInput', /expected object/],
+      ['a payload over the budget', () => patch(id, { payload: 'x'.repeat(limits.payloadBytes) }), 413, 'PayloadTooLarge', `the limit is ${limits.payloadBytes} bytes`],
+      ['an unknown task', () => patch('no-such-task', { payload: 2 }), 404, 'TaskNotFound', 'task "no-such-task" does not exist'],
+      ['a failed task', () => patch(finished, { payload: 2 }), 409, 'TaskConflict', `task "${finished}" is failed; only ready tasks can be updated (remove it and add it again to run it afresh with this payload)`],
+    ];
+    for (const [what, request, status, error, message] of cases) {
+      const answer = await request();
+      expect({ what, status: answer.status, type: answer.contentType, error: answer.body['error'] }).toEqual({ what, status, type: 'application/json', error });
+      expect(answer.body['message']).toMatch(message);
+    }
+    expect(await store.getTasks([id, finished, 'no-such-task'])).toEqual(before);
+    expect(console.error).not.toHaveBeenCalled();
   });
 });
 

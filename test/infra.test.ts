@@ -261,6 +261,7 @@ describe('least privilege', () => {
     ['index.create', tableAccess.createTask],
     ['index.get', tableAccess.getTask],
     ['index.list', tableAccess.listTasks],
+    ['index.update', tableAccess.updateTask],
     ['index.remove', tableAccess.deleteTask],
     ['index.release', tableAccess.releaseTask],
     ['index.drain', tableAccess.drainNode],
@@ -271,9 +272,9 @@ describe('least privilege', () => {
 
   it('every function has its own role and log group, and no managed policy', () => {
     const functions = ofType('AWS::Lambda::Function');
-    expect(functions).toHaveLength(7);
+    expect(functions).toHaveLength(8);
     const roles = new Set(functions.map(([, f]) => f.Properties['Role']['Fn::GetAtt'][0] as string));
-    expect(roles.size).toBe(7);
+    expect(roles.size).toBe(8);
     for (const role of roles) expect(resources[role]!.Properties['ManagedPolicyArns']).toBeUndefined();
     for (const [, f] of functions) {
       expect(f.Properties).toMatchObject({ Runtime: 'nodejs24.x', LoggingConfig: { LogGroup: { Ref: expect.any(String) } } });
@@ -289,6 +290,7 @@ describe('task API', () => {
       'DELETE /tasks/{id+}',
       'GET /tasks',
       'GET /tasks/{id+}',
+      'PATCH /tasks/{id+}',
       'POST /nodes/{id}/drain',
       'POST /nodes/{id}/undrain',
       'POST /tasks',
@@ -654,6 +656,13 @@ describe('against DynamoDB Local', () => {
         const cursor = JSON.parse(first.body ?? '{}').cursor as string;
         expect((await api.list(event('GET /tasks', '/tasks', { queryStringParameters: { limit: '1', cursor } }), context)).statusCode).toBe(200);
       });
+      expect(await holdTo(tableAccess.updateTask, async () => {
+        const patch = (id: string, body: unknown) => api.update(event('PATCH /tasks/{id+}', `/tasks/${id}`, { pathParameters: { id }, body: JSON.stringify(body) }), context);
+        expect((await patch('x1', { payload: { v: 2 } })).statusCode).toBe(200); // unowned: the cluster's task counter
+        expect((await patch('owned-3', { payload: { v: 2 } })).statusCode).toBe(200); // owned: the owner's inbox
+        expect((await patch('owned-3', { payload: { v: 3 }, ifToken: 0 })).statusCode).toBe(409);
+        expect((await patch('nope', { payload: 1 })).statusCode).toBe(404);
+      })).toEqual(['GetItem', 'UpdateItem']);
       expect(await holdTo(tableAccess.releaseTask, async () => {
         expect((await api.release(withId('POST /tasks/{id+}', 'x1/release'), context)).statusCode).toBe(200); // unowned
         expect((await api.release(withId('POST /tasks/{id+}', 'owned-1/release'), context)).statusCode).toBe(202); // live owner

@@ -177,6 +177,29 @@ describe('placement', () => {
     expect(isOutdated({ version: '2.0' }, undefined)).toBe(false);
   });
 
+  it('places higher priorities first when capacity is short, and changes nothing when there is room for all', () => {
+    // 12 tasks, priorities 0..3 interleaved (the 3s run gpu, which only b runs), for 7 places.
+    const tasks = Array.from({ length: 12 }, (_, i) => ({ id: `t${i}`, type: i % 4 === 3 ? 'gpu' : 'demo', priority: i % 4 }));
+    const short = [
+      { id: 'a', inc: 1, load: 1, capacity: 4, types: ['demo'] },
+      { id: 'b', inc: 1, load: 0, capacity: 4, types: ['demo', 'gpu'] },
+    ];
+    const { assigned, unplaced } = placeTasks(tasks, short);
+    const placed = [...assigned.values()].flat();
+    expect(placed).toHaveLength(7);
+    // The five left over are the lowest priorities there was no room for ...
+    expect(unplaced.map((t) => t.priority).sort()).toEqual([0, 0, 0, 1, 1]);
+    // ... and every placed task has at least the priority of every unplaced one of a type it shares a node with.
+    expect(Math.min(...placed.filter((t) => t.type === 'demo').map((t) => t.priority))).toBeGreaterThanOrEqual(Math.max(...unplaced.filter((t) => t.type === 'demo').map((t) => t.priority)));
+    // With room for all, the placement is exactly the one without priorities.
+    const roomy = short.map((c) => ({ ...c, capacity: 20 }));
+    const withPriorities = placeTasks(tasks, roomy);
+    const without = placeTasks(tasks.map(({ id, type }) => ({ id, type })), roomy);
+    expect(withPriorities.unplaced).toEqual([]);
+    const ids = (p: typeof without) => [...p.assigned].map(([node, list]) => [node, list.map((t) => t.id)]);
+    expect(ids(withPriorities)).toEqual(ids(without));
+  });
+
   it('claims: every free task lies in exactly one node\'s own arc, equal arcs where a node knows the whole ring', () => {
     const tasks = Array.from({ length: 2000 }, (_, i) => taskSlot(`job-${i}`));
     const ownArcs = (ids: string[], known: number, whole: boolean) => {

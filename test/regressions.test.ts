@@ -340,6 +340,32 @@ describe('found by the fault harness with the cloud model and stalls', () => {
     await waitFor('the task running on b', () => ledger.runners(lost!).includes('b'), 5000);
     ledger.expectSafe();
   });
+  it('finding 14: a rebalancing node killed between a move and its ring still gets the task run by its receiver within a few periods', async () => {
+    const memory = new MemoryStore();
+    let moved: string | undefined;
+    const hook: Hook = async (node, operation, call, args) => {
+      if (node === 'a' && operation === 'moveTask' && (args[2] as { owner: string | null }).owner === 'b' && moved === undefined) {
+        // The move to b lands; a dies before it can tell b (its process is gone: nothing more runs).
+        moved = String(args[0]);
+        await call();
+        void a!.kill();
+        return new Promise(() => {});
+      }
+      return call();
+    };
+    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+    const ledger = new Ledger();
+    // No periodic reconcile in this test: b could learn of the task only by being told.
+    const [a] = start(memory, ledger, hook, ['a'], { resyncTicks: 10_000 });
+    await a!.start();
+    await waitFor('a runs every task', () => a!.runningTasks().length === 6);
+    const [b] = start(memory, ledger, hook, ['b'], { resyncTicks: 10_000 });
+    await b!.start();
+    await waitFor('a rebalancing move to b', () => moved !== undefined);
+    expect((await memory.getTask(moved!))?.owner).toBe('b');
+    await waitFor('the task running on b', () => ledger.runners(moved!).includes('b'), 3000);
+    ledger.expectSafe();
+  });
 });
 
 describe('found by the model check (docs/model.md)', () => {

@@ -296,6 +296,24 @@ describe.each([
       expect((await h.store.getTasks([id])).get(id)).toMatchObject({ id, payload, owner, token: 1 });
     });
 
+    it('keeps a task\'s priority on its item and in the owner index, through moves; the default 0 is not stored', async () => {
+      const urgent = uid('t');
+      const plain = uid('t');
+      const owner = uid('owner');
+      await h.store.createTask({ id: urgent, type: 'demo', payload: null, priority: -7 }, 'now');
+      await h.store.createTask({ id: plain, type: 'demo', payload: null, priority: 0 }, 'now');
+      expect((await h.store.getTask(urgent))?.priority).toBe(-7);
+      expect(await h.store.getTask(plain)).not.toHaveProperty('priority');
+      const free = (await h.store.unownedTasks(10_000)).filter((t) => t.id === urgent || t.id === plain);
+      expect(Object.fromEntries(free.map((t) => [t.id, t.priority]))).toEqual({ [urgent]: -7, [plain]: undefined });
+      // A move (single or in a transaction) keeps it: a takeover places by it without reading items.
+      await h.store.moveTask(urgent, free.find((t) => t.id === urgent)!, { owner, ownerInc: 1 });
+      expect(await h.store.moveTasks([{ id: plain, from: free.find((t) => t.id === plain)! }], { owner, ownerInc: 1 })).toBe(true);
+      const heads = await h.store.tasksOwnedBy(owner);
+      expect(heads.map((t) => [t.id, t.priority]).sort()).toEqual([[urgent, -7], [plain, undefined]].sort());
+      expect((await h.store.getTasks([urgent])).get(urgent)?.priority).toBe(-7);
+    });
+
     it('reads free tasks of a stretch of the ring in ring order, wrapping past the end', async () => {
       const prefix = uid('ring');
       const ids = Array.from({ length: 40 }, (_, i) => `${prefix}-${i}`);
@@ -452,6 +470,45 @@ describe.each([
       expect(moved?.releaseRequested).toBeUndefined();
     });
 
+    it('updates a ready task\'s payload only on the token that was read: token one up, attempts afresh, owner, checkpoint and release request kept', async () => {
+      const id = uid('t');
+      await h.store.createTask({ id, type: 'demo', payload: { box: 'old' } }, 'now');
+      await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 3 });
+      const a = { owner: 'a', ownerInc: 3, token: 1 };
+      expect(await h.store.updateTask(id, a, { attempts: 2, error: 'boom', checkpoint: '{"cursor":7}' })).toBe(true);
+      await h.store.requestRelease(id);
+      // A token other than the current one: refused, with the item as it is.
+      const stale = await h.store.updatePayload(id, 0, { payload: { box: 'new' }, itemBytes: 321 });
+      expect(stale).toMatchObject({ ok: false, current: { token: 1, payload: { box: 'old' } } });
+      const updated = await h.store.updatePayload(id, 1, { payload: { box: 'new' }, itemBytes: 321 });
+      expect(updated).toMatchObject({ ok: true, task: { owner: 'a', ownerInc: 3, token: 2, payload: { box: 'new' }, attempts: 0, checkpoint: { cursor: 7 }, releaseRequested: true, itemBytes: 321 } });
+      expect(updated.ok && updated.task).not.toHaveProperty('error');
+      // The run under the old token can write nothing more: no checkpoint, no outcome.
+      expect(await h.store.updateTask(id, a, { checkpoint: '{"cursor":8}' })).toBe(false);
+      expect(await h.store.updateTask(id, a, { state: 'done', result: 1 })).toBe(false);
+      // The owner index carries the new token (what a reconcile compares), never the payload.
+      const head = (await h.store.tasksOwnedBy('a')).find((t) => t.id === id);
+      expect(head).toMatchObject({ token: 2, itemBytes: 321 });
+      expect(head).not.toHaveProperty('payload');
+      // Of two updates on the same token, exactly one wins.
+      const race = await Promise.all([h.store.updatePayload(id, 2, { payload: 'x', itemBytes: 1 }), h.store.updatePayload(id, 2, { payload: 'y', itemBytes: 1 })]);
+      expect(race.filter((r) => r.ok)).toHaveLength(1);
+      expect((await h.store.getTask(id))?.token).toBe(3);
+    });
+
+    it('refuses a payload update of a missing, done or failed task, writing nothing', async () => {
+      expect(await h.store.updatePayload(uid('missing'), 0, { payload: 1, itemBytes: 1 })).toEqual({ ok: false, current: undefined });
+      expect(await h.store.getTask(uid('missing'))).toBeUndefined();
+      for (const state of ['done', 'failed'] as const) {
+        const id = uid('t');
+        await h.store.createTask({ id, type: 'demo', payload: 'old' }, 'now');
+        await h.store.moveTask(id, { owner: null, ownerInc: 0, token: 0 }, { owner: 'a', ownerInc: 1 });
+        await h.store.updateTask(id, { owner: 'a', ownerInc: 1, token: 1 }, { state, result: 'r' });
+        expect(await h.store.updatePayload(id, 1, { payload: 'new', itemBytes: 1 })).toMatchObject({ ok: false, current: { state, token: 1, payload: 'old' } });
+        expect(await h.store.getTask(id)).toMatchObject({ state, token: 1, payload: 'old', result: 'r' });
+      }
+    });
+
     it('deletes a task, conditionally on its ownership when asked', async () => {
       const id = uid('t');
       await h.store.createTask({ id, type: 'demo', payload: null }, 'now');
@@ -504,5 +561,17 @@ describe('the DynamoDB table', () => {
     const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
     expect(entry).toBeDefined();
     expect(Object.keys(entry!).sort()).toEqual(['itemBytes', 'owner', 'ownerInc', 'pk', 'sk', 'slot', 'token', 'type']);
+  });
+
+  it('projects a task\'s priority into the owner index, so that placing by it needs no read of the item', async () => {
+    const t = table!;
+    const id = `prio-${Date.now()}`;
+    await t.store().createTask({ id, type: 'demo', payload: { blob: 'x'.repeat(100) }, priority: 5 }, 'now');
+    const out = await t.doc.send(
+      new QueryCommand({ TableName: t.table, IndexName: keys.ownerIndex, KeyConditionExpression: '#owner = :free', ExpressionAttributeNames: { '#owner': 'owner' }, ExpressionAttributeValues: { ':free': keys.freeOwner } }),
+    );
+    const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
+    expect(entry?.['priority']).toBe(5);
+    expect(entry).not.toHaveProperty('payload');
   });
 });

@@ -216,6 +216,48 @@ describe('worker against DynamoDB Local', () => {
     ledger.expectSafe();
   });
 
+  it.each(['rebalanced', 'revoked'] as const)('a handler that ignores its signal when its task is %s holds up only that task: the node still detects a dead peer and takes its tasks over', async (way) => {
+    const t = await freshTable('worker');
+    tables.push(t);
+    const tasks = Array.from({ length: 6 }, (_, i) => `stuck-${i}`);
+    for (const id of tasks) await t.store().createTask({ id, type: 'stubborn', payload: null }, 'now');
+    await t.store().createTask({ id: 'plain', type: 'demo', payload: null }, 'now');
+    await t.store().bumpCluster('tasks');
+    const ledger = new Ledger();
+    // Revoked: no rebalancing, the test takes a task away itself.
+    const nodes = start(t, ledger, [{ id: 'a' }, { id: 'b' }], way === 'revoked' ? { ...fastSettings, maxMovesPerTick: 0 } : fastSettings);
+    const [a, b] = nodes as [Worker, Worker];
+    const releases: Array<() => void> = [];
+    cleanup.push(async () => releases.forEach((release) => release()));
+    // a's stubborn handlers never return until the test ends; b's stop on their signal.
+    const signalled: string[] = [];
+    a.handle('stubborn', (ctx) => {
+      ctx.signal.addEventListener('abort', () => {
+        if ((ctx.signal.reason as { reason?: string }).reason === way) signalled.push(ctx.task.id);
+      });
+      return new Promise<void>((resolve) => releases.push(resolve));
+    });
+    b.handle('stubborn', (ctx) => new Promise<void>((resolve) => ctx.signal.addEventListener('abort', () => resolve())));
+    await a.start();
+    await waitFor('every task running on a', () => a.runningTasks().length === 7);
+    await b.start();
+    if (way === 'revoked') {
+      // Behind a's back (as an operator's move would): the task goes to b.
+      const task = (await t.store().getTask('stuck-0'))!;
+      await t.store().moveTask(task.id, task, { owner: 'b', ownerInc: b.snapshot().inc });
+      await t.store().notify('a');
+    }
+    // a signals a stubborn run to stop, and it never does.
+    await waitFor(`a run signalled to stop (${way})`, () => signalled.length > 0, 10_000);
+    const { tasks: bTasks } = b.snapshot();
+    await b.kill();
+    // a is b's only watcher: it must still observe, declare and take over.
+    await waitFor('b declared dead by a', async () => (await t.store().getNode('b'))?.state === 'dead', failoverBoundMs(a.config) + 5000);
+    await waitFor('b\'s tasks running on a', () => bTasks.every((id) => ledger.runners(id).includes('a') || a.runningTasks().includes(id)), 5000);
+    // The stubborn tasks never moved away while their handlers ran on a.
+    for (const id of tasks.filter((id) => way === 'rebalanced' || id !== 'stuck-0')) expect((await t.store().getTask(id))?.owner).toBe('a');
+  });
+
   it.each([
     ['lands but its reply is lost', 'lost reply'],
     ['is refused', 'refused'],

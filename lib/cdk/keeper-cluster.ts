@@ -195,7 +195,7 @@ export class KeeperCluster extends Construct {
   readonly alarmTopic: sns.Topic;
   readonly monitoring: KeeperMonitoring;
   readonly healthFunction: KeeperFunction;
-  readonly taskFunctions: Record<'create' | 'get' | 'list' | 'remove' | 'release', KeeperFunction>;
+  readonly taskFunctions: Record<'create' | 'get' | 'list' | 'update' | 'remove' | 'release', KeeperFunction>;
   /** Serves POST /nodes/{id}/drain and /nodes/{id}/undrain: an operator's drain of a worker. */
   readonly drainFunction: KeeperFunction;
 
@@ -298,6 +298,7 @@ export class KeeperCluster extends Construct {
       create: fn('CreateTask', 'create', 'keeper task API: create a task', tableAccess.createTask),
       get: fn('GetTask', 'get', 'keeper task API: get a task', tableAccess.getTask),
       list: fn('ListTasks', 'list', 'keeper task API: list tasks', tableAccess.listTasks),
+      update: fn('UpdateTask', 'update', "keeper task API: update a task's payload", tableAccess.updateTask),
       remove: fn('DeleteTask', 'remove', 'keeper task API: delete a task', tableAccess.deleteTask),
       release: fn('ReleaseTask', 'release', 'keeper task API: force-release a task', tableAccess.releaseTask),
     };
@@ -323,6 +324,7 @@ export class KeeperCluster extends Construct {
     route('/tasks', apigwv2.HttpMethod.GET, this.taskFunctions.list);
     // Greedy: task ids may contain "/". POST on a task path is only ever ".../release".
     route('/tasks/{id+}', apigwv2.HttpMethod.GET, this.taskFunctions.get);
+    route('/tasks/{id+}', apigwv2.HttpMethod.PATCH, this.taskFunctions.update);
     route('/tasks/{id+}', apigwv2.HttpMethod.DELETE, this.taskFunctions.remove);
     route('/tasks/{id+}', apigwv2.HttpMethod.POST, this.taskFunctions.release);
     // Node ids have no "/": a plain path parameter. One function (one integration) for both.

@@ -65,6 +65,8 @@ export const tableAccess = {
   listTasks: { items: ['Scan'], queries: [] },
   /** TaskAdmin.remove: conditional delete, then a notification to the owner's inbox. */
   deleteTask: { items: ['DeleteItem', 'UpdateItem'], queries: [] },
+  /** TaskAdmin.update: read the task, compare-and-set its payload and token, then notify its owner or bump the cluster's task counter. */
+  updateTask: { items: ['GetItem', 'UpdateItem'], queries: [] },
   /** TaskAdmin.release: read the task and its owner, then mark, notify or move. */
   releaseTask: { items: ['GetItem', 'UpdateItem'], queries: [] },
   /** TaskAdmin.drain and undrain: one conditional update of the node item. */

@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { TaskAdmin } from '../admin.js';
+import { TaskAdmin, taskPrioritySchema } from '../admin.js';
 import { skewedClock, systemClock } from '../clock.js';
 import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
 import { AuditLog, demoHandler } from '../demo.js';
@@ -35,6 +35,13 @@ const numArg = (name: string) => (value: string) => {
   const n = Number(value);
   if (value.trim() === '' || !Number.isFinite(n)) throw new InvalidArgumentError(`${name} must be a number`);
   return n;
+};
+
+/** A priority as TaskAdmin checks it (a whole number in range), so the flag says what the API would. */
+const priorityArg = (value: string) => {
+  const parsed = taskPrioritySchema.safeParse(/^\s*[-+]?\d+\s*$/.test(value) ? Number(value) : Number.NaN);
+  if (!parsed.success) throw new InvalidArgumentError(`--priority: ${parsed.error.issues[0]!.message}, got "${value}"`);
+  return parsed.data;
 };
 
 interface TableOptions {
@@ -139,6 +146,7 @@ export function buildProgram(): Command {
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
     .option('--move-write-units-per-second <n>', 'DynamoDB write units this node\'s task moves may spend per second (default 0: no limit)', numArg('--move-write-units-per-second'))
+    .option('--max-starts-per-second <n>', 'task runs this node starts per second at most, highest priority first (default: $KEEPER_MAX_STARTS_PER_SECOND, else 0: no limit)', numArg('--max-starts-per-second'))
     .option('--doorbell-port <n>', 'UDP port peers ring on handovers (default: $KEEPER_DOORBELL_PORT, else any free port)', numArg('--doorbell-port'))
     .option('--doorbell-host <host>', 'address peers ring this node at (default: $KEEPER_DOORBELL_HOST, else the ECS task\'s address, else the first non-internal IPv4)')
     .option('--no-doorbell', 'no doorbell: handed-over tasks start at the next heartbeat (also KEEPER_DOORBELL=off)')
@@ -160,6 +168,7 @@ export function buildProgram(): Command {
         ['inboxPollMs', 'inboxPollMs'],
         ['leaveTimeoutMs', 'leaveTimeoutMs'],
         ['moveWriteUnitsPerSecond', 'moveWriteUnitsPerSecond'],
+        ['maxStartsPerSecond', 'maxStartsPerSecond'],
         ['doorbellPort', 'doorbellPort'],
         ['doorbellHost', 'doorbellHost'],
         ['takeover', 'takeover'],
@@ -198,15 +207,17 @@ export function buildProgram(): Command {
       await new Promise<never>(() => {});
     });
 
-  const task = program.command('task').description('add, show, remove and list tasks');
+  const task = program.command('task').description('add, update, show, release, remove and list tasks');
   withTable(task.command('add').argument('<id>', 'task id').description('add a task (idempotent on id)'))
     .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
     .option('--payload <json>', 'task payload as JSON')
-    .action(async (id: string, o: TableOptions & { type: string; payload?: string }) => {
+    .option('--priority <n>', 'whole number; higher priorities are placed first when capacity is short (default 0)', priorityArg)
+    .action(async (id: string, o: TableOptions & { type: string; payload?: string; priority?: number }) => {
       const payload = parsePayload(o.payload);
       const { store, client } = storeFor(o);
-      const { created, task: added } = await new TaskAdmin(store).add({ id, type: o.type, payload });
-      process.stdout.write(created ? `added task ${added.id} (${added.type})\n` : `task ${added.id} already exists\n`);
+      const { created, task: added } = await new TaskAdmin(store).add({ id, type: o.type, payload, ...(o.priority !== undefined ? { priority: o.priority } : {}) });
+      const priority = added.priority ? `, priority ${added.priority}` : '';
+      process.stdout.write(created ? `added task ${added.id} (${added.type}${priority})\n` : `task ${added.id} already exists\n`);
       client.destroy();
     });
   withTable(task.command('rm').argument('<id>', 'task id').description('remove a task (its owner stops it)')).action(async (id: string, o: TableOptions) => {
@@ -223,6 +234,25 @@ export function buildProgram(): Command {
       client.destroy();
     },
   );
+  withTable(
+    task
+      .command('update')
+      .argument('<id>', 'task id')
+      .description('give a ready task a new payload: its owner restarts it with it (a new token); an unowned one waits in the pool with it'),
+  )
+    .requiredOption('--payload <json>', 'the new payload as JSON')
+    .option('--if-token <n>', 'only if the task still has this token (as `task show` printed it); refused otherwise', intArg('--if-token', 0))
+    .action(async (id: string, o: TableOptions & { payload: string; ifToken?: number }) => {
+      const payload = parsePayload(o.payload);
+      const { store, client } = storeFor(o);
+      try {
+        const { task: updated, updated: changed } = await new TaskAdmin(store).update(id, o.ifToken === undefined ? { payload } : { payload, ifToken: o.ifToken });
+        const where = updated.owner ? `its owner ${updated.owner} restarts it with the new payload` : 'it waits in the pool with the new payload';
+        process.stdout.write(changed ? `updated task ${updated.id}: token ${updated.token}; ${where}\n` : `task ${updated.id} already has that payload; nothing changed\n`);
+      } finally {
+        client.destroy();
+      }
+    });
   withTable(task.command('show').argument('<id>', 'task id').description('show one task as JSON: owner, token, state, payload, checkpoint, result or error')).action(
     async (id: string, o: TableOptions) => {
       const { store, client } = storeFor(o);

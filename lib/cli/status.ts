@@ -1,14 +1,14 @@
-import type { NodeItem, TaskItem } from '../store/store.js';
+import { taskPriority, type NodeItem, type TaskItem } from '../store/store.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
   return rows.map((r) => r.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n');
 }
 
-/** The start of a task's checkpoint, as JSON on one line (`keeper task show` prints all of it). */
-function preview(checkpoint: unknown): string {
-  if (checkpoint === undefined) return '-';
-  const json = JSON.stringify(checkpoint);
+/** The start of a task's payload or checkpoint, as JSON on one line (`keeper task show` prints all of it). */
+function preview(value: unknown): string {
+  if (value === undefined) return '-';
+  const json = JSON.stringify(value);
   return json.length > 40 ? `${json.slice(0, 39)}…` : json;
 }
 
@@ -39,8 +39,17 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
   if (status.tasks.length > 0) {
     out.push(
       table([
-        ['ID', 'TYPE', 'OWNER', 'TOKEN', 'STATE', 'CHECKPOINT'],
-        ...status.tasks.map((t) => [t.id, t.type, t.owner ?? '-', String(t.token), t.releaseRequested ? `${t.state} (release requested)` : t.state, preview(t.checkpoint)]),
+        ['ID', 'TYPE', 'PRIORITY', 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
+        ...status.tasks.map((t) => [
+          t.id,
+          t.type,
+          String(taskPriority(t)),
+          t.owner ?? '-',
+          String(t.token),
+          t.releaseRequested ? `${t.state} (release requested)` : t.state,
+          preview(t.payload),
+          preview(t.checkpoint),
+        ]),
       ]),
     );
   }

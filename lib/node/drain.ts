@@ -1,3 +1,4 @@
+import { settledWithin } from '../clock.js';
 import { errorText } from '../log.js';
 import { placeTasks } from '../protocol/placement.js';
 import type { NodeItem, TaskItem } from '../store/store.js';
@@ -68,7 +69,7 @@ export class Drain {
       // node runs its type, or all are full) would only restart it.
       const { assigned } = placeTasks(next, await this.mover.candidates(node.id));
       const stops = [...assigned.values()].flat().map((task) => holdings.stopForMove(task.id, 'draining'));
-      await this.settledWithin(stops, node.config.handlerStopMs);
+      await settledWithin(node.clock, stops, node.config.handlerStopMs);
     }
     const ready = holdings.stoppedForMove();
     if (ready.length === 0) return;
@@ -94,18 +95,10 @@ export class Drain {
       if (this.moves.pending(task.id)) continue;
       const current = now.get(task.id);
       if (current && holdings.isMine(current) && current.token === task.token) holdings.keep(task.id);
+      // Still ours under a newer token (an operator's payload update refused the move): a
+      // new holding, which runs here until a later pass hands it over.
+      else if (current && holdings.isMine(current)) holdings.adopt(current);
       else await holdings.drop(task.id, 'drained');
     }
-  }
-
-  /** Resolves once every promise has, or after `ms` on the node's clock, whichever is first. */
-  private settledWithin(promises: Array<Promise<void>>, ms: number): Promise<void> {
-    return new Promise((resolve) => {
-      const timer = this.node.clock.setTimer(ms, resolve);
-      void Promise.all(promises).then(() => {
-        timer.cancel();
-        resolve();
-      });
-    });
   }
 }

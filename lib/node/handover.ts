@@ -193,12 +193,15 @@ export class Handover {
     const listed = await node.store.tasksOwnedBy(node.id);
     const seen = new Set<string>();
     const unknown: string[] = [];
-    const releaseAsked: string[] = [];
+    const changed: string[] = [];
     for (const task of listed) {
       if (task.ownerInc === node.inc()) {
         seen.add(task.id);
-        if (!holdings.has(task.id)) unknown.push(task.id);
-        else if (task.releaseRequested) releaseAsked.push(task.id);
+        const held = holdings.heldToken(task.id);
+        if (held === undefined) unknown.push(task.id);
+        // A release asked for, or a token past the one this node runs (an operator's payload
+        // update): the run must stop, and for an update start again with the new payload.
+        else if (task.releaseRequested || task.token > held) changed.push(task.id);
       } else if (task.ownerInc < node.inc()) {
         // Left behind by an earlier incarnation of this node, which has stopped for good.
         const after = await this.moves.move(task, { owner: node.id, ownerInc: node.inc() }).catch(() => undefined);
@@ -211,8 +214,8 @@ export class Handover {
     // The index holds no payloads: the tasks this node does not run yet come from the table,
     // which also says whether each is still ours and ready. So do release requests: the index
     // may still show one that a move has cleared since, and releasing on it would stop a task
-    // this node must run.
-    await this.takeInFromTable([...unknown, ...releaseAsked]);
+    // this node must run. And so do newer tokens: only the table's item carries the new payload.
+    await this.takeInFromTable([...unknown, ...changed]);
     // The index may lag; confirm with a consistent read before stopping anything.
     for (const id of holdings.ids()) {
       if (seen.has(id)) continue;
@@ -221,7 +224,9 @@ export class Handover {
         if (task.releaseRequested) await holdings.release(id, task);
         continue;
       }
-      await holdings.drop(id, 'revoked');
+      // Not ours any more: the run is signalled, and the pass does not wait for its handler
+      // (one that ignores its signal must not end this node's watch over its peers).
+      void holdings.drop(id, 'revoked');
     }
   }
 
@@ -238,11 +243,18 @@ export class Handover {
     return now;
   }
 
-  /** A task of this incarnation, as the table lists it: run it, unless it must go back. */
+  /**
+   * A task of this incarnation, as the table lists it: run it, unless it must go back. Of one
+   * held already, only a newer token is news (an operator's payload update): adopting it
+   * restarts the task with the table's item.
+   */
   private async takeIn(task: TaskItem): Promise<void> {
     const { holdings } = this;
+    const held = holdings.heldToken(task.id);
     if (task.releaseRequested) await holdings.release(task.id, task);
-    else if (holdings.has(task.id)) return;
+    else if (held !== undefined) {
+      if (task.token > held) holdings.adopt(task);
+    }
     // Handed over on load figures that were a period old: never run past capacity,
     // give the excess back to the pool instead.
     else if (holdings.size >= this.node.config.capacity) await holdings.release(task.id, task);

@@ -1,7 +1,7 @@
 import { CheckpointError } from '../checkpoint.js';
-import { sleep } from '../clock.js';
+import { sleep, type Timer } from '../clock.js';
 import { errorText } from '../log.js';
-import type { TaskHead, TaskItem, TaskPatch } from '../store/store.js';
+import { taskPriority, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
 import { TaskRun, type Registration, type RunHost } from '../tasks.js';
 import type { NodeContext } from './context.js';
 import type { Moves } from './moves.js';
@@ -25,6 +25,12 @@ export interface HoldingsHooks {
  * stops user code. Owns the registered handlers and, for each held task, the item as this
  * node last saw it and its run. A task comes in through adopt() only, which checks that the
  * table says it is this incarnation's and that no move of it away is still unsettled.
+ *
+ * With `maxStartsPerSecond`, held tasks wait in a start queue, highest priority first, and
+ * start one per 1/maxStartsPerSecond of this node's clock. Every start, queued or not, goes
+ * through the same checks at the moment it happens (held, not running, not on its way out,
+ * a running node with a valid lease): a queued task that was dropped, released, moved away
+ * or fenced in the meantime does not start.
  */
 export class Holdings {
   private readonly handlers = new Map<string, Registration>();
@@ -36,6 +42,11 @@ export class Holdings {
    */
   private readonly outgoing = new Map<string, boolean>();
   private readonly runHost: RunHost;
+  /** Ids of held tasks waiting for their start (maxStartsPerSecond), highest priority first, then in the order queued. */
+  private readonly startQueue: string[] = [];
+  /** When this node last started a run from the queue (its clock), and the timer set for the next one. */
+  private lastQueuedStartAt = Number.NEGATIVE_INFINITY;
+  private startTimer: Timer | undefined;
 
   constructor(
     private readonly node: NodeContext,
@@ -76,6 +87,11 @@ export class Holdings {
     return [...this.owned.values()];
   }
 
+  /** Ids of held tasks waiting in the start queue (maxStartsPerSecond), in the order they will start. */
+  queued(): string[] {
+    return [...this.startQueue];
+  }
+
   /** Ids of tasks whose handler is running right now. */
   running(): string[] {
     return [...this.owned.entries()]
@@ -103,17 +119,30 @@ export class Holdings {
       return;
     }
     const existing = this.owned.get(task.id);
-    if (existing && existing.task.token === task.token) return;
-    if (existing?.run) void existing.run.stop('superseded');
-    // A new token (a move away settled back here): this is a new holding, not one on its way out.
+    // Tokens only grow: an item read before the one held is the past, not news.
+    if (existing && existing.task.token >= task.token) return;
+    // A new token for a task held here (an operator's payload update, or a move away that
+    // settled back here): a new holding, not one on its way out. The run under the old token
+    // is stopped and stays the entry's run until it is over; only then does the new run
+    // start (startRun waits for it), so that even on one node a task never has two runs.
     this.outgoing.delete(task.id);
-    this.owned.set(task.id, { task, since: this.node.passes() });
+    const previous = existing?.run;
+    this.owned.set(task.id, { task, since: this.node.passes(), ...(previous ? { run: previous } : {}) });
     if (!this.handlers.has(task.type)) {
       // Not ours to run (no handler): put it back for a node that has one.
       void this.release(task.id, task);
       return;
     }
+    if (previous && !previous.over) {
+      void previous.stop('superseded').then(() => this.startRun(task.id));
+      return;
+    }
     this.startRun(task.id);
+  }
+
+  /** The token of the task as this node holds it (undefined if not held). */
+  heldToken(id: string): number | undefined {
+    return this.owned.get(id)?.task.token;
   }
 
   /** Takes back the tasks whose unknown move away has settled here. */
@@ -146,6 +175,7 @@ export class Holdings {
     const entry = this.owned.get(id);
     this.owned.delete(id);
     this.outgoing.delete(id);
+    this.unqueue(id);
     await entry?.run?.stop(reason);
   }
 
@@ -158,6 +188,7 @@ export class Holdings {
     const entry = this.owned.get(id);
     if (!entry) return Promise.resolve();
     this.outgoing.set(id, false);
+    this.unqueue(id);
     return (entry.run?.stop(reason) ?? Promise.resolve()).then(() => {
       if (this.outgoing.has(id)) this.outgoing.set(id, true);
     });
@@ -185,8 +216,9 @@ export class Holdings {
     this.startRun(id);
   }
 
-  /** Stops every run (waiting for the handlers to return); the tasks stay held. */
+  /** Stops every run (waiting for the handlers to return), and every start still queued; the tasks stay held. */
   async stopAll(reason: string): Promise<void> {
+    this.clearStartQueue();
     const runs = [...this.owned.values()].map((o) => o.run).filter((r): r is TaskRun => r !== undefined);
     await Promise.all(runs.map((r) => r.stop(reason)));
   }
@@ -196,6 +228,7 @@ export class Holdings {
    * over (at once for a task that was not running).
    */
   stopEach(reason: string): Array<{ task: TaskItem; stopped: Promise<void> }> {
+    this.clearStartQueue();
     return [...this.owned.values()].map((o) => ({ task: o.task, stopped: o.run ? o.run.stop(reason) : Promise.resolve() }));
   }
 
@@ -203,6 +236,7 @@ export class Holdings {
   clear(): void {
     this.owned.clear();
     this.outgoing.clear();
+    this.clearStartQueue();
   }
 
   /**
@@ -226,17 +260,80 @@ export class Holdings {
     void this.stopAll('fenced');
   }
 
+  /** Starts a held task's run now, or (maxStartsPerSecond) queues its start. */
   private startRun(id: string): void {
+    if (!this.startable(id)) return;
+    if (!(this.node.config.maxStartsPerSecond > 0)) {
+      this.startNow(id);
+      return;
+    }
+    if (this.startQueue.includes(id)) return;
+    // After the last queued task of at least its priority: higher priorities first, then in
+    // the order queued.
+    const priority = taskPriority(this.owned.get(id)!.task);
+    const at = this.startQueue.findIndex((queued) => taskPriority(this.owned.get(queued)?.task ?? {}) < priority);
+    this.startQueue.splice(at < 0 ? this.startQueue.length : at, 0, id);
+    // Started from a timer, even when a start is due now: the tasks adopted together (one
+    // batch read of a takeover's or a reconcile's tasks, a resume) are all queued first, so
+    // the highest priority of them starts first.
+    if (!this.startTimer) this.startTimer = this.node.clock.setTimer(0, () => this.startQueuedNow());
+  }
+
+  private startQueuedNow(): void {
+    this.startTimer = undefined;
+    this.startQueued();
+  }
+
+  /** Whether a held task may start a run now; checked again at the moment a queued start happens. */
+  private startable(id: string): boolean {
     const entry = this.owned.get(id);
     const registration = entry && this.handlers.get(entry.task.type);
     // A run that is still writing its outcome is not over: a second run would do the work again.
-    if (!entry || !registration || (entry.run && (!entry.run.aborted || entry.run.recording))) return;
-    if (this.outgoing.has(id)) return;
+    if (!entry || !registration || (entry.run && (!entry.run.aborted || entry.run.recording))) return false;
+    // A run under an older token (see adopt) must be over first: its handler may not have returned yet.
+    if (entry.run && entry.run.token !== entry.task.token && !entry.run.over) return false;
+    if (this.outgoing.has(id)) return false;
     // Only a running node with a valid lease starts tasks: not while fenced, and not while
     // leaving (the heartbeats that go on during a leave renew the lease).
-    if (this.node.phase() !== 'running' || !this.hooks.leaseValid()) return;
-    entry.run = new TaskRun(entry.task, registration, this.runHost);
+    return this.node.phase() === 'running' && this.hooks.leaseValid();
+  }
+
+  private startNow(id: string): boolean {
+    if (!this.startable(id)) return false;
+    const entry = this.owned.get(id)!;
+    entry.run = new TaskRun(entry.task, this.handlers.get(entry.task.type)!, this.runHost);
     this.node.emit('task-started', { task: id, token: entry.task.token });
+    return true;
+  }
+
+  /**
+   * Starts queued tasks, one per 1/maxStartsPerSecond of this node's clock since the last
+   * queued start, and sets a timer for the next. A queued task that may no longer start is
+   * skipped without using up a start; one that was fenced is queued again by resume().
+   */
+  private startQueued(): void {
+    if (this.startTimer) return;
+    const gapMs = 1000 / this.node.config.maxStartsPerSecond;
+    while (this.startQueue.length > 0) {
+      const now = this.node.clock.now();
+      const waitMs = this.lastQueuedStartAt + gapMs - now;
+      if (waitMs > 0) {
+        this.startTimer = this.node.clock.setTimer(waitMs, () => this.startQueuedNow());
+        return;
+      }
+      if (this.startNow(this.startQueue.shift()!)) this.lastQueuedStartAt = now;
+    }
+  }
+
+  private unqueue(id: string): void {
+    const at = this.startQueue.indexOf(id);
+    if (at >= 0) this.startQueue.splice(at, 1);
+  }
+
+  private clearStartQueue(): void {
+    this.startQueue.length = 0;
+    this.startTimer?.cancel();
+    this.startTimer = undefined;
   }
 
   /** What a TaskRun may do: check the lease and record outcomes while the task is still ours. */
@@ -263,7 +360,12 @@ export class Holdings {
       saveCheckpoint: (task, json) => this.saveCheckpoint(task, json),
       ended: (run, outcome) => {
         const entry = this.owned.get(run.taskId);
-        if (outcome !== 'stopped' && entry?.run === run) this.owned.delete(run.taskId);
+        // A run under an older token that ends (refused, or its outcome lost to the new token)
+        // leaves the holding of the new token alone.
+        if (outcome !== 'stopped' && entry?.run === run && entry.task.token === run.token) {
+          this.owned.delete(run.taskId);
+          this.unqueue(run.taskId);
+        }
         node.emit('task-ended', { task: run.taskId, outcome });
       },
       onError: (message, error) => node.log.error(message, { node: node.id, error: errorText(error) }),

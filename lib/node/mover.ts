@@ -2,7 +2,7 @@ import { batchMoveLanes, moveConcurrency } from '../config.js';
 import type { Doorbell } from '../doorbell.js';
 import { errorText } from '../log.js';
 import { isOutdated, newestVersion, placeTasks, type Candidate } from '../protocol/placement.js';
-import { AmbiguousWriteError, type TaskHead } from '../store/store.js';
+import { AmbiguousWriteError, type Notified, type TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import { forEachLimit, movedTo, transactionChunks, type Moves } from './moves.js';
@@ -28,10 +28,57 @@ export interface Distribution {
   selfSingly?: boolean;
 }
 
+/** A receiver's inbox as bumped before tasks moved to it, and whether a ring has stood for it yet. */
+interface Warning {
+  at: number;
+  reply: Promise<Notified | undefined | null>;
+  rung: boolean;
+}
+
+/**
+ * Receivers warned before tasks move to them, for one round of moves. A mover can die
+ * between a move and the tell that follows it (chaos finding 14); the receiver is alive, so
+ * no takeover concerns the task, and it would find the task only at its periodic
+ * reconcile. Warned first, it sees its inbox move at its next heartbeat and reconciles at
+ * that pass and the next, a period apart, which finds every move that landed within about a
+ * period of the warning: so a warning older than half a period is renewed before the next
+ * move. The tell after the moves still bumps the inbox too: a receiver that saw the warning
+ * before the moves landed has reconciled too early, and one whose index lags needs the
+ * later bump's reconciles (the simulator's cloud found that with the warning alone). Its
+ * ring stands for the warned values as well, so a ring that arrives saves every reconcile.
+ */
+export class Forewarnings {
+  private readonly warnings = new Map<string, Warning>();
+
+  constructor(private readonly node: NodeContext) {}
+
+  /** Before a move to `to` is sent: a warning no older than half a period (none for this node or the pool). */
+  async before(to: string | null): Promise<void> {
+    if (to === null || to === this.node.id) return;
+    const now = this.node.clock.now();
+    let warning = this.warnings.get(to);
+    if (!warning || now - warning.at > this.node.config.periodMs / 2) {
+      warning = { at: now, reply: this.node.store.notify(to).catch(() => null), rung: false };
+      this.warnings.set(to, warning);
+    }
+    await warning.reply;
+  }
+
+  /** The warned inbox values for `to` that no ring has stood for yet, now rung. */
+  async unrung(to: string): Promise<Notified[]> {
+    const warning = this.warnings.get(to);
+    if (!warning || warning.rung) return [];
+    warning.rung = true;
+    const reply = await warning.reply;
+    return reply ? [reply] : [];
+  }
+}
+
 /**
  * The sending side of a handover: takes a dead node's tasks over, hands this node's tasks
  * out when it leaves, deals tasks out over the live neighbourhood, and tells each receiver
- * what it got (inbox bump, then doorbell ring). Holds no state between calls.
+ * what it got (inbox bumped before the moves, then a doorbell ring). Holds no state between
+ * calls.
  */
 export class Mover {
   constructor(
@@ -134,16 +181,17 @@ export class Mover {
     // the rest are told at the end, each receiver once.
     const untold = new Map<string, string[]>();
     const landedFor = (to: string, ids: string[]) => untold.set(to, [...(untold.get(to) ?? []), ...ids]);
+    const warnings = this.forewarnings();
     const tell = async (to: string) => {
       const ids = untold.get(to) ?? [];
       untold.delete(to);
-      if (!(await this.tell(to, ids))) landedFor(to, ids);
+      if (!(await this.tell(to, ids, warnings))) landedFor(to, ids);
     };
     let moved = 0;
     const moveOne = async ({ task, to, inc, landedUnseen }: Job) => {
       try {
         let unsure = false;
-        let after = await this.moves.move(task, { owner: to, ownerInc: inc }, () => (unsure = true));
+        let after = await this.moves.move(task, { owner: to, ownerInc: inc }, { unsure: () => (unsure = true), beforeWrite: () => warnings.before(to) });
         // Its outcome unknown: the receiver is told, and looks until it lands or is refused.
         if (!after && unsure && to !== null && to !== this.node.id) landedFor(to, [task.id]);
         // Refused because the transaction did land: the receiver still has to be told. (After
@@ -167,6 +215,7 @@ export class Mover {
       forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
         let failure: unknown;
         await this.moves.pace(chunk, true);
+        await warnings.before(to);
         let landed = await this.node.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           failure = error;
           return false;
@@ -223,15 +272,23 @@ export class Mover {
     }
   }
 
+  /** Warnings for one round of moves: call `before` ahead of each move, pass them to `tell`. */
+  forewarnings(): Forewarnings {
+    return new Forewarnings(this.node);
+  }
+
   /**
    * Tells a node that tasks were handed to it: bumps its inbox in the table (what it is sure
    * to see, with its next heartbeat), then rings its doorbell with the new inbox value and
-   * the tasks, so that it can start them now. False if the table could not be told.
+   * the tasks, so that it can start them now; and once more for each warned value no ring
+   * stood for yet (`warnings`), so that those need no reconcile either. False if the table
+   * could not be told.
    */
-  async tell(to: string, tasks: string[]): Promise<boolean> {
+  async tell(to: string, tasks: string[], warnings?: Forewarnings): Promise<boolean> {
     const reply = await this.node.store.notify(to).catch(() => null);
     if (reply === null) return false;
-    if (reply?.bell && this.doorbell) this.doorbell.ring(reply.bell, { node: to, inbox: reply.inbox, tasks });
+    const rings = [...(reply ? [reply] : []), ...((await warnings?.unrung(to)) ?? [])];
+    for (const { bell, inbox } of rings) if (bell && this.doorbell) this.doorbell.ring(bell, { node: to, inbox, tasks });
     return true;
   }
 

@@ -11,6 +11,14 @@ export interface MovesHooks {
   landedWith(owner: string, id: string): void;
 }
 
+/** What a caller of Moves.move may add around the write. */
+export interface MoveOptions {
+  /** Called if the outcome stays unknown: the new owner must be told to look until it lands. */
+  unsure?: () => void;
+  /** Runs after pacing, just before the write is sent (a receiver's forewarning). */
+  beforeWrite?: () => Promise<void>;
+}
+
 /** Where a task moves: an owner and its incarnation (null and 0: back to the pool). */
 export interface Destination {
   owner: string | null;
@@ -63,10 +71,11 @@ export class Moves {
    * follows an ambiguous attempt; if every attempt was ambiguous, re-read and reconcile here
    * instead of assuming failure (a move that did land must not leave the task unrun).
    */
-  async move(task: TaskHead, to: Destination, unsure?: () => void): Promise<TaskItem | undefined> {
+  async move(task: TaskHead, to: Destination, how: MoveOptions = {}): Promise<TaskItem | undefined> {
     const { node } = this;
     try {
       await this.pace([task]);
+      await how.beforeWrite?.();
       return await node.store.moveTask(task.id, task, to);
     } catch (error) {
       if (!(error instanceof AmbiguousWriteError)) throw error;
@@ -83,7 +92,7 @@ export class Moves {
       const now = await node.store.getTask(task.id).catch(() => undefined);
       if (movedTo(now, task, to)) return now;
       if (to.owner === node.id) this.hooks.lookAgain(2);
-      unsure?.();
+      how.unsure?.();
       return undefined;
     }
   }

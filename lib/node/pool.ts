@@ -1,5 +1,6 @@
+import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
-import { newestVersion, rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { byPriority, newestVersion, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
 import type { ClusterItem, NodeItem, TaskHead } from '../store/store.js';
@@ -87,6 +88,10 @@ export class Pool {
    *    view of the ring), and anyone may take it.
    *
    * Returns how many free tasks this round placed (on this node or its successors).
+   *
+   * When it read more than it has room for, higher priorities go first: priority orders the
+   * free tasks a round reads (up to four times the room this node has, in ring order), not
+   * the whole pool, which no node reads at once.
    */
   async claimUnowned(): Promise<number> {
     let spare = this.node.config.capacity - this.holdings.size;
@@ -110,7 +115,8 @@ export class Pool {
     });
     let placed: number;
     if (this.neighbourhood.wholeRing) {
-      placed = await this.claim(mine.slice(0, spare));
+      // More than it has room for: the higher priorities first (placeTasks does the same below).
+      placed = await this.claim(byPriority(mine).slice(0, spare));
       spare -= placed;
     } else {
       // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
@@ -143,7 +149,7 @@ export class Pool {
         this.straysSeen = true;
         backlog = true;
       }
-      placed += await this.claim(stray.slice(0, spare));
+      placed += await this.claim(byPriority(stray).slice(0, spare));
     } else if (spare > 0) {
       // Not looked at this round: the next one will (it finds nothing of its own, or is due).
       backlog = true;
@@ -243,22 +249,29 @@ export class Pool {
       // Never a task straight back to the node it came from; and tasks that hash towards
       // the peer first, so the same tasks would move again if anything.
       const movable = this.holdings.held()
-        .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses)
+        .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses && !this.holdings.isOutgoing(o.task.id))
         .map((o) => o.task)
         .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
         .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id))
         .slice(0, count);
       if (movable.length === 0) continue;
       budget -= movable.length;
+      // Each run stops before its task moves, and the pass waits for that at most
+      // handlerStopMs: a handler that ignores its signal holds up its own task, never the
+      // pass (and with it this node's watch over its peers). Such a task stays here, stopped
+      // for a move, and runs here again once its handler returns (Drain.handOff keeps it).
+      await settledWithin(this.node.clock, movable.map((task) => this.holdings.stopForMove(task.id, 'rebalanced')), this.node.config.handlerStopMs);
+      const stopped = new Set(this.holdings.stoppedForMove().map((task) => task.id));
       const moved: string[] = [];
-      await forEachLimit(movable, moveConcurrency, async (task) => {
+      const warnings = this.mover.forewarnings();
+      await forEachLimit(movable.filter((task) => stopped.has(task.id)), moveConcurrency, async (task) => {
         await this.holdings.drop(task.id, 'rebalanced');
-        const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }).catch(() => undefined);
+        const after = await this.moves.move(task, { owner: id, ownerInc: peer.inc }, { beforeWrite: () => warnings.before(id) }).catch(() => undefined);
         if (after) moved.push(task.id);
         else await this.holdings.takeBack(task.id);
       });
       if (moved.length > 0) {
-        await this.mover.tell(id, moved);
+        await this.mover.tell(id, moved, warnings);
         this.node.emit('rebalanced', { to: id, tasks: moved.length });
       }
     }

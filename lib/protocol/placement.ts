@@ -87,8 +87,28 @@ export interface Placement<T> {
  * older application version, about to be replaced) gets a task only if no up-to-date one can
  * take it, so that a deploy moves each task once. Ties go to the rendezvous favourite, so
  * equal nodes split a batch deterministically.
+ *
+ * Priorities (absent: 0) count only when capacity is short: the tasks are placed in the
+ * order given, and only if some are left over are they placed again, higher priorities
+ * first (equal ones in the order given). Then a task is left over only if every node that
+ * runs its type was filled by tasks of at least its priority. With room for all, the
+ * placement is the same as without priorities.
  */
-export function placeTasks<T extends { id: string; type: string }>(tasks: readonly T[], candidates: readonly Candidate[]): Placement<T> {
+export function placeTasks<T extends { id: string; type: string; priority?: number }>(tasks: readonly T[], candidates: readonly Candidate[]): Placement<T> {
+  const placement = placeInOrder(tasks, candidates);
+  if (placement.unplaced.length === 0 || tasks.every((t) => (t.priority ?? 0) === (tasks[0]!.priority ?? 0))) return placement;
+  return placeInOrder(byPriority(tasks), candidates);
+}
+
+/** Tasks with higher priorities first (absent: 0), equal priorities in the order given. */
+export function byPriority<T extends { priority?: number }>(tasks: readonly T[]): T[] {
+  return tasks
+    .map((task, index) => ({ task, index }))
+    .sort((a, b) => (b.task.priority ?? 0) - (a.task.priority ?? 0) || a.index - b.index)
+    .map(({ task }) => task);
+}
+
+function placeInOrder<T extends { id: string; type: string }>(tasks: readonly T[], candidates: readonly Candidate[]): Placement<T> {
   const load = new Map(candidates.map((c) => [c.id, c.load]));
   const assigned = new Map<string, T[]>();
   const unplaced: T[] = [];

@@ -23,11 +23,13 @@ import {
   type HeartbeatInput,
   type HeartbeatResult,
   type MemberEntry,
+  type NewTaskRecord,
   type NodeItem,
   type NodeState,
   type NodesRead,
   type Notified,
   type Page,
+  type PayloadUpdateResult,
   type SlotRange,
   type Store,
   type TaskHead,
@@ -595,7 +597,7 @@ export class DynamoStore implements Store {
 
   // ---------------------------------------------------------------- tasks
 
-  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+  async createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'> {
     const item = { ...keys.task(task.id), ...newTaskRecord(task, createdAt) };
     const out = await this.write(
       'create task',
@@ -878,6 +880,34 @@ export class DynamoStore implements Store {
       (current) => current['token'] === expected.token && Object.entries(patch).every(([f, v]) => v === undefined || canonicalJson(current[f]) === canonicalJson(v)),
     );
     return out.won;
+  }
+
+  /**
+   * The token is set, not added to: a retry after an attempt whose reply was lost is then
+   * refused by its own effect (the token moved past the one expected), which the predicate
+   * recognises as ours (that token, this payload), instead of raising the token twice.
+   */
+  async updatePayload(id: string, expectedToken: number, update: { payload: unknown; itemBytes: number }): Promise<PayloadUpdateResult> {
+    const next = expectedToken + 1;
+    const out = await this.write(
+      'update payload',
+      () =>
+        this.send(
+          new UpdateCommand({
+            TableName: this.table,
+            Key: keys.task(id),
+            UpdateExpression: 'SET #payload = :payload, itemBytes = :itemBytes, #token = :next, attempts = :zero REMOVE #error',
+            ConditionExpression: 'attribute_exists(pk) AND #token = :expected AND #state = :ready',
+            ExpressionAttributeNames: { '#payload': 'payload', '#token': 'token', '#state': 'state', '#error': 'error' },
+            ExpressionAttributeValues: { ':payload': update.payload, ':itemBytes': update.itemBytes, ':next': next, ':zero': 0, ':expected': expectedToken, ':ready': 'ready' },
+            ReturnValues: 'ALL_NEW',
+            ReturnValuesOnConditionCheckFailure: 'ALL_OLD',
+          }),
+        ),
+      (current) => current['token'] === next && canonicalJson(current['payload']) === canonicalJson(update.payload),
+    );
+    if (out.won) return { ok: true, task: out.item ? parseTask(out.item, this.warn) : undefined };
+    return { ok: false, current: out.current ? parseTask(out.current, this.warn) : undefined };
   }
 
   async requestRelease(id: string): Promise<TaskItem | undefined> {

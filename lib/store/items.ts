@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { ringKey } from '../protocol/ring.js';
-import type { ClusterItem, NodeItem, Notified, TaskHead, TaskItem } from './store.js';
+import type { ClusterItem, NewTaskRecord, NodeItem, Notified, TaskHead, TaskItem } from './store.js';
 
 /**
  * The table's key design, written down once.
@@ -102,12 +102,13 @@ export const taskItemSchema = z.object({
   releaseRequested: z.boolean().optional(),
   previousOwner: z.string().optional(),
   itemBytes: count.optional(),
+  priority: z.number().int().optional(),
   createdAt: z.string(),
   checkpoint: checkpointText.optional(),
 });
 
 /** Non-key attributes the owner index carries (its keys and the table's, pk holding the id, come anyway). */
-export const taskHeadAttributes = ['type', 'ownerInc', 'token', 'releaseRequested', 'itemBytes'] as const;
+export const taskHeadAttributes = ['type', 'ownerInc', 'token', 'releaseRequested', 'itemBytes', 'priority'] as const;
 
 const taskHeadSchema = z.object({
   pk: z.string().startsWith('task#'),
@@ -117,13 +118,23 @@ const taskHeadSchema = z.object({
   token: count,
   releaseRequested: z.boolean().optional(),
   itemBytes: count.optional(),
+  priority: z.number().int().optional(),
 });
 
-/** A new task's stored record (without its keys). */
-export function newTaskRecord(task: { id: string; type: string; payload: unknown }, createdAt: string): Record<string, unknown> {
-  const record = { id: task.id, type: task.type, payload: task.payload, slot: taskSlot(task.id), owner: keys.freeOwner, ownerInc: 0, token: 0, state: 'ready', attempts: 0, createdAt };
+/**
+ * A new task's stored record (without its keys). A priority is stored only when it is not the
+ * default 0, so that tasks without one are stored exactly as before priorities existed.
+ */
+export function newTaskRecord(task: NewTaskRecord, createdAt: string): Record<string, unknown> {
+  const priority = task.priority ? { priority: task.priority } : {};
+  const record = { id: task.id, type: task.type, payload: task.payload, slot: taskSlot(task.id), owner: keys.freeOwner, ownerInc: 0, token: 0, state: 'ready', attempts: 0, ...priority, createdAt };
   // As JSON plus room for the keys and names: close enough to DynamoDB's item size to budget a transaction.
   return { ...record, itemBytes: Buffer.byteLength(JSON.stringify(record)) + 100 };
+}
+
+/** The itemBytes a task records, as its creation would have counted it: for a payload update, which changes the size. */
+export function taskItemBytes(task: { id: string; type: string; payload: unknown; createdAt: string }): number {
+  return newTaskRecord(task, task.createdAt)['itemBytes'] as number;
 }
 
 export const clusterItemSchema = z.object({ tasks: count.default(0) });
@@ -155,13 +166,14 @@ export function parseTaskHead(raw: Record<string, unknown>, warn: Warn): TaskHea
     warn(`skipping corrupt task entry ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
     return undefined;
   }
-  const { pk, owner, releaseRequested, itemBytes, ...rest } = parsed.data;
+  const { pk, owner, releaseRequested, itemBytes, priority, ...rest } = parsed.data;
   return {
     id: pk.slice(keys.task('').pk.length),
     ...rest,
     owner: owner === keys.freeOwner ? null : owner,
     ...(releaseRequested === undefined ? {} : { releaseRequested }),
     ...(itemBytes === undefined ? {} : { itemBytes }),
+    ...(priority ? { priority } : {}),
   };
 }
 

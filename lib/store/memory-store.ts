@@ -7,11 +7,13 @@ import {
   type HeartbeatInput,
   type HeartbeatResult,
   type MemberEntry,
+  type NewTaskRecord,
   type NodeItem,
   type NodeState,
   type NodesRead,
   type Notified,
   type Page,
+  type PayloadUpdateResult,
   type SlotRange,
   type Store,
   type TaskHead,
@@ -260,7 +262,7 @@ export class MemoryStore implements Store {
     this.set(keys.cluster, cluster);
   }
 
-  async createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'> {
+  async createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'> {
     if (this.get(keys.task(task.id))) return 'exists';
     this.set(keys.task(task.id), structuredClone(newTaskRecord(task, createdAt)));
     return 'created';
@@ -371,6 +373,18 @@ export class MemoryStore implements Store {
       const owner = ownerAttribute(expected.owner, patch.state ?? 'ready');
       if (owner === undefined) delete raw['owner'];
       return true;
+    });
+  }
+
+  async updatePayload(id: string, expectedToken: number, update: { payload: unknown; itemBytes: number }): Promise<PayloadUpdateResult> {
+    return this.mutate(keys.task(id), (raw): PayloadUpdateResult => {
+      if (!raw || raw['token'] !== expectedToken || raw['state'] !== 'ready') return { ok: false, current: raw ? parseTask(structuredClone(raw), this.warn) : undefined };
+      raw['payload'] = structuredClone(update.payload);
+      raw['itemBytes'] = update.itemBytes;
+      raw['token'] = expectedToken + 1;
+      raw['attempts'] = 0;
+      delete raw['error'];
+      return { ok: true, task: parseTask(structuredClone(raw), this.warn) };
     });
   }
 

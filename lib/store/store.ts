@@ -90,7 +90,7 @@ export interface TaskItem {
   owner: string | null;
   /** Incarnation of the owner that holds the task; an older incarnation's tasks are orphans. */
   ownerInc: number;
-  /** Fencing token: incremented on every change of owner, never decreases. */
+  /** Fencing token: incremented on every change of owner and every payload update, never decreases. */
   token: number;
   state: TaskState;
   attempts: number;
@@ -102,6 +102,11 @@ export interface TaskItem {
   previousOwner?: string;
   /** About how large the item is, in bytes (set at creation), to size transactions. */
   itemBytes?: number;
+  /**
+   * Placed before lower priorities when capacity is short (absent: 0); set at creation. See
+   * taskPriority.
+   */
+  priority?: number;
   createdAt: string;
   /**
    * The state the task's runs last stored with `ctx.checkpoint` (absent if none): written
@@ -126,6 +131,22 @@ export interface TaskHead {
   releaseRequested?: boolean;
   /** About how large the whole item is, in bytes (its payload included), to size transactions. */
   itemBytes?: number;
+  /** The task's priority (absent: 0); the owner index carries it, so placement needs no read. */
+  priority?: number;
+}
+
+/** What a new task is stored from (TaskAdmin validates it first). */
+export interface NewTaskRecord {
+  id: string;
+  type: string;
+  payload: unknown;
+  /** Absent or 0: the default priority, which is not stored. */
+  priority?: number;
+}
+
+/** A task's priority: higher is placed first when capacity is short; 0 unless set. */
+export function taskPriority(task: { priority?: number }): number {
+  return task.priority ?? 0;
 }
 
 /** The cluster item: a counter bumped whenever tasks become claimable. */
@@ -175,6 +196,12 @@ export interface HeartbeatInput {
   types: string[];
   watch: Record<string, WatchRecord>;
 }
+
+/**
+ * What updatePayload found: the task item after the update, or the item that refused it
+ * (absent, not ready, or its token no longer the one expected).
+ */
+export type PayloadUpdateResult = { ok: true; task: TaskItem | undefined } | { ok: false; current: TaskItem | undefined };
 
 /** What setDraining found: the node item after the change, or the item that refused it (absent, dead or left). */
 export type DrainResult = { ok: true; node: NodeItem | undefined } | { ok: false; current: NodeItem | undefined };
@@ -264,7 +291,7 @@ export interface Store {
 
   // --- tasks ---
   /** Creates a task unless one with that id exists. */
-  createTask(task: { id: string; type: string; payload: unknown }, createdAt: string): Promise<'created' | 'exists'>;
+  createTask(task: NewTaskRecord, createdAt: string): Promise<'created' | 'exists'>;
   getTask(id: string): Promise<TaskItem | undefined>;
   /** Consistent reads of several tasks, by id; tasks that do not exist are absent. */
   getTasks(ids: readonly string[]): Promise<Map<string, TaskItem>>;
@@ -297,6 +324,14 @@ export interface Store {
   updateTask(id: string, expected: TaskOwnership, patch: TaskPatch): Promise<boolean>;
   /** Asks the owner to let go of a task (operator's force-release). */
   requestRelease(id: string): Promise<TaskItem | undefined>;
+  /**
+   * An operator's new payload for a ready task, compare-and-set on the token the caller read:
+   * sets the payload and the item's size, raises the token by one, starts the attempts afresh
+   * and clears the last error. Owner, incarnation, checkpoint and a pending release request
+   * stay. The raised token is what makes the owner restart the task with the new payload
+   * (Holdings.adopt) and what refuses every write of the run under the old one.
+   */
+  updatePayload(id: string, expectedToken: number, update: { payload: unknown; itemBytes: number }): Promise<PayloadUpdateResult>;
 }
 
 /** A stretch of the ring, as slot strings (see Store.unownedTasks). */

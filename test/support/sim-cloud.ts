@@ -47,6 +47,7 @@ function writtenKeys(operation: string, args: unknown[]): string[] | undefined {
     case 'updateTask':
     case 'deleteTask':
     case 'requestRelease':
+    case 'updatePayload':
       return [`task#${String(args[0])}`];
     case 'moveTasks':
       return (args[0] as Array<{ id: string }>).map((m) => `task#${m.id}`);

@@ -133,7 +133,7 @@ export interface NetworkConditions {
   };
 }
 
-const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeaving', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'moveTasks', 'updateTask', 'requestRelease']);
+const writes = new Set(['joinNode', 'heartbeat', 'declareDead', 'markLeaving', 'markLeft', 'removeNode', 'notify', 'bumpCluster', 'createTask', 'deleteTask', 'moveTask', 'moveTasks', 'updateTask', 'requestRelease', 'updatePayload']);
 
 /**
  * A node's view of the shared store through a simulated network: requests travel in virtual

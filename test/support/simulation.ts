@@ -76,6 +76,8 @@ export interface ScheduleOverrides {
   cloud?: boolean;
   /** Starts the nodes at time 0, so that they run the warm-up before the first fault (see runSchedule). */
   warmUp?: boolean;
+  /** Every node starts at most this many tasks per second (maxStartsPerSecond); the takeover bound counts the wait. */
+  maxStartsPerSecond?: number;
   /** Bypasses config validation with a fence window that is too long: the checker must catch it. */
   unsafeFenceMs?: number;
   trace?: (line: string) => void;
@@ -100,9 +102,10 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     rnd() < 0.7
       ? new SimDoorbells(time, { latency: () => (rnd() < 0.1 ? rnd() * 3000 : 1 + rnd() * 20), lost: 0.1, duplicated: 0.1, random: rnd })
       : undefined;
+  const startRate = overrides.maxStartsPerSecond ? { maxStartsPerSecond: overrides.maxStartsPerSecond } : {};
   const settings: KeeperOptions = wide
-    ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox }
-    : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox };
+    ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox, ...startRate }
+    : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox, ...startRate };
   const config = resolveConfig(settings);
   // Two schedules in five run in the cloud (sim-cloud.ts), drawn from a stream of their own,
   // so that a schedule without it unfolds exactly as it did before the cloud existed.
@@ -113,7 +116,9 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
   const cloud = inCloud
     ? new SimCloud(time, { indexLagMs, unprocessedShare: cloudRnd() * 0.2, partitionWritesPerSecond: 2 + cloudRnd() * 10, random: cloudRnd })
     : undefined;
-  const bound = failoverBoundMs(config, 0, cloud ? indexLagMs : 0) + 500;
+  // With a start rate, a receiver may queue every task of the schedule (at most 30, and 8 finite ones) behind one another.
+  const startWaitMs = config.maxStartsPerSecond > 0 ? ((38 * 1000) / config.maxStartsPerSecond) * config.driftBound : 0;
+  const bound = failoverBoundMs(config, 0, cloud ? indexLagMs : 0) + startWaitMs + 500;
   const nodeCount = 3 + Math.floor(rnd() * 7);
   const taskCount = 5 + Math.floor(rnd() * 26);
   const shared = new MemoryStore();
