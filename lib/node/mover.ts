@@ -52,16 +52,18 @@ export class Forewarnings {
 
   constructor(private readonly node: NodeContext) {}
 
-  /** Before a move to `to` is sent: a warning no older than half a period (none for this node or the pool). */
-  async before(to: string | null): Promise<void> {
+  /**
+   * As a move to `to` is sent: a warning no older than half a period (none for this node or
+   * the pool). Sent along with the move, not awaited before it: the receiver reconciles
+   * whenever it sees the bump, so the order of the two does not matter, and a leave's tasks
+   * would otherwise wait one more round trip.
+   */
+  before(to: string | null): void {
     if (to === null || to === this.node.id) return;
     const now = this.node.clock.now();
-    let warning = this.warnings.get(to);
-    if (!warning || now - warning.at > this.node.config.periodMs / 2) {
-      warning = { at: now, reply: this.node.store.notify(to).catch(() => null), rung: false };
-      this.warnings.set(to, warning);
-    }
-    await warning.reply;
+    const warning = this.warnings.get(to);
+    if (warning && now - warning.at <= this.node.config.periodMs / 2) return;
+    this.warnings.set(to, { at: now, reply: this.node.store.notify(to).catch(() => null), rung: false });
   }
 
   /** The warned inbox values for `to` that no ring has stood for yet, now rung. */
@@ -215,7 +217,7 @@ export class Mover {
       forEachLimit(batches, batchMoveLanes, async ({ to, inc, tasks: chunk }) => {
         let failure: unknown;
         await this.moves.pace(chunk, true);
-        await warnings.before(to);
+        warnings.before(to);
         let landed = await this.node.store.moveTasks(chunk.map((task) => ({ id: task.id, from: task })), { owner: to, ownerInc: inc }).catch((error: unknown) => {
           failure = error;
           return false;
@@ -278,17 +280,20 @@ export class Mover {
   }
 
   /**
-   * Tells a node that tasks were handed to it: bumps its inbox in the table (what it is sure
-   * to see, with its next heartbeat), then rings its doorbell with the new inbox value and
-   * the tasks, so that it can start them now; and once more for each warned value no ring
-   * stood for yet (`warnings`), so that those need no reconcile either. False if the table
-   * could not be told.
+   * Tells a node that tasks were handed to it. A warned inbox value no ring stood for yet
+   * (`warnings`) is rung at once with the tasks, so that the receiver starts them now; then
+   * its inbox is bumped in the table (what it is sure to see, with its next heartbeat) and its
+   * doorbell rung with that value and the tasks too, so that neither value costs it a
+   * reconcile. False if the table could not be told.
    */
   async tell(to: string, tasks: string[], warnings?: Forewarnings): Promise<boolean> {
+    const ring = ({ bell, inbox }: Notified) => {
+      if (bell && this.doorbell) this.doorbell.ring(bell, { node: to, inbox, tasks });
+    };
+    for (const warned of (await warnings?.unrung(to)) ?? []) ring(warned);
     const reply = await this.node.store.notify(to).catch(() => null);
     if (reply === null) return false;
-    const rings = [...(reply ? [reply] : []), ...((await warnings?.unrung(to)) ?? [])];
-    for (const { bell, inbox } of rings) if (bell && this.doorbell) this.doorbell.ring(bell, { node: to, inbox, tasks });
+    if (reply) ring(reply);
     return true;
   }
 

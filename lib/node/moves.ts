@@ -15,8 +15,8 @@ export interface MovesHooks {
 export interface MoveOptions {
   /** Called if the outcome stays unknown: the new owner must be told to look until it lands. */
   unsure?: () => void;
-  /** Runs after pacing, just before the write is sent (a receiver's forewarning). */
-  beforeWrite?: () => Promise<void>;
+  /** Runs after pacing, as the write is sent (a receiver's forewarning). */
+  beforeWrite?: () => void;
 }
 
 /** Where a task moves: an owner and its incarnation (null and 0: back to the pool). */
@@ -75,7 +75,7 @@ export class Moves {
     const { node } = this;
     try {
       await this.pace([task]);
-      await how.beforeWrite?.();
+      how.beforeWrite?.();
       return await node.store.moveTask(task.id, task, to);
     } catch (error) {
       if (!(error instanceof AmbiguousWriteError)) throw error;
