@@ -34,9 +34,10 @@ export const demoWorkIntervalMs = 100;
 /** Options of the demo handler (`keeper worker --demo-stop-delay-ms`, `--demo-stop-delay-every`). */
 export interface DemoOptions {
   /**
-   * A slow handler to try a leave with: the run returns this long after its signal instead
-   * of at once. It still does no work after the signal (it checks before every unit), so the
-   * delay only holds up the handover of its task. Default 0.
+   * A slow handler to try a leave with: on a leave (the signal's reason is 'leaving'), the
+   * run returns this long after its signal instead of at once. It does no work after the
+   * signal (it checks before every unit), so the delay only holds up the handover of its
+   * task; other stops (a move, a revoke, fencing) stay prompt. Default 0.
    */
   stopDelayMs?: number;
   /** Only every n-th run this worker starts is slow (1: every one). Default 1. */
@@ -82,7 +83,8 @@ export function demoHandler(audit?: AuditLog, options: DemoOptions = {}): TaskHa
           resolve();
         };
         // unref: a slow handler must not keep a worker that has left from exiting.
-        if (delayMs > 0) setTimeout(finish, delayMs).unref();
+        const leaving = (ctx.signal.reason as { reason?: unknown } | undefined)?.reason === 'leaving';
+        if (delayMs > 0 && leaving) setTimeout(finish, delayMs).unref();
         else finish();
       };
       if (ctx.signal.aborted) return stop();

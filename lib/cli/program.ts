@@ -153,7 +153,7 @@ export function buildProgram(): Command {
     .option('--health-port <n>', 'serve this worker\'s health on 127.0.0.1 at this port, for `keeper health` (default: $KEEPER_HEALTH_PORT, else none)', intArg('--health-port', 0))
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
-    .option('--demo-stop-delay-ms <n>', 'demo handler: return this long after the stop signal (a slow handler, to try a leave with; it does no work meanwhile)', intArg('--demo-stop-delay-ms', 0))
+    .option('--demo-stop-delay-ms <n>', 'demo handler: on a leave, return this long after the stop signal (a slow handler, to try SIGTERM with; it does no work meanwhile)', intArg('--demo-stop-delay-ms', 0))
     .option('--demo-stop-delay-every <n>', 'demo handler: only every n-th demo task this worker starts is slow (default 1: every one)', intArg('--demo-stop-delay-every', 1))
     .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
     .addOption(new Option('--clock-offset-ms <n>', 'fault injection: offset the protocol clock').argParser(numArg('--clock-offset-ms')).hideHelp())

@@ -31,6 +31,7 @@ const ruleNames: Record<keyof CheckResult['violations'], string> = {
   endState: 'end state (tasks created vs final table; owner alive and running it)',
   falseTakeovers: 'false takeovers (declared dead without a fault of its own)',
   unexpectedExits: 'workers that exited on their own',
+  atMostOnce: 'finite tasks: side effect repeated without a fault of the node that did it first, or never completed',
 };
 
 export const faultDescriptions: Record<string, string> = {
@@ -42,6 +43,7 @@ export const faultDescriptions: Record<string, string> = {
   outage: 'DynamoDB Local stopped for 1.05-1.25 bounds, restarted on the same data directory and port',
   net: 'for 0.5-1.5 bounds, 2-10 % each of throttling, 5xx and applied-but-lost replies on a subset of the proxies, with Amazon DynamoDB\'s behaviours on top (keys of batch reads left unprocessed, per-partition write throttling, index lag, lost transactions kept in progress)',
   term: 'SIGTERM (graceful leave) under load; a replacement starts 0.2-1.2 bounds later',
+  'stubborn-term': 'SIGTERM to a worker some of whose demo handlers ignore their signal on a leave; it hands the others over, gives up after a short leave timeout, and failover takes the stuck tasks',
 };
 
 export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing: { totalMs: number; checkMs: number }, svgName = 'timeline.svg'): string {

@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FaultRecord, ProtocolSettingsRecord, Stamped } from '../fault-log.js';
-import { readAuditLogs, type AuditLogs, type Run } from './audit-logs.js';
+import { readAuditLogs, type AuditLogs, type Effect, type Run } from './audit-logs.js';
 import { availability, type Availability } from './availability.js';
 import { readFaultLog, type Failure, type FaultSpan, type Instance } from './faults.js';
 import type { TableSnapshot } from './table-scan.js';
@@ -15,7 +15,7 @@ import { readWorkerLogs, type Declaration, type WorkerLogs } from './worker-logs
  */
 
 export type RunHeader = Extract<FaultRecord, { type: 'run' }>;
-export type { Instance, Failure, FaultSpan, Run, Declaration };
+export type { Instance, Failure, FaultSpan, Run, Declaration, Effect };
 
 export interface RunModel {
   readonly dir: string;
@@ -35,6 +35,8 @@ export interface RunModel {
   /** The same bound recomputed from the settings by the documented formula. */
   readonly formulaBoundMs: number;
   readonly taskIds: readonly string[];
+  /** Finite tasks, each with when the harness created it: only the at-most-once rule judges them. */
+  readonly finiteTasks: ReadonlyMap<string, number>;
   readonly instances: ReadonlyMap<string, Instance>;
   /** Every incarnation of each node id, in spawn order. */
   readonly byNode: ReadonlyMap<string, readonly Instance[]>;
@@ -89,6 +91,9 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
   const s = run.settings;
   const taskIds = records.find((r): r is Stamped<Extract<FaultRecord, { type: 'tasks' }>> => r.type === 'tasks')?.ids ?? [];
 
+  const finiteTasks = new Map<string, number>();
+  for (const r of records) if (r.type === 'finite-tasks') for (const id of r.ids) finiteTasks.set(id, rel(r.mono_ns));
+
   const faults = readFaultLog(dir, records, rel);
   const { declarations, ...workerLogs } = readWorkerLogs(faults.instances.values(), wallToRel);
   const { runsByTask, ...audit } = await readAuditLogs(faults.instances.values(), { rel, endNs, snapNs, windowNs });
@@ -112,6 +117,7 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
     boundNs: run.boundMs * 1e6,
     formulaBoundMs: s.requestTimeoutMs + (s.staleTicks + 3) * s.periodMs * s.driftBound,
     taskIds,
+    finiteTasks,
     instances: faults.instances,
     byNode,
     failures: faults.failures,
