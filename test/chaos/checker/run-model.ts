@@ -54,6 +54,13 @@ export interface RunModel {
   };
   readonly proxies: { readonly requests: number; readonly blackholed: number; readonly throttled: number; readonly errors500: number; readonly droppedReplies: number };
   readonly declarations: readonly Declaration[];
+  /**
+   * Per task, the stretches in which a stubborn leave held it: from the SIGTERM to the end of
+   * the leave, for each task the leaving node named as stuck. No one may take such a task
+   * before the node's lease runs out after its last heartbeat, so the lost-task rule does not
+   * count them (the takeover rule times the task from the end instead).
+   */
+  readonly stuckInLeave: ReadonlyMap<string, readonly Interval[]>;
   readonly workerLogs: Omit<WorkerLogs, 'declarations'>;
   readonly runsByTask: ReadonlyMap<string, readonly Run[]>;
   readonly audit: Omit<AuditLogs, 'runsByTask'>;
@@ -98,6 +105,13 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
   const { declarations, ...workerLogs } = readWorkerLogs(faults.instances.values(), wallToRel);
   const { runsByTask, ...audit } = await readAuditLogs(faults.instances.values(), { rel, endNs, snapNs, windowNs });
 
+  const stuckInLeave = new Map<string, Interval[]>();
+  for (const f of faults.failures) {
+    if (f.kind !== 'stubborn-term') continue;
+    const leave = workerLogs.stuckLeaves.find((l) => l.instance === f.instance);
+    if (leave) for (const task of leave.tasks) stuckInLeave.set(task, [...(stuckInLeave.get(task) ?? []), { a: f.at, b: leave.at }]);
+  }
+
   const byNode = new Map<string, Instance[]>();
   for (const i of faults.instances.values()) byNode.set(i.node, [...(byNode.get(i.node) ?? []), i]);
   for (const list of byNode.values()) list.sort((x, y) => x.spawn - y.spawn);
@@ -128,6 +142,7 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
     store: faults.store,
     proxies: faults.proxies,
     declarations,
+    stuckInLeave,
     workerLogs,
     runsByTask,
     audit,
