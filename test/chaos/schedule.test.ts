@@ -76,7 +76,7 @@ describe('chaos schedule', () => {
       for (const f of stubborn) {
         if (f.kind !== 'stubborn-term') continue;
         // The process in its slot just before it is headed for it; one spawned after it is not.
-        const previous = plan.faults.filter((g) => (g.kind === 'kill' || g.kind === 'term' || g.kind === 'stubborn-term') && g.slot === f.slot && g.atMs < f.atMs).at(-1);
+        const previous = plan.faults.filter((g) => (g.kind === 'kill' || g.kind === 'term' || g.kind === 'stubborn-term') && g.slot === f.slot && g.atMs < f.atMs).at(-1) as Extract<PlannedFault, { replaceAfterMs: number }> | undefined;
         expect(stubbornTermAhead(plan, f.slot, previous ? previous.atMs + previous.replaceAfterMs : Number.NEGATIVE_INFINITY)).toBe(f);
         const next = stubbornTermAhead(plan, f.slot, f.atMs + f.replaceAfterMs);
         expect(next === undefined || next.atMs > f.atMs).toBe(true);
