@@ -36,6 +36,9 @@ export type FaultRecord =
       tasks: number;
       seconds: number;
       faultsPerKind: number;
+      /** Opt-in: finite tasks asked for (`--finite-tasks`), and the kinds planned if not the default mix (`--kinds`). */
+      finiteTasks?: number;
+      kinds?: string[];
       table: string;
       settings: ProtocolSettingsRecord;
       /** failoverBoundMs of the settings, as lib/config.ts documents it. */

@@ -343,6 +343,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       tasks: options.tasks,
       seconds: options.seconds,
       faultsPerKind: plan.faultsPerKind,
+      ...(options.finiteTasks ? { finiteTasks: options.finiteTasks } : {}),
+      ...(options.kinds ? { kinds: [...options.kinds] } : {}),
       table,
       settings: {
         periodMs: config.periodMs,

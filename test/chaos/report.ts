@@ -53,7 +53,8 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   const violationCount = Object.values(check.violations).reduce((n, list) => n + list.length, 0);
   lines.push(`# Chaos run: seed ${r.seed}, ${r.workers} workers, ${r.tasks} tasks, ${r.seconds} s: ${check.ok ? 'no violations' : `${violationCount} violations`}`);
   lines.push('');
-  lines.push(`Command: \`npm run chaos -- --seconds ${r.seconds} --workers ${r.workers} --tasks ${r.tasks} --seed ${r.seed} --faults ${r.faultsPerKind} --period-ms ${st.periodMs} --request-timeout-ms ${st.requestTimeoutMs}\``);
+  lines.push(`Command: \`npm run chaos -- --seconds ${r.seconds} --workers ${r.workers} --tasks ${r.tasks} --seed ${r.seed} --faults ${r.faultsPerKind} --period-ms ${st.periodMs} --request-timeout-ms ${st.requestTimeoutMs}${r.finiteTasks ? ` --finite-tasks ${r.finiteTasks}` : ''}${r.kinds ? ` --kinds ${r.kinds.join(',')}` : ''}\``);
+  if (check.finite.tasks > 0) lines.push('', `Finite tasks: ${check.finite.tasks}, side effects ${check.finite.effects}, of them ${check.finite.repeated} repeats (each excused by a fault of the node that did it first, or counted under the at-most-once rule).`);
   lines.push('');
   lines.push(`- Fault phase ${s1(check.phaseMs)} s; whole run ${s1(timing.totalMs)} s including start-up and teardown; the checker took ${s1(timing.checkMs)} s.`);
   lines.push(`- Protocol settings: P = ${st.periodMs} ms, K = ${st.staleTicks}, f = ${st.driftBound}, d = ${st.requestTimeoutMs} ms, c = ${st.handlerStopMs} ms, F = ${st.fenceMs} ms.`);
@@ -82,7 +83,11 @@ export function renderMarkdown(check: CheckResult, machine: MachineInfo, timing:
   lines.push('');
   lines.push('| kind | count | what the harness does |');
   lines.push('|---|---|---|');
-  for (const [kind, text] of Object.entries(faultDescriptions)) lines.push(`| ${kind} | ${check.faults[kind] ?? 0} | ${text} |`);
+  for (const [kind, text] of Object.entries(faultDescriptions)) {
+    // An opt-in kind only where the run asked for it: a default run's report reads as before.
+    if (kind === 'stubborn-term' && !check.run.kinds?.includes(kind)) continue;
+    lines.push(`| ${kind} | ${check.faults[kind] ?? 0} | ${text} |`);
+  }
   if (check.skipped > 0) lines.push(`\n${check.skipped} planned faults were skipped (their target was not running).`);
   lines.push('');
   lines.push('## Activity');
