@@ -304,6 +304,76 @@ describe('keeper CLI against DynamoDB Local', () => {
     }
     expect(stderr).toMatch(/"msg":"left the cluster"/);
   });
+
+  /** A `keeper worker` with the demo handlers and an audit log; `lines()` reads the log so far. */
+  const demoWorker = (node: string, extra: string[] = [], table = t.table) => {
+    const dir = mkdtempSync(join(tmpdir(), 'keeper-cli-'));
+    const audit = join(dir, 'audit.jsonl');
+    const child = spawn(process.execPath, [bin, 'worker', '--table', table, '--node-id', node, '--period-ms', '250', '--audit-log', audit, ...extra], {
+      env: { ...process.env, AWS_ENDPOINT_URL_DYNAMODB: inject('dynamoEndpoint') },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    const lines = () => {
+      try {
+        return readFileSync(audit, 'utf8').trim().split('\n').filter((l) => l !== '').map((l) => JSON.parse(l) as { event: string; task: string; token: number; mono_ns: string });
+      } catch {
+        return [];
+      }
+    };
+    return { child, exited, lines, stderr: () => stderr };
+  };
+
+  it('runs the built-in finite demo-job: it works, does its one side effect (an effect line), and the task is done with its result', async () => {
+    const store = t.store();
+    await store.createTask({ id: 'job-1', type: 'demo-job', payload: { workMs: 300 } }, 'now');
+    await store.bumpCluster('tasks');
+    const w = demoWorker('jobber');
+    await waitFor('job-1 done', async () => (await store.getTask('job-1'))?.state === 'done');
+    const done = await store.getTask('job-1');
+    const events = w.lines().filter((l) => l.task === 'job-1');
+    expect(events.map((l) => l.event).filter((e) => e !== 'work')).toEqual(['start', 'effect', 'stop']);
+    expect(events.filter((l) => l.event === 'work').length).toBeGreaterThanOrEqual(2);
+    expect(events.find((l) => l.event === 'effect')!.token).toBe(done!.token);
+    expect(done!.result).toEqual({ token: done!.token });
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toBe(0);
+    await store.deleteTask('job-1');
+  });
+
+  it('a slow demo handler on a leave (--demo-stop-delay-ms): the other task is handed over at once, the slow one stays, and the worker exits after --leave-timeout-ms without marking itself left', async () => {
+    // A table of its own: exactly these two tasks, whatever the other tests left behind.
+    const own = await freshTable('cli-stubborn');
+    const store = own.store();
+    for (const id of ['s-1', 's-2']) await store.createTask({ id, type: 'demo', payload: null }, 'now');
+    await store.bumpCluster('tasks');
+    // Every second task it starts is slow: one of the two. The delay is far longer than the test.
+    const w = demoWorker('stubborn', ['--leave-timeout-ms', '1500', '--demo-stop-delay-ms', '600000', '--demo-stop-delay-every', '2'], own.table);
+    await waitFor('both tasks worked on', () => ['s-1', 's-2'].every((task) => w.lines().some((l) => l.event === 'work' && l.task === task)));
+    const termAt = process.hrtime.bigint();
+    w.child.kill('SIGTERM');
+    expect(await w.exited).toBe(0);
+    const tookMs = Number(process.hrtime.bigint() - termAt) / 1e6;
+    expect(tookMs).toBeGreaterThanOrEqual(1400);
+    expect(tookMs).toBeLessThan(15_000);
+    const stuckLine = w.stderr().split('\n').find((l) => l.includes('left with tasks whose handlers ignore their signal'));
+    expect(stuckLine).toBeDefined();
+    const stuck = (JSON.parse(stuckLine!) as { tasks: string[] }).tasks;
+    expect(stuck).toHaveLength(1);
+    const prompt = ['s-1', 's-2'].find((id) => id !== stuck[0])!;
+    // Not marked gone: failover takes the stuck task once the lease has run out.
+    expect((await store.getNode('stubborn'))?.state).toBe('alive');
+    expect((await store.getTask(stuck[0]!))?.owner).toBe('stubborn');
+    expect((await store.getTask(prompt))?.owner).toBeNull();
+    const lines = w.lines();
+    // The prompt one stopped; the slow one never got to its stop line, and neither worked after the signal.
+    expect(lines.filter((l) => l.task === prompt).at(-1)!.event).toBe('stop');
+    expect(lines.some((l) => l.task === stuck[0] && l.event === 'stop')).toBe(false);
+    expect(lines.filter((l) => l.event === 'work' && BigInt(l.mono_ns) > termAt)).toEqual([]);
+    await own.drop();
+  });
 });
 
 describe('keeper worker --handlers <module>', () => {
@@ -351,6 +421,12 @@ describe('keeper worker --handlers <module>', () => {
     expect(code).toBe(2);
     expect(stderr.trim()).toBe('keeper: --audit-log records the demo handler only; drop it, or drop --handlers');
     expect(existsSync(join(dir, 'audit.jsonl'))).toBe(false);
+  });
+
+  it('refuses --demo-stop-delay-ms with --handlers: it shapes the demo handler only', () => {
+    const { code, stderr } = keeper(['worker', '--table', t.table, '--handlers', join(dir, 'good.mjs'), '--demo-stop-delay-ms', '100']);
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe('keeper: --demo-stop-delay-ms and --demo-stop-delay-every shape the demo handler only; drop them, or drop --handlers');
   });
 
   it('takes the module from KEEPER_HANDLERS too, and refuses it the same way', () => {

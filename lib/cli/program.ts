@@ -3,7 +3,7 @@ import { Command, CommanderError, InvalidArgumentError, Option } from 'commander
 import { TaskAdmin, taskPrioritySchema } from '../admin.js';
 import { skewedClock, systemClock } from '../clock.js';
 import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
-import { AuditLog, demoHandler } from '../demo.js';
+import { AuditLog, demoHandler, demoJobHandler } from '../demo.js';
 import { JavaMissingError, startLocalDb } from '../local-db.js';
 import { errorText } from '../log.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from '../store/client.js';
@@ -153,6 +153,8 @@ export function buildProgram(): Command {
     .option('--health-port <n>', 'serve this worker\'s health on 127.0.0.1 at this port, for `keeper health` (default: $KEEPER_HEALTH_PORT, else none)', intArg('--health-port', 0))
     .addOption(new Option('--takeover <mode>', 'who gets a dead node\'s tasks').choices([...takeoverModes]))
     .option('--audit-log <path>', 'append one JSON line per demo task event to this file')
+    .option('--demo-stop-delay-ms <n>', 'demo handler: on a leave, return this long after the stop signal (a slow handler, to try SIGTERM with; it does no work meanwhile)', intArg('--demo-stop-delay-ms', 0))
+    .option('--demo-stop-delay-every <n>', 'demo handler: only every n-th demo task this worker starts is slow (default 1: every one)', intArg('--demo-stop-delay-every', 1))
     .addOption(new Option('--clock-rate <r>', 'fault injection: run the protocol clock r times real speed').argParser(numArg('--clock-rate')).hideHelp())
     .addOption(new Option('--clock-offset-ms <n>', 'fault injection: offset the protocol clock').argParser(numArg('--clock-offset-ms')).hideHelp())
     .action(async (o: TableOptions & Record<string, unknown>) => {
@@ -185,6 +187,7 @@ export function buildProgram(): Command {
       const handlerModule = (o['handlers'] as string | undefined) ?? fromEnv.handlers;
       const handlers = handlerModule !== undefined ? await loadHandlerModule(handlerModule) : undefined;
       if (handlers && o['auditLog']) throw new UsageError('--audit-log records the demo handler only; drop it, or drop --handlers');
+      if (handlers && (o['demoStopDelayMs'] !== undefined || o['demoStopDelayEvery'] !== undefined)) throw new UsageError('--demo-stop-delay-ms and --demo-stop-delay-every shape the demo handler only; drop them, or drop --handlers');
       const rate = (o['clockRate'] as number | undefined) ?? 1;
       if (!(rate > 0)) throw new UsageError('--clock-rate must be > 0');
       const clock = rate !== 1 || o['clockOffsetMs'] ? skewedClock(systemClock, rate, (o['clockOffsetMs'] as number | undefined) ?? 0) : systemClock;
@@ -200,7 +203,11 @@ export function buildProgram(): Command {
         table,
         ...(endpoint ? { endpoint } : {}),
         ...(o.region ? { region: o.region } : {}),
-        handlers: handlers ?? { demo: demoHandler(audit) },
+        // The built-in handlers: `demo` (long-running) and `demo-job` (finite: works a while, one side effect, a result).
+        handlers: handlers ?? {
+          demo: demoHandler(audit, { stopDelayMs: o['demoStopDelayMs'] as number | undefined, stopDelayEvery: o['demoStopDelayEvery'] as number | undefined }),
+          'demo-job': { handler: demoJobHandler(audit), mode: 'finite' },
+        },
         ...(o['healthPort'] !== undefined ? { healthPort: o['healthPort'] as number } : {}),
       });
       worker.once('left', () => audit?.close());

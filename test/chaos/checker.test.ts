@@ -13,7 +13,7 @@ const base = 10_000 * s; // mono_ns of "ready"
 const wallBase = 1_800_000_000_000; // wall_ms of "ready"
 
 interface Ev {
-  event: 'start' | 'work' | 'stop';
+  event: 'start' | 'work' | 'stop' | 'effect';
   task: string;
   token: number;
   at: number; // seconds after ready
@@ -62,6 +62,24 @@ class Fixture {
     for (let t = from; t <= to + 1e-9; t += 0.1) events.push({ event: 'work', task, token, at: t });
     if (stop !== undefined) events.push({ event: 'stop', task, token, at: stop });
     return this.audit(instance, ...events);
+  }
+
+  /** Finite tasks created at `at` (the harness's `finite-tasks` record). */
+  finite(at: number, ...ids: string[]): this {
+    return this.fault(at, { type: 'finite-tasks', ids });
+  }
+
+  /** A finite run: start at `from`, work up to `effectAt` (exclusive), then its effect and stop line; no effect if `effectAt` is undefined (it was cut off at `to`). */
+  job(instance: string, task: string, token: number, from: number, effectAt: number | undefined, to = effectAt ?? from): this {
+    const events: Ev[] = [{ event: 'start', task, token, at: from }];
+    for (let t = from; t < (effectAt ?? to + 0.05) - 1e-9; t += 0.1) events.push({ event: 'work', task, token, at: t });
+    if (effectAt !== undefined) events.push({ event: 'effect', task, token, at: effectAt }, { event: 'stop', task, token, at: effectAt });
+    return this.audit(instance, ...events);
+  }
+
+  done(task: string, owner: string, token: number): this {
+    this.tasks.push({ pk: `task#${task}`, sk: 'task', id: task, type: 'demo-job', owner, token, state: 'done' });
+    return this;
   }
 
   log(instance: string, at: number, msg: string, fields: Record<string, unknown> = {}): this {
@@ -119,7 +137,7 @@ const count = (r: Awaited<ReturnType<typeof checkRun>>) => Object.fromEntries(Ob
 describe('chaos checker', () => {
   it('finds nothing wrong with a clean run', async () => {
     const r = await check(clean());
-    expect(r.violations).toEqual({ overlaps: [], workAfterStop: [], tokenRegressions: [], slowTakeovers: [], lostTasks: [], endState: [], falseTakeovers: [], unexpectedExits: [] });
+    expect(r.violations).toEqual({ overlaps: [], workAfterStop: [], tokenRegressions: [], slowTakeovers: [], lostTasks: [], endState: [], falseTakeovers: [], unexpectedExits: [], atMostOnce: [] });
     expect(r.ok).toBe(true);
   });
 
@@ -261,5 +279,89 @@ describe('chaos checker', () => {
     const r = await check(f);
     expect(r.violations.unexpectedExits).toHaveLength(1);
     expect(r.violations.unexpectedExits[0]!.text).toMatch(/keeper: boom/);
+  });
+
+  describe('finite tasks: a side effect at most once', () => {
+    it('one effect, done in the table: no violation of any rule, though the task ended long before the run did', async () => {
+      const f = clean().finite(1, 'j').job('w1.1', 'j', 1, 2, 4).done('j', 'w1.1', 1);
+      const r = await check(f);
+      expect(count(r)).toEqual({ overlaps: 0, workAfterStop: 0, tokenRegressions: 0, slowTakeovers: 0, lostTasks: 0, endState: 0, falseTakeovers: 0, unexpectedExits: 0, atMostOnce: 0 });
+      expect(r.finite).toEqual({ tasks: 1, effects: 1, repeated: 0 });
+    });
+
+    it('a second effect without a fault of the node that did the first is a violation', async () => {
+      // w1.1 does the effect at 4 s; w2.1 does it again at 9 s under a newer token, and w1.1 had no fault.
+      const f = clean().finite(1, 'j').job('w1.1', 'j', 1, 2, 4).job('w2.1', 'j', 2, 6, 9).done('j', 'w2.1', 2);
+      const r = await check(f);
+      expect(count(r)).toMatchObject({ atMostOnce: 1, overlaps: 0 });
+      expect(r.violations.atMostOnce[0]!.text).toMatch(/^j \(finite\): side effect on w1\.1 at 4\.000 s \(token 1\), again on w2\.1 at 9\.000 s \(token 2\), with no fault of w1\.1 in between/);
+      expect(r.finite).toEqual({ tasks: 1, effects: 2, repeated: 1 });
+      // A stall of w1.1, or a fault of w2.1, excuses nothing.
+      const stalled = clean().finite(1, 'j').job('w1.1', 'j', 1, 2, 4).job('w2.1', 'j', 2, 6, 9).done('j', 'w2.1', 2);
+      stalled.fault(5, { type: 'stall', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(5.5, { type: 'unstall', fault: 1, instance: 'w1.1', node: 'w1.1' });
+      stalled.fault(5, { type: 'partition', fault: 2, instance: 'w2.1', node: 'w2.1' }).fault(5.5, { type: 'heal', fault: 2, instance: 'w2.1', node: 'w2.1' });
+      expect(count(await check(stalled))).toMatchObject({ atMostOnce: 1 });
+    });
+
+    it('a repeat after the first node was killed, paused, partitioned or lost its lease before recording the outcome is excused', async () => {
+      const repeatAfter = (fault: (f: Fixture) => Fixture) => fault(clean().finite(1, 'j').job('w1.1', 'j', 1, 2, 4).job('w2.1', 'j', 2, 6, 9).done('j', 'w2.1', 2));
+      const killed = repeatAfter((f) => f.fault(4.01, { type: 'kill', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(4.02, { type: 'exit', instance: 'w1.1', node: 'w1.1', code: null, signal: 'SIGKILL', expected: true }));
+      const paused = repeatAfter((f) => f.fault(4.01, { type: 'pause', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(12, { type: 'resume', fault: 1, instance: 'w1.1', node: 'w1.1' }));
+      const partitioned = repeatAfter((f) => f.fault(4.01, { type: 'partition', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(12, { type: 'heal', fault: 1, instance: 'w1.1', node: 'w1.1' }));
+      const fenced = repeatAfter((f) => f.log('w1.1', 4.5, 'lease expired; stopping all tasks until a heartbeat succeeds').log('w1.1', 10, 'lease renewed; resuming tasks'));
+      for (const f of [killed, paused, partitioned, fenced]) {
+        const r = await check(f);
+        expect(r.violations.atMostOnce).toEqual([]);
+        expect(r.finite.repeated).toBe(1);
+      }
+      // A fault that ended before the first effect excuses nothing.
+      const before = repeatAfter((f) => f.fault(1, { type: 'partition', fault: 1, instance: 'w1.1', node: 'w1.1' }).fault(1.5, { type: 'heal', fault: 1, instance: 'w1.1', node: 'w1.1' }));
+      expect(count(await check(before))).toMatchObject({ atMostOnce: 1 });
+    });
+
+    it('a finite task not done in the final table is a violation', async () => {
+      // Cut off at 5 s with no effect, and left 'ready' in the table.
+      const f = clean().finite(3, 'j').job('w1.1', 'j', 1, 3, undefined, 5);
+      f.tasks.push({ pk: 'task#j', sk: 'task', id: 'j', type: 'demo-job', owner: 'w1.1', ownerInc: 1, token: 1, state: 'ready' });
+      const r = await check(f);
+      expect(count(r)).toMatchObject({ atMostOnce: 1, endState: 0, lostTasks: 0 });
+      expect(r.violations.atMostOnce[0]!.text).toMatch(/^j \(finite, created at 3\.000 s\): 0 side effects, and it is 'ready' at the end, not 'done'/);
+    });
+  });
+
+  describe('stubborn-term: a leave with handlers that ignore their signal', () => {
+    // w1.1 gets SIGTERM at 5 s, hands b over at once, keeps a (its handler ignores the signal)
+    // until its leave ends at 7 s, exits, and w2.1 takes a over at 13.5 s: 8.5 s after the
+    // SIGTERM (more than the 7 s bound) but 6.5 s after the leave ended.
+    const stubborn = (stuckLine: boolean) => {
+      const f = new Fixture(['a', 'b']).worker('w1.1').worker('w2.1').run('w1.1', 'a', 1, -1, 4.95).run('w1.1', 'b', 1, -1, 4.95, 5.01);
+      f.run('w2.1', 'b', 2, 5.3, 22.5).run('w2.1', 'a', 2, 13.5, 22.5).owner('a', 'w2.1', 2).owner('b', 'w2.1', 2).node('w2.1');
+      f.fault(5, { type: 'term', fault: 1, instance: 'w1.1', node: 'w1.1', stubborn: true }).fault(7.2, { type: 'exit', instance: 'w1.1', node: 'w1.1', code: 0, signal: null, expected: true });
+      if (stuckLine) f.log('w1.1', 7, 'left with tasks whose handlers ignore their signal; peers take them over once the lease has run out', { node: 'w1.1', tasks: ['a'] });
+      return f;
+    };
+
+    it('the stuck task is timed from the end of the leave, the others as a handover', async () => {
+      const r = await check(stubborn(true));
+      expect(r.faults['stubborn-term']).toBe(1);
+      expect(r.faults['term']).toBe(0);
+      expect(r.handover.count).toBe(1);
+      expect(r.handover.maxMs).toBeCloseTo(300, 0);
+      expect(r.takeover.count).toBe(1);
+      expect(r.takeover.maxMs).toBeCloseTo(6500, 0);
+      expect(r.takeover.byKind['stubborn-term']!.count).toBe(1);
+      expect(count(r)).toMatchObject({ slowTakeovers: 0, lostTasks: 0, falseTakeovers: 0, unexpectedExits: 0 });
+    });
+
+    it('a stuck task taken over later than the bound after the leave ended is slow; without the leave\'s line nothing counts as stuck', async () => {
+      const r = await check(stubborn(false));
+      expect(r.takeover.count).toBe(0); // no stuck task named: both count as handed over
+      expect(r.handover.count).toBe(2);
+      // Taken at 15.5 s: 8.5 s after the leave ended at 7 s, more than the 7 s bound.
+      const f = new Fixture(['a']).worker('w1.1').worker('w2.1').run('w1.1', 'a', 1, -1, 4.95).run('w2.1', 'a', 2, 15.5, 22.5).owner('a', 'w2.1', 2).node('w2.1');
+      f.fault(5, { type: 'term', fault: 1, instance: 'w1.1', node: 'w1.1', stubborn: true }).fault(7.2, { type: 'exit', instance: 'w1.1', node: 'w1.1', code: 0, signal: null, expected: true });
+      f.log('w1.1', 7, 'left with tasks whose handlers ignore their signal; peers take them over once the lease has run out', { node: 'w1.1', tasks: ['a'] });
+      expect(count(await check(f))).toMatchObject({ slowTakeovers: 1 });
+    });
   });
 });

@@ -3,6 +3,7 @@ import { join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { stats, type CheckResult } from './checker/check-result.js';
 import { loadRun } from './checker/run-model.js';
+import { checkAtMostOnce } from './checker/rules/at-most-once.js';
 import { checkEndState } from './checker/rules/end-state.js';
 import { checkDeclarations } from './checker/rules/false-takeover.js';
 import { checkHygiene } from './checker/rules/hygiene.js';
@@ -49,6 +50,9 @@ export { scanTable, type TableSnapshot } from './checker/table-scan.js';
  *  - End state: every task created exists once in the final table, ready, owned by a node
  *    that is alive there, and is at work on that owner with the table's token.
  *  - False takeovers: see `justify` in checker/rules/false-takeover.ts.
+ *  - Finite tasks (`--finite-tasks`): each one's side effect (`effect` line) happens once, or
+ *    again only after a fault of the node that did it first (checker/rules/at-most-once.ts);
+ *    and each is done in the final table.
  * Hygiene: a worker that exited without the harness ending it, error-level log lines,
  * malformed audit lines, faults the harness had to skip.
  *
@@ -62,6 +66,7 @@ export async function checkRun(dir: string): Promise<CheckResult> {
   const takeovers = checkTakeovers(model);
   const declarations = checkDeclarations(model);
   const endState = checkEndState(model);
+  const atMostOnce = checkAtMostOnce(model);
   const violations: CheckResult['violations'] = {
     overlaps: findOverlaps(model),
     workAfterStop: findWorkAfterStop(model),
@@ -71,6 +76,7 @@ export async function checkRun(dir: string): Promise<CheckResult> {
     endState: endState.violations,
     falseTakeovers: declarations.falseTakeovers,
     unexpectedExits: hygiene.unexpectedExits,
+    atMostOnce: atMostOnce.violations,
   };
   const { workerLogs, audit, run } = model;
   let runs = 0;
@@ -88,6 +94,7 @@ export async function checkRun(dir: string): Promise<CheckResult> {
     outageResume: stats(measureOutageResume(model)),
     detectionMs: stats(declarations.detectionMs),
     violations,
+    finite: { tasks: model.finiteTasks.size, effects: atMostOnce.effects, repeated: atMostOnce.repeated },
     findings: [...hygiene.findings, ...endState.findings],
     proxies: { ...model.proxies },
     store: { restarts: stats(model.store.restartsMs), dataMb: model.store.dataBytes / 2 ** 20, slowMs: ms(model.availability.storeSlowNs) },

@@ -24,7 +24,8 @@ export interface NetRates {
   dropReply: number;
 }
 
-export type FaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'clock' | 'outage' | 'net' | 'term';
+export type FaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'clock' | 'outage' | 'net' | 'term' | 'stubborn-term';
+/** The kinds every default run injects (`stubborn-term` is opt-in: `--kinds`). */
 export const faultKinds: readonly FaultKind[] = ['kill', 'pause', 'stall', 'partition', 'clock', 'outage', 'net', 'term'];
 
 export type FaultRecord =
@@ -35,6 +36,9 @@ export type FaultRecord =
       tasks: number;
       seconds: number;
       faultsPerKind: number;
+      /** Opt-in: finite tasks asked for (`--finite-tasks`), and the kinds planned if not the default mix (`--kinds`). */
+      finiteTasks?: number;
+      kinds?: string[];
       table: string;
       settings: ProtocolSettingsRecord;
       /** failoverBoundMs of the settings, as lib/config.ts documents it. */
@@ -45,6 +49,8 @@ export type FaultRecord =
       workIntervalMs: number;
     }
   | { type: 'tasks'; ids: string[] }
+  /** Finite `demo-job` tasks created (at the start, and more during the faults): judged by the at-most-once rule, not as long-running tasks. */
+  | { type: 'finite-tasks'; ids: string[] }
   | {
       type: 'spawn';
       instance: string;
@@ -56,10 +62,12 @@ export type FaultRecord =
       audit: string;
       stderr: string;
       reason: 'initial' | 'replaces-kill' | 'replaces-term' | 'replaces-exit';
+      /** Started with slow demo handlers on its leave and a short leave timeout (it is headed for a stubborn-term). */
+      stubborn?: boolean;
     }
   | { type: 'joined'; instance: string; node: string }
   | { type: 'ready' }
-  | { type: 'kill' | 'pause' | 'resume' | 'stall' | 'unstall' | 'partition' | 'heal' | 'term'; fault: number; instance: string; node: string; plannedMs?: number }
+  | { type: 'kill' | 'pause' | 'resume' | 'stall' | 'unstall' | 'partition' | 'heal' | 'term'; fault: number; instance: string; node: string; plannedMs?: number; /** A term of a process with slow demo handlers and a short leave timeout (`stubborn-term`). */ stubborn?: boolean }
   | { type: 'net-start'; fault: number; instances: string[]; rates: NetRates }
   | { type: 'net-end'; fault: number; instances: string[] }
   | { type: 'outage-start' | 'outage-end'; fault: number }

@@ -15,7 +15,7 @@ import { DurableLocalDb } from './durable-local-db.js';
 import { FaultLog, type FaultKind, type FaultRecord } from './fault-log.js';
 import type { ChaosOptions } from './options.js';
 import { writeReport, type MachineInfo } from './report.js';
-import { planSchedule, quietTailMs, type Plan, type PlannedFault } from './schedule.js';
+import { planSchedule, quietTailMs, stubbornEvery, stubbornLeaveTimeoutMs, stubbornStopDelayMs, stubbornTermAhead, type Plan, type PlannedFault } from './schedule.js';
 import { SeededRandom } from './seeded-random.js';
 import { StoreProbe } from './store-probe.js';
 import { TableHistory } from './table-history.js';
@@ -54,6 +54,9 @@ const convergenceWindowMs = 2000;
 /** DynamoDB Local took about 4 s to restart on this machine when idle; planned with slack. */
 const storeRestartAllowanceMs = 6000;
 
+/** How long each finite `demo-job` task works before its side effect: a few periods, so that faults meet some mid-run. */
+const finiteWorkMs = 3000;
+
 const repoRoot = resolve(fileURLToPath(new URL('../..', import.meta.url)));
 
 export interface ChaosRun {
@@ -75,6 +78,8 @@ interface Instance {
   node: string;
   proc: WorkerProcess;
   proxy: FaultProxy;
+  /** Started with slow demo handlers on its leave and a short leave timeout, for a stubborn-term. */
+  stubborn: boolean;
 }
 
 /** Why dist/ cannot be used as it is, or undefined. The workers run the built CLI. */
@@ -158,7 +163,13 @@ function stallMaxMs(c: ReturnType<typeof resolveConfig>): number {
 export function planRun(options: ChaosOptions): Plan {
   const { boundMs, stallMaxMs } = resolveChaosConfig(options.periodMs, options.requestTimeoutMs);
   return planSchedule(
-    { seed: options.seed, workers: options.workers, seconds: options.seconds, ...(options.faults !== undefined ? { faultsPerKind: options.faults } : {}) },
+    {
+      seed: options.seed,
+      workers: options.workers,
+      seconds: options.seconds,
+      ...(options.faults !== undefined ? { faultsPerKind: options.faults } : {}),
+      ...(options.kinds !== undefined ? { kinds: options.kinds } : {}),
+    },
     { boundMs, driftBound: chaosProtocol.driftBound, storeRestartMs: storeRestartAllowanceMs, stallMaxMs },
   );
 }
@@ -216,6 +227,10 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     await proxy.start();
     const clock = plan.clocks[spawned] ?? { rate: 1, offsetMs: 0 };
     spawned += 1;
+    // Headed for a stubborn-term: slow demo handlers on its leave and a short leave timeout.
+    // Every other process runs as in a default run.
+    const nowMs = reason === 'initial' ? Number.NEGATIVE_INFINITY : performance.now() - t0 - shiftMs;
+    const stubborn = stubbornTermAhead(plan, slot, nowMs) !== undefined;
     const proc = new WorkerProcess({
       instance: name,
       slot: `w${slot + 1}`,
@@ -231,8 +246,9 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       auditPath: join(logs, `${name}.audit.jsonl`),
       stderrPath: join(logs, `${name}.stderr.log`),
       stdoutPath: join(logs, `${name}.stdout.log`),
+      ...(stubborn ? { stubborn: { leaveTimeoutMs: stubbornLeaveTimeoutMs(boundMs), stopDelayMs: stubbornStopDelayMs(boundMs), stopDelayEvery: stubbornEvery } } : {}),
     });
-    const instance: Instance = { name, slot, node: node ?? name, proc, proxy };
+    const instance: Instance = { name, slot, node: node ?? name, proc, proxy, stubborn };
     instances.push(instance);
     slots[slot] = instance;
     log.write({
@@ -246,6 +262,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       audit: relative(dir, proc.spec.auditPath),
       stderr: relative(dir, proc.spec.stderrPath),
       reason,
+      ...(stubborn ? { stubborn: true } : {}),
     });
     const skew = clock.rate !== 1 || clock.offsetMs !== 0 ? ` clock x${clock.rate} ${clock.offsetMs >= 0 ? '+' : ''}${(clock.offsetMs / 3_600_000).toFixed(2)} h` : '';
     if (reason !== 'initial') note(`start ${name} as node ${instance.node} (pid ${proc.pid}, ${reason})${skew}`);
@@ -326,6 +343,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       tasks: options.tasks,
       seconds: options.seconds,
       faultsPerKind: plan.faultsPerKind,
+      ...(options.finiteTasks ? { finiteTasks: options.finiteTasks } : {}),
+      ...(options.kinds ? { kinds: [...options.kinds] } : {}),
       table,
       settings: {
         periodMs: config.periodMs,
@@ -353,6 +372,12 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     client.destroy();
     log.write({ type: 'tasks', ids });
     say(`chaos: DynamoDB Local (on disk, ${db.dir}) at ${db.endpoint}, table ${table}, ${ids.length} tasks`);
+    // Finite tasks (--finite-tasks): the first half now, the rest while the faults happen.
+    const finiteIds = Array.from({ length: options.finiteTasks ?? 0 }, (_, i) => `job-${String(i + 1).padStart(4, '0')}`);
+    const finiteNow = finiteIds.slice(0, Math.ceil(finiteIds.length / 2));
+    const finiteLater = finiteIds.slice(finiteNow.length);
+    if (finiteNow.length > 0) await addFinite(finiteNow);
+    const finiteSet = new Set(finiteIds);
 
     for (let s = 0; s < options.workers; s++) await spawnWorker(s, 'initial');
     history = new TableHistory(db.endpoint, table, join(dir, 'table-history.jsonl'));
@@ -377,7 +402,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
       watchLogs();
       await history.poll();
       const alive = new Set((history.latest?.nodes ?? []).filter((n) => n['state'] === 'alive').map((n) => String(n['id'])));
-      const tasksOwned = (history.latest?.tasks ?? []).filter((t) => alive.has(String(t['owner']))).length;
+      // Finite tasks are left out: they finish, and their owner is not what settling means.
+      const tasksOwned = (history.latest?.tasks ?? []).filter((t) => !finiteSet.has(String(t['id'])) && alive.has(String(t['owner']))).length;
       if (tasksOwned === options.tasks && performance.now() - lastTrouble > 3000) break;
       if (performance.now() > settleDeadline) {
         const text = `the cluster had not settled ${settleLimitMs / 1000} s after every worker joined (${tasksOwned} of ${options.tasks} tasks owned by live nodes, last failed heartbeat or fencing ${((performance.now() - lastTrouble) / 1000).toFixed(1)} s ago); faults start anyway`;
@@ -392,7 +418,7 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     t0 = performance.now();
     note(`all ${options.workers} workers joined (${((t0 - started) / 1000).toFixed(1)} s after start); faults begin`);
 
-    const actions = plan.faults.flatMap((f) => actionsFor(f));
+    const actions = [...plan.faults.flatMap((f) => actionsFor(f)), ...finiteActions(finiteLater)];
     actions.sort((a, b) => a.atMs - b.atMs);
     for (const action of actions) {
       await sleepMs(t0 + shiftMs + action.atMs - performance.now(), abort);
@@ -448,6 +474,41 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
   const { reportPath, svgPath } = writeReport(dir, check, machine, timing);
   return { dir, check, reportPath, svgPath, ...(failure ? { failure } : {}) };
 
+  /**
+   * Creates finite `demo-job` tasks (and rings the cluster's task counter, as `keeper task add`
+   * does), retrying through a store outage; logs them once they exist.
+   */
+  async function addFinite(jobIds: string[]): Promise<void> {
+    const client = createDynamoClient({ endpoint: db.endpoint, requestTimeoutMs: 5000 });
+    const store = new DynamoStore({ client: documentClient(client), table, requestTimeoutMs: 5000 });
+    try {
+      for (let attempt = 0; ; attempt++) {
+        try {
+          for (const id of jobIds) await store.createTask({ id, type: 'demo-job', payload: { workMs: finiteWorkMs } }, new Date().toISOString());
+          await store.bumpCluster('tasks');
+          break;
+        } catch (error) {
+          if (attempt >= 60 || ending) throw error;
+          await sleepMs(1000, abort);
+        }
+      }
+    } finally {
+      client.destroy();
+    }
+    log.write({ type: 'finite-tasks', ids: jobIds });
+  }
+
+  /**
+   * The later finite tasks, spread evenly over the fault phase (not part of the seeded plan,
+   * which stays what it is without them), the last one a bound and its work before the last
+   * effect, so that every one can complete before the end state is read.
+   */
+  function finiteActions(jobIds: string[]): Array<{ atMs: number; run: () => Promise<void> | void; inline?: boolean }> {
+    const from = boundMs;
+    const to = Math.max(from, plan.lastEffectMs - boundMs - finiteWorkMs);
+    return jobIds.map((id, i) => ({ atMs: from + ((to - from) * (i + 1)) / (jobIds.length + 1), run: () => addFinite([id]) }));
+  }
+
   function actionsFor(f: PlannedFault): Array<{ atMs: number; run: () => Promise<void> | void; inline?: boolean }> {
     const victim = (slot: number, kind: FaultKind) => {
       const i = slots[slot];
@@ -460,7 +521,8 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
     };
     switch (f.kind) {
       case 'kill':
-      case 'term': {
+      case 'term':
+      case 'stubborn-term': {
         let target: Instance | undefined;
         return [
           {
@@ -476,8 +538,11 @@ export async function runChaos(options: ChaosOptions, say: (line: string) => voi
               } else {
                 target.proc.signal('SIGTERM');
                 slots[f.slot] = undefined;
-                log.write({ type: 'term', fault: f.id, instance: target.name, node: target.node });
-                note(`SIGTERM ${target.name} (graceful leave); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
+                // Stubborn only if the process was started so (stubbornTermAhead at its spawn);
+                // otherwise it is an ordinary leave, and the checker judges it as one.
+                const stubborn = f.kind === 'stubborn-term' && target.stubborn;
+                log.write({ type: 'term', fault: f.id, instance: target.name, node: target.node, ...(stubborn ? { stubborn: true } : {}) });
+                note(`SIGTERM ${target.name} (graceful leave${stubborn ? ', some handlers ignore their signal' : ''}); replacement in ${(f.replaceAfterMs / 1000).toFixed(1)} s`);
                 const leaving = target;
                 track(
                   Promise.race([leaving.proc.exited, sleepMs(leaveLimitMs)]).then(() => {

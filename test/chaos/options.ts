@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { allKinds, type TimedKind } from './schedule.js';
 
 /**
  * The `npm run chaos` command line. Nonsense is refused with one line (exit code 2) before
@@ -28,6 +29,14 @@ export interface ChaosOptions {
    * test a commit exported and built elsewhere while the checkout is being edited.
    */
   keeper?: string | undefined;
+  /**
+   * Finite `demo-job` tasks: half of them created with the long-running ones, the rest added
+   * over the fault phase, so that faults meet some mid-run. 0 (default): none, and the run is
+   * what it was before finite tasks existed.
+   */
+  finiteTasks?: number;
+  /** The timed fault kinds to plan; undefined: the default mix (`defaultKinds` of schedule.ts), which leaves out the opt-in ones. */
+  kinds?: readonly TimedKind[] | undefined;
 }
 
 /**
@@ -40,7 +49,7 @@ export interface ChaosOptions {
 export const defaults = { seconds: 300, workers: 5, tasks: 60, periodMs: 1000 } as const;
 
 export const usage =
-  'usage: npm run chaos -- [--seconds N] [--workers N] [--tasks N] [--seed S] [--faults N per kind] [--period-ms P] [--request-timeout-ms D] [--out DIR] [--keeper DIR]';
+  'usage: npm run chaos -- [--seconds N] [--workers N] [--tasks N] [--seed S] [--faults N per kind] [--period-ms P] [--request-timeout-ms D] [--out DIR] [--keeper DIR] [--finite-tasks N] [--kinds kill,pause,...,stubborn-term]';
 
 function whole(name: string, text: string | undefined, min: number, max: number): number | undefined {
   if (text === undefined) return undefined;
@@ -68,6 +77,8 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
         'request-timeout-ms': { type: 'string' },
         out: { type: 'string' },
         keeper: { type: 'string' },
+        'finite-tasks': { type: 'string' },
+        kinds: { type: 'string' },
       },
     }));
   } catch (error) {
@@ -90,5 +101,17 @@ export function parseChaosArgs(argv: readonly string[]): ChaosOptions {
   if (out !== undefined && out.trim() === '') throw new UsageError('--out must name a directory');
   const keeper = str('keeper');
   if (keeper !== undefined && !existsSync(join(keeper, 'bin', 'keeper.js'))) throw new UsageError(`--keeper ${keeper}: no bin/keeper.js there`);
-  return { seconds, workers, tasks, seed, faults, periodMs, requestTimeoutMs, out, keeper };
+  const finiteTasks = whole('finite-tasks', str('finite-tasks'), 0, 10_000) ?? 0;
+  const kinds = parseKinds(str('kinds'));
+  return { seconds, workers, tasks, seed, faults, periodMs, requestTimeoutMs, out, keeper, finiteTasks, kinds };
+}
+
+/** `--kinds a,b,c`: a subset of the timed kinds, each once, in any order (planned in the canonical order). */
+function parseKinds(text: string | undefined): TimedKind[] | undefined {
+  if (text === undefined) return undefined;
+  const names = text.split(',').map((k) => k.trim());
+  const unknown = names.filter((k) => !(allKinds as readonly string[]).includes(k));
+  if (names.length === 0 || unknown.length > 0) throw new UsageError(`--kinds takes a comma-separated list of ${allKinds.join(', ')}; got "${text}"`);
+  if (new Set(names).size !== names.length) throw new UsageError(`--kinds names a kind twice: "${text}"`);
+  return allKinds.filter((k) => names.includes(k));
 }

@@ -31,15 +31,27 @@ export interface ScheduleTiming {
   stallMaxMs: number;
 }
 
-export type WorkerFaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'term';
-export const workerFaultKinds: readonly WorkerFaultKind[] = ['kill', 'pause', 'stall', 'partition', 'term'];
-type TimedKind = Exclude<FaultKind, 'clock'>;
-const timedKinds: readonly TimedKind[] = ['kill', 'pause', 'stall', 'partition', 'term', 'net', 'outage'];
+export type WorkerFaultKind = 'kill' | 'pause' | 'stall' | 'partition' | 'term' | 'stubborn-term';
+export const workerFaultKinds: readonly WorkerFaultKind[] = ['kill', 'pause', 'stall', 'partition', 'term', 'stubborn-term'];
+export type TimedKind = Exclude<FaultKind, 'clock'>;
+/**
+ * The default mix. Its order is part of every seed's schedule (the shuffle draws over it), so
+ * a new kind is opt-in (`--kinds`) and appended to `allKinds` only: every existing seed, the
+ * CI run's included, plans exactly what it planned before.
+ */
+export const defaultKinds: readonly TimedKind[] = ['kill', 'pause', 'stall', 'partition', 'term', 'net', 'outage'];
+/**
+ * Every kind, opt-in ones after the default mix. `stubborn-term`: a SIGTERM to a worker
+ * started with slow demo handlers (some ignore their signal for longer than its short leave
+ * timeout): it hands the other tasks over at once, keeps beating up to its leave timeout,
+ * then stops without marking itself gone, and failover takes the stuck tasks.
+ */
+export const allKinds: readonly TimedKind[] = [...defaultKinds, 'stubborn-term'];
 
 export type PlannedFault =
   | {
       id: number;
-      kind: 'kill' | 'term';
+      kind: 'kill' | 'term' | 'stubborn-term';
       atMs: number;
       slot: number;
       /** The replacement starts this long after the kill or the SIGTERM. */
@@ -95,11 +107,12 @@ const overlaps = (a: Interval, b: Interval) => a.start < b.end && b.start < a.en
  * the run (then stretched over all of it), so that the cluster also spends time in steady
  * state between faults, where rebalancing and convergence are tested too.
  */
-export function planSchedule(input: { seed: number; workers: number; seconds: number; faultsPerKind?: number }, timing: ScheduleTiming): Plan {
+export function planSchedule(input: { seed: number; workers: number; seconds: number; faultsPerKind?: number; kinds?: readonly TimedKind[] }, timing: ScheduleTiming): Plan {
+  const kinds = input.kinds ?? defaultKinds;
   if (input.faultsPerKind !== undefined) {
-    const plan = tryPlan(input.seed, input.workers, input.seconds, input.faultsPerKind, timing);
+    const plan = tryPlan(input.seed, input.workers, input.seconds, input.faultsPerKind, timing, kinds);
     if (plan) return plan;
-    const need = minimumSeconds(input.seed, input.workers, input.faultsPerKind, timing);
+    const need = minimumSeconds(input.seed, input.workers, input.faultsPerKind, timing, kinds);
     throw new ScheduleError(
       `${input.faultsPerKind} faults of each kind do not fit into --seconds ${input.seconds} with a failover bound of ${(timing.boundMs / 1000).toFixed(2)} s; ` +
         `they need about --seconds ${need}, or use fewer --faults`,
@@ -108,40 +121,40 @@ export function planSchedule(input: { seed: number; workers: number; seconds: nu
   const packed = Math.max(1, Math.floor(input.seconds * 0.7));
   let lo = 0;
   let hi = 1;
-  while (tryPlan(input.seed, input.workers, packed, hi, timing)) {
+  while (tryPlan(input.seed, input.workers, packed, hi, timing, kinds)) {
     lo = hi;
     hi *= 2;
     if (hi > 100_000) break;
   }
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
-    if (tryPlan(input.seed, input.workers, packed, mid, timing)) lo = mid;
+    if (tryPlan(input.seed, input.workers, packed, mid, timing, kinds)) lo = mid;
     else hi = mid;
   }
-  if (lo === 0) lo = tryPlan(input.seed, input.workers, input.seconds, 1, timing) ? 1 : 0;
+  if (lo === 0) lo = tryPlan(input.seed, input.workers, input.seconds, 1, timing, kinds) ? 1 : 0;
   if (lo === 0) {
     throw new ScheduleError(
       `--seconds ${input.seconds} is too short for even one fault of each kind with a failover bound of ${(timing.boundMs / 1000).toFixed(2)} s; ` +
-        `use --seconds ${minimumSeconds(input.seed, input.workers, 1, timing)} or more`,
+        `use --seconds ${minimumSeconds(input.seed, input.workers, 1, timing, kinds)} or more`,
     );
   }
-  return tryPlan(input.seed, input.workers, input.seconds, lo, timing)!;
+  return tryPlan(input.seed, input.workers, input.seconds, lo, timing, kinds)!;
 }
 
-function minimumSeconds(seed: number, workers: number, faultsPerKind: number, timing: ScheduleTiming): number {
+function minimumSeconds(seed: number, workers: number, faultsPerKind: number, timing: ScheduleTiming, kinds: readonly TimedKind[]): number {
   let s = 10;
-  while (!tryPlan(seed, workers, s, faultsPerKind, timing)) s = Math.ceil(s * 1.1);
+  while (!tryPlan(seed, workers, s, faultsPerKind, timing, kinds)) s = Math.ceil(s * 1.1);
   // Tighten to the second.
   let lo = Math.floor(s / 1.1);
   while (s - lo > 1) {
     const mid = Math.floor((lo + s) / 2);
-    if (tryPlan(seed, workers, mid, faultsPerKind, timing)) s = mid;
+    if (tryPlan(seed, workers, mid, faultsPerKind, timing, kinds)) s = mid;
     else lo = mid;
   }
   return s;
 }
 
-function tryPlan(seed: number, workers: number, seconds: number, n: number, timing: ScheduleTiming): Plan | undefined {
+function tryPlan(seed: number, workers: number, seconds: number, n: number, timing: ScheduleTiming, kinds: readonly TimedKind[]): Plan | undefined {
   const rng = new SeededRandom(seed);
   const B = timing.boundMs;
   const maxDown = Math.max(1, Math.floor((workers - 1) / 2));
@@ -149,7 +162,7 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
   const end = seconds * 1000 - quietTailMs;
   if (end <= start) return undefined;
 
-  const order = rng.shuffle(timedKinds.flatMap((kind) => Array.from({ length: n }, () => kind)));
+  const order = rng.shuffle(kinds.flatMap((kind) => Array.from({ length: n }, () => kind)));
   const outages: Interval[] = [];
   const nets: Interval[] = [];
   const effects: Interval[] = []; // worker faults incl. their failover time; outages keep clear of them
@@ -222,8 +235,10 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
       continue;
     }
     const durationMs = kind === 'pause' ? pauseMs : kind === 'stall' ? stallMs : partitionMs;
-    const busyMs = (kind === 'kill' || kind === 'term' ? replaceAfterMs : durationMs) + joinAllowanceMs;
-    const effectMs = Math.max(busyMs, kind === 'term' ? 3000 : B + 1000);
+    const replaced = kind === 'kill' || kind === 'term' || kind === 'stubborn-term';
+    const busyMs = (replaced ? replaceAfterMs : durationMs) + joinAllowanceMs;
+    // A stubborn leave keeps its stuck tasks up to its leave timeout; failover takes them a bound later.
+    const effectMs = Math.max(busyMs, kind === 'term' ? 3000 : kind === 'stubborn-term' ? stubbornLeaveTimeoutMs(B) + B + 1000 : B + 1000);
     const freeSlots = (t: number) => {
       const b = { start: t, end: t + busyMs };
       const taken = busy.filter((x) => overlaps(x, b));
@@ -246,7 +261,7 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
     effects.push({ start: t, end: t + effectMs });
     lastEffect = Math.max(lastEffect, t + effectMs);
     const f: PlannedFault =
-      kind === 'kill' || kind === 'term' ? { id, kind, atMs: t, slot, replaceAfterMs, reuseId } : { id, kind, atMs: t, slot, durationMs };
+      kind === 'kill' || kind === 'term' || kind === 'stubborn-term' ? { id, kind, atMs: t, slot, replaceAfterMs, reuseId } : { id, kind, atMs: t, slot, durationMs };
     faults.push(f);
     effectOf.set(f, effectMs);
   }
@@ -263,8 +278,35 @@ function tryPlan(seed: number, workers: number, seconds: number, n: number, timi
   }
   faults.sort((a, b) => a.atMs - b.atMs);
   faults.forEach((f, index) => (f.id = index + 1));
-  const replacements = faults.filter((f) => f.kind === 'kill' || f.kind === 'term').length;
+  const replacements = faults.filter((f) => f.kind === 'kill' || f.kind === 'term' || f.kind === 'stubborn-term').length;
   return { seed, faultsPerKind: n, faults, clocks: planClocks(rng, workers + replacements + 32, n, timing.driftBound), lastEffectMs: lastEffect, maxDown };
+}
+
+/**
+ * A `stubborn-term` victim's `--leave-timeout-ms`: a quarter bound, so the leave ends (and
+ * failover of its stuck tasks begins) well inside the fault's planned effect.
+ */
+export const stubbornLeaveTimeoutMs = (boundMs: number) => Math.round(boundMs / 4);
+
+/**
+ * Its demo handlers' stop delay, for every `stubbornEvery`-th task it started: longer than the
+ * leave timeout plus a bound, so the stuck tasks are still stuck when the worker gives up and
+ * exits (the delayed stop is unref'd: it never holds the exit up).
+ */
+export const stubbornStopDelayMs = (boundMs: number) => stubbornLeaveTimeoutMs(boundMs) + 2 * boundMs;
+export const stubbornEvery = 3;
+
+/**
+ * The fault a process spawned into `slot` at `atMs` is headed for, if it is a `stubborn-term`:
+ * the next kill, term or stubborn-term planned for the slot after that moment (any of them
+ * ends the process). The harness gives that process the slow demo handlers and the short leave
+ * timeout; every other process runs as in a default run.
+ */
+export function stubbornTermAhead(plan: Pick<Plan, 'faults'>, slot: number, atMs: number): PlannedFault | undefined {
+  const next = plan.faults
+    .filter((f) => (f.kind === 'kill' || f.kind === 'term' || f.kind === 'stubborn-term') && f.slot === slot && f.atMs >= atMs)
+    .sort((a, b) => a.atMs - b.atMs)[0];
+  return next?.kind === 'stubborn-term' ? next : undefined;
 }
 
 /** Moves t forward past whatever blocks it; `blocked` returns the next time worth trying. */

@@ -24,6 +24,8 @@ export interface WorkerSpec {
   auditPath: string;
   stderrPath: string;
   stdoutPath: string;
+  /** A process headed for a stubborn-term: every n-th demo task it started returns only this long after its signal on a leave, and it gives up its leave after leaveTimeoutMs. */
+  stubborn?: { leaveTimeoutMs: number; stopDelayMs: number; stopDelayEvery: number };
 }
 
 export class WorkerProcess {
@@ -51,6 +53,9 @@ export class WorkerProcess {
       // Rings between the worker processes stay on the loopback interface.
       '--doorbell-host', '127.0.0.1',
     ];
+    if (spec.stubborn) {
+      args.push('--leave-timeout-ms', String(spec.stubborn.leaveTimeoutMs), '--demo-stop-delay-ms', String(spec.stubborn.stopDelayMs), '--demo-stop-delay-every', String(spec.stubborn.stopDelayEvery));
+    }
     if (spec.clock.rate !== 1) args.push('--clock-rate', String(spec.clock.rate));
     if (spec.clock.offsetMs !== 0) args.push('--clock-offset-ms', String(spec.clock.offsetMs));
     const out = openSync(spec.stdoutPath, 'a');

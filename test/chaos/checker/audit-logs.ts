@@ -22,6 +22,15 @@ export interface Run {
   readonly segments: readonly Interval[];
 }
 
+/** A finite task's side effect: the `effect` line of one run. */
+export interface Effect {
+  readonly instance: string;
+  readonly node: string;
+  readonly task: string;
+  readonly token: number;
+  readonly at: number;
+}
+
 export interface AuditLogs {
   /** Every run of each task (one process, one token, from its `start` line), in log order. */
   readonly runsByTask: ReadonlyMap<string, readonly Run[]>;
@@ -35,6 +44,8 @@ export interface AuditLogs {
   readonly lines: number;
   readonly malformed: number;
   readonly malformedExamples: readonly string[];
+  /** Finite tasks' side effects (`effect` lines), per task, in the order read. */
+  readonly effects: ReadonlyMap<string, readonly Effect[]>;
   /** Where an instance's audit timestamps went backwards. */
   readonly backwards: ReadonlyArray<{ readonly instance: string; readonly at: number }>;
 }
@@ -59,6 +70,7 @@ export async function readAuditLogs(
   const malformedExamples: string[] = [];
   const backwards: Array<AuditLogs['backwards'][number]> = [];
   const atEnd = new Map<string, Set<string>>();
+  const effects = new Map<string, Effect[]>();
 
   for (const inst of instances) {
     if (!existsSync(inst.auditPath)) continue;
@@ -79,7 +91,7 @@ export async function readAuditLogs(
         e = {};
       }
       if (
-        (e.event !== 'start' && e.event !== 'work' && e.event !== 'stop') ||
+        (e.event !== 'start' && e.event !== 'work' && e.event !== 'stop' && e.event !== 'effect') ||
         typeof e.task !== 'string' ||
         e.node !== inst.node ||
         typeof e.token !== 'number' ||
@@ -117,6 +129,12 @@ export async function readAuditLogs(
         r.stop ??= t;
         continue;
       }
+      if (e.event === 'effect') {
+        const list = effects.get(task) ?? [];
+        list.push({ instance: inst.name, node: inst.node, task, token, at: t });
+        effects.set(task, list);
+        continue;
+      }
       // work
       if (r.stop !== undefined) lateWork.push({ instance: inst.name, task, token, at: t, stoppedAt: r.stop });
       if (r.works === 0) {
@@ -141,5 +159,5 @@ export async function readAuditLogs(
     }
     for (const r of current.values()) if (r.works > 0) r.segments.push({ a: r.segStart, b: r.lastWork });
   }
-  return { runsByTask, lateWork, atEnd, lanes, bucketNs, lines, malformed, malformedExamples, backwards };
+  return { runsByTask, lateWork, atEnd, effects, lanes, bucketNs, lines, malformed, malformedExamples, backwards };
 }

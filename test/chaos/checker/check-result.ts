@@ -48,7 +48,11 @@ export interface CheckResult {
     endState: Violation[];
     falseTakeovers: Violation[];
     unexpectedExits: Violation[];
+    /** Finite tasks whose side effect repeated without a fault of the node that did it first, or that never completed. */
+    atMostOnce: Violation[];
   };
+  /** Finite tasks (`--finite-tasks`): how many, their side effects, and how many of those repeated one. */
+  finite: { tasks: number; effects: number; repeated: number };
   findings: string[];
   proxies: { requests: number; blackholed: number; throttled: number; errors500: number; droppedReplies: number };
   /** DynamoDB Local restarts after the outages, and the largest size its data reached. */

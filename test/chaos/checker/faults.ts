@@ -41,7 +41,7 @@ export type InstanceBeingRead = { -readonly [K in keyof Instance]: Instance[K] e
 
 /** A fault that takes a node out (SIGKILL, SIGSTOP, partition) or makes it leave (SIGTERM), when it began. */
 export interface Failure {
-  readonly kind: 'kill' | 'pause' | 'partition' | 'term';
+  readonly kind: 'kill' | 'pause' | 'partition' | 'term' | 'stubborn-term';
   readonly instance: string;
   readonly at: number;
 }
@@ -59,7 +59,7 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
   const instances = new Map<string, InstanceBeingRead>();
   const outages: Interval[] = [];
   const spans: FaultSpan[] = [];
-  const counts: Record<string, number> = { kill: 0, pause: 0, stall: 0, partition: 0, clock: 0, outage: 0, net: 0, term: 0 };
+  const counts: Record<string, number> = { kill: 0, pause: 0, stall: 0, partition: 0, clock: 0, outage: 0, net: 0, term: 0, 'stubborn-term': 0 };
   const openPause = new Map<string, number>();
   const openStall = new Map<string, number>();
   const openPartition = new Map<string, number>();
@@ -124,9 +124,11 @@ export function readFaultLog(dir: string, records: readonly Stamped[], rel: (mon
         if (r.type === 'kill') i.kill = t;
         else i.term = t;
         i.end ??= t;
-        i.endKind ??= r.type;
-        counts[r.type]! += 1;
-        failures.push({ kind: r.type, instance: r.instance, at: t });
+        // A stubborn term is a term to every rule (the process leaves), but its own kind to the takeover rule and the counts.
+        const kind = r.type === 'term' && r.stubborn ? 'stubborn-term' : r.type;
+        i.endKind ??= kind;
+        counts[kind]! += 1;
+        failures.push({ kind, instance: r.instance, at: t });
         spans.push({ kind: r.type, instance: r.instance, slot: i.slot, at: t });
         break;
       }

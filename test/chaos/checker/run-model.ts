@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { FaultRecord, ProtocolSettingsRecord, Stamped } from '../fault-log.js';
-import { readAuditLogs, type AuditLogs, type Run } from './audit-logs.js';
+import { readAuditLogs, type AuditLogs, type Effect, type Run } from './audit-logs.js';
 import { availability, type Availability } from './availability.js';
 import { readFaultLog, type Failure, type FaultSpan, type Instance } from './faults.js';
 import type { TableSnapshot } from './table-scan.js';
@@ -15,7 +15,7 @@ import { readWorkerLogs, type Declaration, type WorkerLogs } from './worker-logs
  */
 
 export type RunHeader = Extract<FaultRecord, { type: 'run' }>;
-export type { Instance, Failure, FaultSpan, Run, Declaration };
+export type { Instance, Failure, FaultSpan, Run, Declaration, Effect };
 
 export interface RunModel {
   readonly dir: string;
@@ -35,6 +35,8 @@ export interface RunModel {
   /** The same bound recomputed from the settings by the documented formula. */
   readonly formulaBoundMs: number;
   readonly taskIds: readonly string[];
+  /** Finite tasks, each with when the harness created it: only the at-most-once rule judges them. */
+  readonly finiteTasks: ReadonlyMap<string, number>;
   readonly instances: ReadonlyMap<string, Instance>;
   /** Every incarnation of each node id, in spawn order. */
   readonly byNode: ReadonlyMap<string, readonly Instance[]>;
@@ -52,6 +54,13 @@ export interface RunModel {
   };
   readonly proxies: { readonly requests: number; readonly blackholed: number; readonly throttled: number; readonly errors500: number; readonly droppedReplies: number };
   readonly declarations: readonly Declaration[];
+  /**
+   * Per task, the stretches in which a stubborn leave held it: from the SIGTERM to the end of
+   * the leave, for each task the leaving node named as stuck. No one may take such a task
+   * before the node's lease runs out after its last heartbeat, so the lost-task rule does not
+   * count them (the takeover rule times the task from the end instead).
+   */
+  readonly stuckInLeave: ReadonlyMap<string, readonly Interval[]>;
   readonly workerLogs: Omit<WorkerLogs, 'declarations'>;
   readonly runsByTask: ReadonlyMap<string, readonly Run[]>;
   readonly audit: Omit<AuditLogs, 'runsByTask'>;
@@ -89,9 +98,19 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
   const s = run.settings;
   const taskIds = records.find((r): r is Stamped<Extract<FaultRecord, { type: 'tasks' }>> => r.type === 'tasks')?.ids ?? [];
 
+  const finiteTasks = new Map<string, number>();
+  for (const r of records) if (r.type === 'finite-tasks') for (const id of r.ids) finiteTasks.set(id, rel(r.mono_ns));
+
   const faults = readFaultLog(dir, records, rel);
   const { declarations, ...workerLogs } = readWorkerLogs(faults.instances.values(), wallToRel);
   const { runsByTask, ...audit } = await readAuditLogs(faults.instances.values(), { rel, endNs, snapNs, windowNs });
+
+  const stuckInLeave = new Map<string, Interval[]>();
+  for (const f of faults.failures) {
+    if (f.kind !== 'stubborn-term') continue;
+    const leave = workerLogs.stuckLeaves.find((l) => l.instance === f.instance);
+    if (leave) for (const task of leave.tasks) stuckInLeave.set(task, [...(stuckInLeave.get(task) ?? []), { a: f.at, b: leave.at }]);
+  }
 
   const byNode = new Map<string, Instance[]>();
   for (const i of faults.instances.values()) byNode.set(i.node, [...(byNode.get(i.node) ?? []), i]);
@@ -112,6 +131,7 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
     boundNs: run.boundMs * 1e6,
     formulaBoundMs: s.requestTimeoutMs + (s.staleTicks + 3) * s.periodMs * s.driftBound,
     taskIds,
+    finiteTasks,
     instances: faults.instances,
     byNode,
     failures: faults.failures,
@@ -122,6 +142,7 @@ export async function loadRun(dirInput: string): Promise<RunModel> {
     store: faults.store,
     proxies: faults.proxies,
     declarations,
+    stuckInLeave,
     workerLogs,
     runsByTask,
     audit,

@@ -21,6 +21,12 @@ export interface WorkerLogs {
   /** "this incarnation was declared dead" lines. */
   readonly zombies: number;
   readonly heartbeatFailures: number;
+  /**
+   * Leaves that ended with tasks whose handlers ignored their signal ("left with tasks whose
+   * handlers ignore their signal"): the node stops beating right after that line without
+   * marking itself gone, so failover of those tasks starts there, not at the SIGTERM.
+   */
+  readonly stuckLeaves: ReadonlyArray<{ readonly instance: string; readonly at: number; readonly tasks: readonly string[] }>;
   /** The first 20 error-level or unstructured lines. */
   readonly errorLines: readonly string[];
 }
@@ -32,6 +38,7 @@ export function readWorkerLogs(instances: Iterable<InstanceBeingRead>, wallToRel
   let zombies = 0;
   let heartbeatFailures = 0;
   const errorLines: string[] = [];
+  const stuckLeaves: Array<WorkerLogs['stuckLeaves'][number]> = [];
   const zombieLines: Array<{ at: number; by: string; peer: string; instance: string }> = [];
   for (const inst of instances) {
     if (!existsSync(inst.stderrPath)) continue;
@@ -69,6 +76,9 @@ export function readWorkerLogs(instances: Iterable<InstanceBeingRead>, wallToRel
         if (typeof rec['declaredBy'] === 'string') zombieLines.push({ at, by: rec['declaredBy'], peer: inst.node, instance: inst.name });
         if (fenceOpen === undefined) fenceOpen = at;
       } else if (msg === 'heartbeat failed') heartbeatFailures += 1;
+      else if (typeof msg === 'string' && msg.startsWith('left with tasks whose handlers ignore their signal')) {
+        stuckLeaves.push({ instance: inst.name, at, tasks: Array.isArray(rec['tasks']) ? rec['tasks'].map(String) : [] });
+      }
       if (rec['level'] === 'error' && errorLines.length < 20) errorLines.push(`${inst.name}: ${line.slice(0, 300)}`);
     }
     if (fenceOpen !== undefined) inst.fenced.push({ a: fenceOpen, b: inst.end ?? Number.POSITIVE_INFINITY });
@@ -78,5 +88,5 @@ export function readWorkerLogs(instances: Iterable<InstanceBeingRead>, wallToRel
     const logged = declarations.some((d) => d.peer === z.peer && d.by === z.by && d.at <= z.at + 1e9 && d.at >= z.at - 60e9);
     if (!logged) declarations.push({ ...z, source: 'zombie' });
   }
-  return { declarations, fenced, zombies, heartbeatFailures, errorLines };
+  return { declarations, fenced, zombies, heartbeatFailures, stuckLeaves, errorLines };
 }

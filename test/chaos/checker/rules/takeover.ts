@@ -15,7 +15,7 @@ export interface Takeovers {
   /** Fault to first start under a newer token, after SIGKILL, SIGSTOP and partition. */
   takeoverMs: number[];
   byKind: Record<string, number[]>;
-  /** The same after SIGTERM: a leave hands its tasks on. */
+  /** The same after SIGTERM: a leave hands its tasks on (a stubborn leave's prompt tasks too). */
   handoverMs: number[];
   /** Tasks the failed node got going again itself before anyone took them. */
   resumedInPlace: number;
@@ -44,6 +44,7 @@ export function checkTakeovers(model: RunModel): Takeovers {
     // include tasks it had handed on (someone else started them before the fault).
     const victimTasks: Array<[string, readonly Run[], Run]> = [];
     for (const [task, list] of runsByTask) {
+      if (model.finiteTasks.has(task)) continue; // a finite task ends on its own; the at-most-once rule judges it
       let last: Run | undefined;
       for (const r of list) if (r.start <= f.at && (!last || r.start > last.start)) last = r;
       if (last && last.instance === f.instance) victimTasks.push([task, list, last]);
@@ -51,6 +52,12 @@ export function checkTakeovers(model: RunModel): Takeovers {
     // The bound grows with the tasks to move (failoverBoundMs(config, n) in lib/config.ts).
     const rounds = Math.ceil(victimTasks.length / batchMovesInFlight) + Math.ceil(victimTasks.length / moveConcurrency);
     const boundNs = B + rounds * model.settings.requestTimeoutMs * 1e6;
+    // A stubborn leave: the tasks it named as stuck stay with the node until its leave ends
+    // (its last heartbeat follows that line at once; else its exit), then failover takes them.
+    const stuck = f.kind === 'stubborn-term' ? model.workerLogs.stuckLeaves.find((l) => l.instance === f.instance) : undefined;
+    const stuckTasks = new Set(stuck?.tasks ?? []);
+    const leaveEnd = stuck?.at ?? victim.exitAt ?? f.at;
+    const leaves = f.kind === 'term' || f.kind === 'stubborn-term';
     for (const [task, list, last] of victimTasks) {
       // Taken over: the first run after the fault under a newer token, by any process (the
       // victim itself counts once it has rejoined as a new incarnation and got the task back).
@@ -59,7 +66,7 @@ export function checkTakeovers(model: RunModel): Takeovers {
       // healed before anyone declared it dead): a later move under a newer token is a
       // handover (rebalancing, a leave), not this fault's takeover.
       const resumedFirst = next !== undefined && list.some((r) => r.instance === f.instance && r.token === last.token && r.segments.some((seg) => seg.a > f.at && seg.a < next.start));
-      if (resumedFirst && f.kind !== 'kill' && f.kind !== 'term') {
+      if (resumedFirst && f.kind !== 'kill' && !leaves) {
         out.resumedInPlace += 1;
         continue;
       }
@@ -67,23 +74,27 @@ export function checkTakeovers(model: RunModel): Takeovers {
         const took = ms(next.start - f.at);
         count += 1;
         done = Math.max(done, next.start);
-        if (f.kind === 'term') {
+        if (leaves && !stuckTasks.has(task)) {
           out.handoverMs.push(took);
           continue;
         }
-        out.takeoverMs.push(took);
-        (out.byKind[f.kind] ??= []).push(took);
+        // Measured from the fault, or for a stuck task from the end of the leave.
+        const from = stuckTasks.has(task) ? leaveEnd : f.at;
+        const tookFrom = ms(next.start - from);
+        out.takeoverMs.push(tookFrom);
+        (out.byKind[f.kind] ??= []).push(tookFrom);
         // Compared with the bound: the time in which the cluster could act (availability.ts).
-        const acting = measureOutside(f.at, next.start, cannotAct);
+        const acting = measureOutside(from, next.start, cannotAct);
         if (acting > boundNs) {
-          out.slow.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${f.kind} at ${fmt(f.at)}): started with token ${next.token} on ${next.instance} after ${(took / 1000).toFixed(2)} s (${(acting / 1e9).toFixed(2)} s of it with the store up and a live worker) > bound ${(boundNs / 1e9).toFixed(2)} s for ${victimTasks.length} tasks` });
+          const since = from === f.at ? `${f.kind} at ${fmt(f.at)}` : `${f.kind} at ${fmt(f.at)}, stuck until its leave ended at ${fmt(from)}`;
+          out.slow.push({ rule: 'takeover slower than the bound', text: `${task} of ${f.instance} (${since}): started with token ${next.token} on ${next.instance} after ${(tookFrom / 1000).toFixed(2)} s (${(acting / 1e9).toFixed(2)} s of it with the store up and a live worker) > bound ${(boundNs / 1e9).toFixed(2)} s for ${victimTasks.length} tasks` });
         }
         continue;
       }
       // Not moved: the victim may have kept it (a partition healed before anyone could
       // declare it dead). Whether it then ran in time is the lost-task check's concern.
       const again = list.some((r) => r.instance === f.instance && r.token === last.token && r.works > 0 && r.lastWork > f.at);
-      if (again && f.kind !== 'kill' && f.kind !== 'term') out.resumedInPlace += 1;
+      if (again && f.kind !== 'kill' && !leaves) out.resumedInPlace += 1;
       else if (f.at + B < endNs) {
         out.notTakenOver.push({ rule: 'not taken over', text: `${task}, held by ${f.instance} when it was hit (${f.kind} at ${fmt(f.at)}), never ran again under a newer token` });
       }
