@@ -36,9 +36,10 @@ describe('claims do not grow with the cluster (simulator)', () => {
     // re-read the front of the pool (hundreds of items per period).
     expect(f.refusedClaims).toBeLessThanOrEqual(f.tasks / 100);
     expect(f.poolItemsPerNodePeriod).toBeLessThan(30);
-    // A receiver is told once per batch of tasks it was dealt, not once more at the end
-    // (0.57 notifications per task added here when every batch was told twice).
-    expect(f.notifiesPerTask).toBeLessThan(0.45);
+    // A receiver is warned once with its first move of a round (chaos finding 14) and told
+    // once per batch of tasks it was dealt, not once more at the end: 0.72 notifications per
+    // task added here (before the warning, 0.57 when every batch was told twice).
+    expect(f.notifiesPerTask).toBeLessThan(0.8);
     expect(f.minLoad).toBeGreaterThanOrEqual(0.75 * (f.tasks / f.nodes));
     expect(f.maxLoad).toBeLessThanOrEqual(1.25 * (f.tasks / f.nodes));
   }, 120_000);
