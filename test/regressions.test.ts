@@ -35,6 +35,19 @@ function start(memory: MemoryStore, ledger: Ledger, hook: Hook, ids: string[], o
   return started;
 }
 
+/**
+ * a runs six tasks alone, then b joins, and a rebalances towards it. Neither reconciles
+ * periodically, so b can learn of a task moved to it only by being told.
+ */
+async function rebalancingPair(memory: MemoryStore, ledger: Ledger, hook: Hook): Promise<void> {
+  for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
+  const [a] = start(memory, ledger, hook, ['a'], { resyncTicks: 10_000 });
+  await a!.start();
+  await waitFor('a runs every task', () => a!.runningTasks().length === 6);
+  const [b] = start(memory, ledger, hook, ['b'], { resyncTicks: 10_000 });
+  await b!.start();
+}
+
 describe('regressions found by the fault harness', () => {
   it('finding 5: after a store outage, a node that comes back a period or two late is not declared dead', async () => {
     const memory = new MemoryStore();
@@ -327,19 +340,14 @@ describe('found by the fault harness with the cloud model and stalls', () => {
       }
       return call();
     };
-    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
     const ledger = new Ledger();
-    // No periodic reconcile in this test: b could learn of the task only by being told.
-    const [a] = start(memory, ledger, hook, ['a'], { resyncTicks: 10_000 });
-    await a!.start();
-    await waitFor('a runs every task', () => a!.runningTasks().length === 6);
-    const [b] = start(memory, ledger, hook, ['b'], { resyncTicks: 10_000 });
-    await b!.start();
+    await rebalancingPair(memory, ledger, hook);
     await waitFor('a rebalancing move whose reply was lost', () => lost !== undefined);
     expect((await memory.getTask(lost!))?.owner).toBe('b');
     await waitFor('the task running on b', () => ledger.runners(lost!).includes('b'), 5000);
     ledger.expectSafe();
   });
+
   it('finding 14: a rebalancing node killed between a move and its ring still gets the task run by its receiver within a few periods', async () => {
     const memory = new MemoryStore();
     let moved: string | undefined;
@@ -348,19 +356,13 @@ describe('found by the fault harness with the cloud model and stalls', () => {
         // The move to b lands; a dies before it can tell b (its process is gone: nothing more runs).
         moved = String(args[0]);
         await call();
-        void a!.kill();
+        void workers.find((w) => w.snapshot().id === 'a')!.kill();
         return new Promise(() => {});
       }
       return call();
     };
-    for (let i = 0; i < 6; i++) await memory.createTask({ id: `t${i}`, type: 'demo', payload: null }, 'now');
     const ledger = new Ledger();
-    // No periodic reconcile in this test: b could learn of the task only by being told.
-    const [a] = start(memory, ledger, hook, ['a'], { resyncTicks: 10_000 });
-    await a!.start();
-    await waitFor('a runs every task', () => a!.runningTasks().length === 6);
-    const [b] = start(memory, ledger, hook, ['b'], { resyncTicks: 10_000 });
-    await b!.start();
+    await rebalancingPair(memory, ledger, hook);
     await waitFor('a rebalancing move to b', () => moved !== undefined);
     expect((await memory.getTask(moved!))?.owner).toBe('b');
     await waitFor('the task running on b', () => ledger.runners(moved!).includes('b'), 3000);
