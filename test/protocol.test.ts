@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { failoverBoundMs, mixedFailoverBoundMs, resolveConfig, ticksToDeclare, witnessStallTicks, type KeeperOptions, type PeerSettings } from '../lib/config.js';
 import { benchmark, Detector } from '../lib/protocol/detector.js';
 import { isOutdated, newestVersion, placeTasks, rebalanceCount, rendezvous } from '../lib/protocol/placement.js';
 import { claimArcs, inArc, ringKey, ringOrder, watchedPeers } from '../lib/protocol/ring.js';
@@ -8,6 +9,8 @@ import type { NodeItem } from '../lib/store/store.js';
 function item(id: string, counter: number, extra: Partial<NodeItem> = {}): NodeItem {
   return { id, inc: 1, counter, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 10, types: ['demo'], watch: {}, joinedAt: 'j', ...extra };
 }
+/** Settings with no drift and near-instant requests: K ticks of anyone declare, a witness still for 2 ticks no longer counts. */
+const settings = (over: Partial<PeerSettings> = {}): PeerSettings => ({ periodMs: 1000, staleTicks: 4, driftBound: 1, requestTimeoutMs: 1, fenceMs: 1, handlerStopMs: 0, ...over });
 const read = (...items: NodeItem[]) => ({ nodes: new Map(items.map((i) => [i.id, i])), unread: new Set<string>(), rounds: new Map<string, number>() });
 
 describe('detector: staleness from the cluster\'s own counters', () => {
@@ -20,7 +23,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('counts ticks of the witnesses since the peer\'s value was first seen, not time on anyone\'s clock', () => {
-    const d = new Detector('me', 4);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.observe(10, read(item('p', 7), item('w1', 100), item('w2', 50)), ['p', 'w1', 'w2']);
     expect(d.staleness('p')).toBe(0);
     d.observe(12, read(item('p', 7), item('w1', 102), item('w2', 52)), ['p', 'w1', 'w2']);
@@ -36,7 +39,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
     // One read took two requests: w1 and w2 were read by the first, p's value by the second,
     // after the store left p's key unprocessed. Between the two, p's heartbeat landed and the
     // witnesses advanced: their counters from the first request predate p's value.
-    const d = new Detector('me', 3);
+    const d = new Detector('me', settings({ staleTicks: 3 }));
     const split = read(item('p', 7), item('w1', 100), item('w2', 50), item('w3', 20));
     d.observe(10, { ...split, rounds: new Map([['p', 2], ['w3', 2]]) }, ['p']);
     d.observe(10, read(item('p', 7), item('w1', 103), item('w2', 53), item('w3', 21)), ['p']);
@@ -47,7 +50,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('treats a peer the store left unread as not observed: its sighting neither restarts nor ends', () => {
-    const d = new Detector('me', 4);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.observe(10, read(item('p', 7), item('w1', 100), item('w2', 50)), ['p']);
     const unread = read(item('w1', 102), item('w2', 52));
     d.observe(12, { ...unread, unread: new Set(['p']) }, ['p']);
@@ -57,7 +60,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('is not fooled by one witness whose clock runs far too fast', () => {
-    const d = new Detector('me', 4);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.observe(10, read(item('p', 7), item('fast', 0), item('w', 0)), ['p', 'fast', 'w']);
     d.observe(11, read(item('p', 7), item('fast', 50), item('w', 1)), ['p', 'fast', 'w']);
     // Evidence: this node 1, w 1, fast 50: the outlier is discounted.
@@ -65,7 +68,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('leaves out witnesses that stopped advancing, so neighbours dying together do not hide each other', () => {
-    const d = new Detector('me', 4, 2);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.observe(10, read(item('p', 7), item('q', 3), item('r', 4)), ['p', 'q', 'r']);
     for (let c = 11; c <= 16; c++) d.observe(c, read(item('p', 7), item('q', 3), item('r', 4)), ['p', 'q', 'r']);
     // q and r are stuck too; only this node's own counter still counts.
@@ -73,13 +76,13 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('uses a live witness\'s published sighting, so a fresh observer need not wait a full window', () => {
-    const d = new Detector('fresh', 4);
+    const d = new Detector('fresh', settings({ staleTicks: 4 }));
     const witness = item('w', 40, { watch: { p: { inc: 1, counter: 7, since: 34 } } });
     d.observe(1, read(item('p', 7), witness), ['p', 'w']);
     d.observe(2, read(item('p', 7), { ...witness, counter: 41 }), ['p', 'w']);
     expect(d.staleness('p')).toBe(7);
     // A sighting of an older value is no evidence about the current one.
-    const d2 = new Detector('fresh', 4);
+    const d2 = new Detector('fresh', settings({ staleTicks: 4 }));
     const old = item('w', 40, { watch: { p: { inc: 1, counter: 6, since: 30 } } });
     d2.observe(1, read(item('p', 7), old), ['p', 'w']);
     d2.observe(2, read(item('p', 7), { ...old, counter: 41 }), ['p', 'w']);
@@ -87,7 +90,7 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('forgets a sighting when the item disappears, so a re-created item never inherits its age', () => {
-    const d = new Detector('me', 4);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.observe(10, read(item('p', 7)), ['p']);
     d.observe(13, read(), ['p']);
     d.observe(14, read(item('p', 7)), ['p']);
@@ -95,10 +98,80 @@ describe('detector: staleness from the cluster\'s own counters', () => {
   });
 
   it('resumes its own published sightings after a restart', () => {
-    const d = new Detector('me', 4);
+    const d = new Detector('me', settings({ staleTicks: 4 }));
     d.seed({ p: { inc: 1, counter: 7, since: 10 } });
     d.observe(13, read(item('p', 7)), ['p']);
     expect(d.staleness('p')).toBe(3);
+  });
+});
+
+describe('detector: nodes running different settings (a rolling change of them)', () => {
+  const at = (periodMs: number, extra: KeeperOptions = {}) => {
+    const c = resolveConfig({ periodMs, ...extra });
+    const published = { periodMs: c.periodMs, staleTicks: c.staleTicks, driftBound: c.driftBound, fenceMs: c.fenceMs, handlerStopMs: c.handlerStopMs, requestTimeoutMs: c.requestTimeoutMs };
+    return { config: c, published };
+  };
+
+  it('needs exactly K ticks when every node runs the same settings, and the bound is failoverBoundMs', () => {
+    for (const periodMs of [100, 333.3, 500, 1000, 4000]) {
+      for (const options of [{}, { staleTicks: 6 }, { driftBound: 2, staleTicks: 9 }, { driftBound: 1.2, staleTicks: 5, handlerStopMs: 50 }, { driftBound: 1.01, staleTicks: 3 }]) {
+        const { config } = at(periodMs, options);
+        expect(ticksToDeclare(config, config, config)).toBe(config.staleTicks);
+        expect(mixedFailoverBoundMs([config], 1000)).toBeCloseTo(failoverBoundMs(config, 0, 1000), 6);
+      }
+    }
+  });
+
+  it('judges a peer by its own fence window and patience, and each witness by its own period', () => {
+    const fast = at(500).config;
+    const slow = at(750).config;
+    // A 750 ms node stands still for 4 of its periods (3,000 ms) before anyone may call it
+    // stale: 6 ticks of a 500 ms witness. Its fence window alone would allow 5:
+    // (5 - 1) x 500 / 1.05 - (100 + 100) x 1.05 = 1,694.8 ms > 1,288.4 x 1.05 + 75 = 1,427.8 ms.
+    expect(ticksToDeclare(fast, fast, slow)).toBe(6);
+    // A 500 ms node, witnessed by a 750 ms one: its patience is 2,000 ms, under 3 ticks of
+    // 750 ms, and 3 ticks pass its fence window too.
+    expect(ticksToDeclare(slow, slow, fast)).toBe(3);
+    // Where the fence window decides: a witness that allows clocks 2x off makes every node's
+    // window last longer (1,717.9 x 2 + 100 ms) and its own ticks count for less: 10 of them,
+    // not the 4 that patience asks.
+    const wide = resolveConfig({ driftBound: 2, staleTicks: 9 });
+    const plain = resolveConfig({});
+    expect(ticksToDeclare(plain, wide, plain)).toBe(10);
+    // The bound of such a cluster is the larger peer's, or more: never the smaller one's.
+    expect(mixedFailoverBoundMs([fast, slow])).toBeGreaterThanOrEqual(failoverBoundMs(slow));
+  });
+
+  it('does not declare a peer with a longer period after K of its own short ticks', () => {
+    const mine = at(500);
+    const theirs = at(1500);
+    const d = new Detector('me', mine.config);
+    const p = (counter: number) => item('p', counter, { settings: theirs.published });
+    d.observe(10, read(p(7)), ['p']);
+    d.observe(14, read(p(7)), ['p']);
+    // 4 of this node's 500 ms ticks are 4/12 of the 6,000 ms the peer is owed.
+    expect(d.staleness('p')).toBeCloseTo(4 / 3, 9);
+    expect(d.suspects()).toEqual([]);
+    d.observe(22, read(p(7)), ['p']);
+    expect(d.suspects()).toEqual([{ id: 'p', inc: 1, counter: 7, staleness: 4 }]);
+  });
+
+  it('counts a witness with a longer period at its own pace, and does not drop it as stalled', () => {
+    const mine = at(500);
+    const theirs = at(1000);
+    const d = new Detector('me', mine.config);
+    // w saw p's value first, when w's counter was 95.
+    const w = (counter: number) => item('w', counter, { settings: theirs.published, watch: { p: { inc: 1, counter: 7, since: 95 } } });
+    const p = item('p', 7, { settings: mine.published });
+    d.observe(10, read(p, w(100)), ['p']);
+    d.observe(13, read(p, w(101)), ['p']);
+    // w ticks about once for every two of ours: 3 of our ticks without a move leave it a witness.
+    d.observe(16, read(p, w(101)), ['p']);
+    // Evidence: this node 6 ticks of 500 ms; w 6 ticks of 1,000 ms, of which p's fence window
+    // needs 3 (patience alone: 2), so they count as 6 x 4 / 3 = 8 of p's ticks.
+    expect(ticksToDeclare(mine.config, theirs.config, mine.config)).toBe(3);
+    expect(witnessStallTicks(mine.config, theirs.config)).toBe(4);
+    expect(d.staleness('p')).toBe(8);
   });
 });
 

@@ -111,8 +111,7 @@ export class Monitor {
   }
 
   private newDetector(): Detector {
-    // A witness on the slowest clock ticks once per f^2 periods of the fastest observer.
-    return new Detector(this.node.id, this.node.config.staleTicks, Math.ceil(this.node.config.driftBound ** 2) + 1);
+    return new Detector(this.node.id, this.node.config);
   }
 
   /**

@@ -1,3 +1,4 @@
+import { ticksToDeclare, witnessStallTicks, type PeerSettings } from '../config.js';
 import type { NodeItem, NodesRead, WatchRecord } from '../store/store.js';
 
 /**
@@ -9,6 +10,12 @@ import type { NodeItem, NodesRead, WatchRecord } from '../store/store.js';
  * (`snapshot`). Each witness's progress since then is evidence of how long p has stood still;
  * p's staleness (the benchmark) is the strongest evidence once the single strongest is
  * discounted, when there are three witnesses or more. p is stale once that reaches K ticks.
+ *
+ * Nodes may run different settings for a while (a rolling change of them): each node
+ * publishes its own, and a witness's ticks are then weighed against the number of them it
+ * needs before p may be declared (config.ts, ticksToDeclare: p judged by its own fence window
+ * and patience, the witness's ticks by its own period). Evidence is expressed in p's ticks,
+ * ticks * K_p / needed, so with one set of settings it is the plain tick count.
  *
  * Why this is safe: the value was first seen after p sent the heartbeat that wrote it, and a
  * witness needs K-1 full periods of its own clock for K increments after a sighting. With every
@@ -42,6 +49,8 @@ interface Sighting {
   since: number;
   /** Counters of the other nodes read at that moment. */
   snapshot: Map<string, number>;
+  /** The settings p published in the item this value was read from. */
+  settings: PeerSettings;
 }
 
 interface Progress {
@@ -66,15 +75,23 @@ export class Detector {
 
   /**
    * @param selfId this node's id
-   * @param staleTicks K
-   * @param stallTicks a witness whose counter has not moved for more than this many of the
-   *   observer's own ticks no longer counts as a witness
+   * @param own this node's settings, which also stand for a peer's that publishes none
    */
   constructor(
     private readonly selfId: string,
-    private readonly staleTicks: number,
-    private readonly stallTicks = 2,
+    private readonly own: PeerSettings,
   ) {}
+
+  /**
+   * A peer's settings as its item publishes them. Items written before nodes published their
+   * request timeout lack it: such a node judges every node by its own settings, which is why
+   * nobody may join next to it with different ones (join.ts), so ours stand in.
+   */
+  private settingsOf(node: NodeItem | undefined): PeerSettings {
+    const published = node?.settings;
+    if (!published) return this.own;
+    return { ...published, requestTimeoutMs: published.requestTimeoutMs ?? this.own.requestTimeoutMs };
+  }
 
   /** Restores this node's published sightings after a restart or rejoin (counters continue). */
   seed(records: Record<string, WatchRecord>): void {
@@ -119,7 +136,7 @@ export class Detector {
       for (const [other, item] of nodes) {
         if (other !== id && other !== this.selfId && (rounds.get(other) ?? 1) >= round) snapshot.set(other, item.counter);
       }
-      this.sightings.set(id, { inc: node.inc, counter: node.counter, since, snapshot });
+      this.sightings.set(id, { inc: node.inc, counter: node.counter, since, snapshot, settings: this.settingsOf(node) });
     }
     this.seeded.clear();
   }
@@ -128,13 +145,17 @@ export class Detector {
   staleness(id: string): number {
     const sighting = this.sightings.get(id);
     if (!sighting) return 0;
+    const suspect = sighting.settings;
+    // A witness's ticks, in the suspect's: exact integers when all settings agree.
+    const inSuspectTicks = (ticks: number, witness: PeerSettings) => (ticks * suspect.staleTicks) / ticksToDeclare(this.own, witness, suspect);
     const deltas: number[] = [];
     const own = this.selfCounter - sighting.since;
-    if (own > 0) deltas.push(own);
+    if (own > 0) deltas.push(inSuspectTicks(own, this.own));
     for (const [witness, node] of this.latest) {
       if (witness === id || witness === this.selfId || node.state !== 'alive') continue;
       const moved = this.progress.get(witness);
-      if (!moved || this.selfCounter - moved.changedAt > this.stallTicks) continue;
+      const settings = this.settingsOf(node);
+      if (!moved || this.selfCounter - moved.changedAt > witnessStallTicks(this.own, settings)) continue;
       const bases: number[] = [];
       const snap = sighting.snapshot.get(witness);
       if (snap !== undefined) bases.push(snap);
@@ -142,23 +163,27 @@ export class Detector {
       if (record && record.inc === sighting.inc && record.counter === sighting.counter) bases.push(record.since);
       if (bases.length === 0) continue;
       const delta = node.counter - Math.min(...bases);
-      if (delta > 0) deltas.push(delta);
+      if (delta > 0) deltas.push(inSuspectTicks(delta, settings));
     }
     return benchmark(deltas) ?? 0;
   }
 
-  /** Whether a node's counter moved within the last tick or two: safe to hand tasks to. */
+  /**
+   * Whether a node's counter moved within its last period or so (one of our ticks, or as
+   * many as one of its periods spans): safe to hand tasks to.
+   */
   advancing(id: string): boolean {
     const moved = this.progress.get(id);
-    return moved !== undefined && this.selfCounter - moved.changedAt <= 1;
+    const ticks = Math.max(1, Math.ceil(this.settingsOf(this.latest.get(id)).periodMs / this.own.periodMs - 1e-9));
+    return moved !== undefined && this.selfCounter - moved.changedAt <= ticks;
   }
 
-  /** Watched peers whose staleness reached K, with the exact value to declare dead on. */
+  /** Watched peers whose staleness reached their own K, with the exact value to declare dead on. */
   suspects(): Suspect[] {
     const out: Suspect[] = [];
     for (const [id, s] of this.sightings) {
       const staleness = this.staleness(id);
-      if (staleness >= this.staleTicks) out.push({ id, inc: s.inc, counter: s.counter, staleness });
+      if (staleness >= s.settings.staleTicks) out.push({ id, inc: s.inc, counter: s.counter, staleness });
     }
     return out;
   }

@@ -59,7 +59,7 @@ export const nodeItemSchema = z.object({
   watch: z.record(z.string(), watchRecordSchema),
   neighbours: count.default(0),
   settings: z
-    .object({ periodMs: z.number(), staleTicks: z.number(), driftBound: z.number(), fenceMs: z.number(), handlerStopMs: z.number() })
+    .object({ periodMs: z.number(), staleTicks: z.number(), driftBound: z.number(), fenceMs: z.number(), handlerStopMs: z.number(), requestTimeoutMs: z.number().optional() })
     .optional(),
   deadBy: z.string().optional(),
   joinedAt: z.string(),

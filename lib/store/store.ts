@@ -72,13 +72,19 @@ export interface Notified {
   bell?: string;
 }
 
-/** The settings the safety bound depends on (see config.ts). */
+/** The settings the safety bound depends on, which peers judge a node by (config.ts, PeerSettings). */
 export interface ProtocolSettings {
   periodMs: number;
   staleTicks: number;
   driftBound: number;
   fenceMs: number;
   handlerStopMs: number;
+  /**
+   * Published since nodes judge each peer by its own settings. A node whose item lacks it
+   * judges every peer by its own settings instead, so nobody joins next to it with different
+   * ones (join.ts).
+   */
+  requestTimeoutMs?: number;
 }
 
 /** A task's item: type, payload, owner, fencing token, state, attempts, result or error. */
