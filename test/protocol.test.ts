@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { failoverBoundMs, mixedFailoverBoundMs, resolveConfig, ticksToDeclare, witnessStallTicks, type KeeperOptions, type PeerSettings } from '../lib/config.js';
+import { failoverBoundMs, mixedFailoverBoundMs, resolveConfig, type KeeperOptions } from '../lib/config.js';
+import { ticksToDeclare, witnessStallTicks, type PeerSettings } from '../lib/protocol/peer-settings.js';
 import { benchmark, Detector } from '../lib/protocol/detector.js';
 import { isOutdated, newestVersion, placeTasks, rebalanceCount, rendezvous } from '../lib/protocol/placement.js';
 import { claimArcs, inArc, ringKey, ringOrder, watchedPeers } from '../lib/protocol/ring.js';

@@ -1,4 +1,4 @@
-import { ticksToDeclare, witnessStallTicks, type PeerSettings } from '../config.js';
+import { ticksToDeclare, witnessStallTicks, type PeerSettings } from './peer-settings.js';
 import type { NodeItem, NodesRead, WatchRecord } from '../store/store.js';
 
 /**
