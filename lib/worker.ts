@@ -313,6 +313,13 @@ export class Worker extends EventEmitter<WorkerEvents> {
 
   /** Our heartbeat was refused: we were declared dead (or replaced). Stop everything at once, rejoin. */
   private async rejoin(current: NodeItem | undefined): Promise<void> {
+    if (this.phase === 'leaving' && current?.state === 'left' && current.inc === this.heartbeat.inc) {
+      // Our own leave marked this incarnation gone while a beat was in flight: the leave is
+      // ending, nobody declared anything, and there is nothing to rejoin or beat for.
+      this.heartbeat.revoke();
+      this.heartbeat.pause();
+      return;
+    }
     this.emit('zombie', { declaredBy: current?.deadBy });
     this.log.warn('this incarnation was declared dead; stopping every task and rejoining', { node: this.id, inc: this.heartbeat.inc, declaredBy: current?.deadBy });
     this.heartbeat.revoke();

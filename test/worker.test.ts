@@ -177,6 +177,40 @@ describe('worker against DynamoDB Local', () => {
     ledger.expectSafe();
   });
 
+  it('a beat that lands after its own leave marked the incarnation gone is not taken for a declaration: no zombie, no rejoin', async () => {
+    const { t, tasks } = await setup(4);
+    const ledger = new Ledger();
+    const [b] = start(t, ledger, [{ id: 'b' }]);
+    // a's heartbeats, once its leave has begun, wait until the leave has marked it gone.
+    const real = t.store({ requestTimeoutMs: 1000 });
+    let leaving = false;
+    let markedLeft = () => {};
+    const gone = new Promise<void>((resolve) => (markedLeft = resolve));
+    const store = new Proxy(real, {
+      get(target, key) {
+        const value = Reflect.get(target, key) as unknown;
+        if (typeof value !== 'function') return value;
+        if (key === 'markLeft') return async (...args: Parameters<Store['markLeft']>) => ((await target.markLeft(...args)) ? (markedLeft(), true) : false);
+        if (key === 'heartbeat') return async (...args: Parameters<Store['heartbeat']>) => (leaving && (await gone), target.heartbeat(...args));
+        return (value as (...a: unknown[]) => unknown).bind(target);
+      },
+    });
+    const a = makeWorker({ id: 'a', store }, ledger);
+    workers.push(a);
+    const zombies: unknown[] = [];
+    a.on('zombie', (e) => zombies.push(e));
+    await startAll([a, b!]);
+    await waitFor('all tasks running', () => runningOnce(ledger, tasks) === tasks.length);
+    leaving = true;
+    await a.stop();
+    expect((await t.store().getNode('a'))?.state).toBe('left');
+    // Time for the held beat to land and be refused.
+    await new Promise((resolve) => setTimeout(resolve, 2 * fastSettings.periodMs));
+    expect(zombies).toEqual([]);
+    expect((await t.store().getNode('a'))?.state).toBe('left');
+    ledger.expectSafe();
+  });
+
   it('a leave hands each task over as soon as its own run stops: a handler that ignores its signal holds up only its own task', async () => {
     const { t, tasks } = await setup(9);
     await t.store().createTask({ id: 'stuck', type: 'stubborn', payload: null }, 'now');
