@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { TaskAdmin } from '../lib/admin.js';
-import type { KeeperOptions } from '../lib/config.js';
+import { mixedFailoverBoundMs, type KeeperOptions } from '../lib/config.js';
 import type { TaskContext } from '../lib/tasks.js';
 import { Worker } from '../lib/worker.js';
 import { Ledger, makeWorker, runningOnce, waitFor } from './support/cluster.js';
@@ -197,6 +197,52 @@ describe('deploys against DynamoDB Local', () => {
     release();
     await bLeft;
     await waitFor('every task running once, on c', () => tasks.every((id) => ledger.runners(id).join() === 'c'));
+    ledger.expectSafe();
+  });
+});
+
+describe('settings roll-outs against DynamoDB Local', () => {
+  it('a rolling change of periodMs (500 to 750 ms) completes one node at a time, each task moving once', async () => {
+    const { ledger, nodes: old, tasks, ownership, worker, fences } = await cluster(['old-a', 'old-b', 'old-c'], 12, '1.0.0');
+    const before = await ownership();
+    const startsBefore = ledger.starts.length;
+    const live = [...old];
+    for (const [i, name] of ['new-a', 'new-b', 'new-c'].entries()) {
+      const w = worker(name, '1.1.0', { periodMs: 750 });
+      await w.start();
+      live.push(w);
+      await passesGo(live, 6);
+      const leaving = old[i]!;
+      await leaving.stop();
+      live.splice(live.indexOf(leaving), 1);
+      await waitFor('every task running once', () => runningOnce(ledger, tasks) === tasks.length);
+    }
+    const after = await ownership();
+    for (const id of tasks) {
+      const now = after.get(id)!;
+      expect({ id, newOwner: now.owner?.startsWith('new-'), token: now.token }, fences.join('; ')).toEqual({ id, newOwner: true, token: before.get(id)!.token + 1 });
+    }
+    expect(fences).toEqual([]);
+    ledger.expectSafe();
+  });
+
+  it('halfway through the roll-out, a crash of either kind of node is taken over within the larger peer\'s bound, by nodes of both kinds', async () => {
+    const { ledger, nodes: old, tasks, worker, fences } = await cluster(['old-a', 'old-b', 'old-c'], 12, '1.0.0');
+    const fresh = ['new-a', 'new-b', 'new-c'].map((id) => worker(id, '1.1.0', { periodMs: 750 }));
+    await Promise.all(fresh.map((w) => w.start()));
+    const live = [...old, ...fresh];
+    await passesGo(live, 4);
+    const bound = mixedFailoverBoundMs([old[0]!.config, fresh[0]!.config]);
+    for (const victim of [fresh[0]!, old[0]!]) {
+      await waitFor(`${victim.id} holding tasks`, () => victim.runningTasks().length > 0);
+      const lost = victim.runningTasks();
+      await victim.kill();
+      live.splice(live.indexOf(victim), 1);
+      const took = await waitFor(`takeover of ${victim.id}`, () => lost.every((task) => ledger.runners(task).length === 1), 3 * bound);
+      expect(took, `${victim.id}'s tasks ran again after ${Math.round(took)} ms; ${fences.join('; ')}`).toBeLessThan(bound);
+    }
+    // Nobody else was taken for dead on the way.
+    expect(fences.filter((f) => !/declared (new-a|old-a) dead/.test(f))).toEqual([]);
     ledger.expectSafe();
   });
 });

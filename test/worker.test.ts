@@ -1,3 +1,4 @@
+import { UpdateCommand } from '@aws-sdk/lib-dynamodb';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Clock } from '../lib/clock.js';
 import { failoverBoundMs, type KeeperOptions } from '../lib/config.js';
@@ -485,14 +486,21 @@ describe('worker against DynamoDB Local', () => {
     ledger.expectSafe();
   });
 
-  it('refuses to join a cluster whose live nodes run different protocol settings', async () => {
+  it('joins next to nodes that run different protocol settings, but not next to a node of a keeper that judges every peer by its own', async () => {
     const { t } = await setup(0);
     const ledger = new Ledger();
     const [a] = start(t, ledger, [{ id: 'a' }]);
     await a!.start();
+    const slower = makeWorker({ id: 'slower', store: t.store(), options: { periodMs: 400 } }, ledger);
+    workers.push(slower);
+    await slower.start();
+    expect((await t.store().getNode('slower'))?.settings).toMatchObject({ periodMs: 400, requestTimeoutMs: 80 });
+    await slower.stop();
+    // a's item as a keeper from before published settings without its request timeout.
+    await t.doc.send(new UpdateCommand({ TableName: t.table, Key: keys.node('a'), UpdateExpression: 'REMOVE settings.requestTimeoutMs' }));
     const odd = makeWorker({ id: 'odd', store: t.store(), options: { periodMs: 400 } }, ledger);
     workers.push(odd);
-    await expect(odd.start()).rejects.toThrow(/live node "a" runs with periodMs 250, fenceMs .*, this node with periodMs 400, .*mixed settings break the safety bound/);
+    await expect(odd.start()).rejects.toThrow(/live node "a" runs an older keeper that judges every peer by its own settings \(periodMs 250, .*; this node: periodMs 400, .*\): upgrade every node/);
     expect(await t.store().getNode('odd')).toBeUndefined();
   });
 

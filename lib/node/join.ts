@@ -1,6 +1,7 @@
 import { sleep } from '../clock.js';
 import { ConfigError } from '../config.js';
 import { errorText } from '../log.js';
+import { publishedSettings, ticksToDeclare } from '../protocol/peer-settings.js';
 import { AmbiguousWriteError, StoreUnavailableError, type NodeItem, type ProtocolSettings } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import { readNeighbourhood } from './neighbourhood.js';
@@ -24,10 +25,10 @@ export interface JoinHooks {
   joined(node: NodeItem, sentAt: number, confirmedAt: number): Promise<void>;
 }
 
-/** The settings every node of a cluster must share, as published in its node item. */
+/** The settings peers judge this node by (protocol/peer-settings.ts), as published in its node item. */
 export function protocolSettings(node: NodeContext): ProtocolSettings {
-  const { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs } = node.config;
-  return { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs };
+  const { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs, requestTimeoutMs } = node.config;
+  return { periodMs, staleTicks, driftBound, fenceMs, handlerStopMs, requestTimeoutMs };
 }
 
 /**
@@ -108,9 +109,11 @@ export class Join {
 }
 
 /**
- * The safety bound holds only if every node detects and fences with the same settings: a
- * node with a longer fence window than its observers assume could still run a task after
- * they took it. So a node refuses to join next to live nodes that run different ones.
+ * Nodes judge each peer by the settings it publishes, so different settings are safe together
+ * (a rolling change of them), except next to a node of a keeper from before that: it judges
+ * every peer by its own settings (its item publishes no request timeout), and a node with a
+ * longer fence window than it assumes could still run a task after it took it. So a node
+ * refuses to join next to such a node when their settings differ.
  */
 async function checkSettings(node: NodeContext): Promise<void> {
   const { successors } = await readNeighbourhood(node.store, node.id, node.config.watchPeers);
@@ -122,12 +125,12 @@ async function checkSettings(node: NodeContext): Promise<void> {
   const mine = protocolSettings(node);
   for (const peer of nodes.values()) {
     const theirs = peer.settings;
-    if (!theirs || peer.state !== 'alive') continue;
-    const differ = (Object.keys(mine) as Array<keyof ProtocolSettings>).filter((key) => theirs[key] !== mine[key]);
+    if (!theirs || peer.state !== 'alive' || theirs.requestTimeoutMs !== undefined) continue;
+    const differ = (Object.keys(theirs) as Array<keyof ProtocolSettings>).filter((key) => theirs[key] !== mine[key]);
     if (differ.length === 0) continue;
     const show = (s: ProtocolSettings) => differ.map((key) => `${key} ${s[key]}`).join(', ');
     throw new ConfigError(
-      `live node "${peer.id}" runs with ${show(theirs)}, this node with ${show(mine)}: mixed settings break the safety bound; start every node with the same settings`,
+      `live node "${peer.id}" runs an older keeper that judges every peer by its own settings (${show(theirs)}; this node: ${show(mine)}): upgrade every node with the same settings first, then change them`,
     );
   }
 }
@@ -147,9 +150,10 @@ async function joinAs(node: NodeContext, item: NodeItem, existing: NodeItem | un
 /**
  * Our id is held by a live-looking incarnation: a previous run of this node that crashed,
  * or another process started with the same id by mistake. Watch its counter on our own
- * clock. If it moves, the id is in use; if it stands still for K of our periods after we
- * first saw it (at least (K-1)*P/f of real time, the same margin peers wait), it is dead
- * and we declare it so.
+ * clock. If it moves, the id is in use; if it stands still for as many of our periods as a
+ * peer would count against it (K when it ran our settings: at least (K-1)*P/f of real time;
+ * more when it published a longer fence window or period, ticksToDeclare), it is dead and
+ * we declare it so.
  */
 async function waitForHolder(node: NodeContext, holder: NodeItem): Promise<void> {
   node.log.warn('node id is held by a live-looking incarnation; checking whether it still runs', { node: node.id, inc: holder.inc });
@@ -158,7 +162,9 @@ async function waitForHolder(node: NodeContext, holder: NodeItem): Promise<void>
   // keeps moving means the id is in use; K still periods in a row mean it is dead.
   let last = holder.counter;
   let moves = 0;
-  for (let still = 0; still < node.config.staleTicks; ) {
+  const theirs = publishedSettings(holder.settings, node.config);
+  const needed = ticksToDeclare(node.config, node.config, theirs);
+  for (let still = 0; still < needed; ) {
     await sleep(node.clock, node.config.periodMs);
     const now = await node.store.getNode(node.id);
     if (!now || now.state !== 'alive' || now.inc !== holder.inc) return;
@@ -173,6 +179,6 @@ async function waitForHolder(node: NodeContext, holder: NodeItem): Promise<void>
     }
   }
   if (await node.store.declareDead(node.id, { inc: holder.inc, counter: last }, node.id)) {
-    node.emit('declared-dead', { node: node.id, staleness: node.config.staleTicks });
+    node.emit('declared-dead', { node: node.id, staleness: theirs.staleTicks });
   }
 }

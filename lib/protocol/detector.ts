@@ -1,4 +1,4 @@
-import { ticksToDeclare, witnessStallTicks, type PeerSettings } from './peer-settings.js';
+import { publishedSettings, ticksToDeclare, witnessStallTicks, type PeerSettings } from './peer-settings.js';
 import type { NodeItem, NodesRead, WatchRecord } from '../store/store.js';
 
 /**
@@ -82,15 +82,8 @@ export class Detector {
     private readonly own: PeerSettings,
   ) {}
 
-  /**
-   * A peer's settings as its item publishes them. Items written before nodes published their
-   * request timeout lack it: such a node judges every node by its own settings, which is why
-   * nobody may join next to it with different ones (join.ts), so ours stand in.
-   */
   private settingsOf(node: NodeItem | undefined): PeerSettings {
-    const published = node?.settings;
-    if (!published) return this.own;
-    return { ...published, requestTimeoutMs: published.requestTimeoutMs ?? this.own.requestTimeoutMs };
+    return publishedSettings(node?.settings, this.own);
   }
 
   /** Restores this node's published sightings after a restart or rejoin (counters continue). */

@@ -1,3 +1,5 @@
+import type { ProtocolSettings } from '../store/store.js';
+
 /**
  * What a node's peers judge it and its counter by, as it publishes them in its item: its
  * period and stale threshold (its patience), its drift bound, its request timeout (how long
@@ -45,4 +47,15 @@ export function ticksToDeclare(observer: PeerSettings, witness: PeerSettings, su
 export function witnessStallTicks(observer: PeerSettings, witness: PeerSettings): number {
   const f = Math.max(observer.driftBound, witness.driftBound);
   return Math.ceil((f ** 2 * witness.periodMs) / observer.periodMs - 1e-9) + 1;
+}
+
+/**
+ * A peer's settings as its item publishes them. Items of a keeper from before nodes published
+ * their request timeout lack it: such a node judges every peer by its own settings, which is
+ * why nobody may join next to it with different ones (join.ts), so ours stand in for what it
+ * did not say.
+ */
+export function publishedSettings(published: ProtocolSettings | undefined, own: PeerSettings): PeerSettings {
+  if (!published) return own;
+  return { ...published, requestTimeoutMs: published.requestTimeoutMs ?? own.requestTimeoutMs };
 }
