@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { TaskAdmin, taskPrioritySchema } from '../admin.js';
+import { TaskAdmin, taskPrioritySchema, taskWeightSchema } from '../admin.js';
 import { skewedClock, systemClock } from '../clock.js';
 import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
 import { AuditLog, demoHandler, demoJobHandler } from '../demo.js';
@@ -41,6 +41,13 @@ const numArg = (name: string) => (value: string) => {
 const priorityArg = (value: string) => {
   const parsed = taskPrioritySchema.safeParse(/^\s*[-+]?\d+\s*$/.test(value) ? Number(value) : Number.NaN);
   if (!parsed.success) throw new InvalidArgumentError(`--priority: ${parsed.error.issues[0]!.message}, got "${value}"`);
+  return parsed.data;
+};
+
+/** A weight as TaskAdmin checks it (a whole number from 1), so the flag says what the API would. */
+const weightArg = (value: string) => {
+  const parsed = taskWeightSchema.safeParse(/^\s*\+?\d+\s*$/.test(value) ? Number(value) : Number.NaN);
+  if (!parsed.success) throw new InvalidArgumentError(`--weight: ${parsed.error.issues[0]!.message}, got "${value}"`);
   return parsed.data;
 };
 
@@ -141,7 +148,7 @@ export function buildProgram(): Command {
     .option('--drift-bound <f>', 'clocks may run up to f times fast or slow', numArg('--drift-bound'))
     .option('--fence-ms <n>', 'self-fencing window (default: derived from the other settings)', numArg('--fence-ms'))
     .option('--request-timeout-ms <n>', 'per-request timeout', numArg('--request-timeout-ms'))
-    .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
+    .option('--capacity <n>', 'most task weight this node runs at once (a task weighs 1 unless added with --weight)', numArg('--capacity'))
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
@@ -219,12 +226,20 @@ export function buildProgram(): Command {
     .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
     .option('--payload <json>', 'task payload as JSON')
     .option('--priority <n>', 'whole number; higher priorities are placed first when capacity is short (default 0)', priorityArg)
-    .action(async (id: string, o: TableOptions & { type: string; payload?: string; priority?: number }) => {
+    .option('--weight <n>', "whole number >= 1: how much of a node's capacity the task takes (default 1)", weightArg)
+    .action(async (id: string, o: TableOptions & { type: string; payload?: string; priority?: number; weight?: number }) => {
       const payload = parsePayload(o.payload);
       const { store, client } = storeFor(o);
-      const { created, task: added } = await new TaskAdmin(store).add({ id, type: o.type, payload, ...(o.priority !== undefined ? { priority: o.priority } : {}) });
+      const { created, task: added } = await new TaskAdmin(store).add({
+        id,
+        type: o.type,
+        payload,
+        ...(o.priority !== undefined ? { priority: o.priority } : {}),
+        ...(o.weight !== undefined ? { weight: o.weight } : {}),
+      });
       const priority = added.priority ? `, priority ${added.priority}` : '';
-      process.stdout.write(created ? `added task ${added.id} (${added.type}${priority})\n` : `task ${added.id} already exists\n`);
+      const weight = added.weight !== undefined && added.weight !== 1 ? `, weight ${added.weight}` : '';
+      process.stdout.write(created ? `added task ${added.id} (${added.type}${priority}${weight})\n` : `task ${added.id} already exists\n`);
       client.destroy();
     });
   withTable(task.command('rm').argument('<id>', 'task id').description('remove a task (its owner stops it)')).action(async (id: string, o: TableOptions) => {

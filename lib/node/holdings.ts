@@ -1,7 +1,7 @@
 import { CheckpointError } from '../checkpoint.js';
 import { sleep, type Timer } from '../clock.js';
 import { errorText } from '../log.js';
-import { taskPriority, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
+import { taskPriority, taskWeight, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
 import { TaskRun, type Registration, type RunHost } from '../tasks.js';
 import type { NodeContext } from './context.js';
 import type { Moves } from './moves.js';
@@ -69,8 +69,21 @@ export class Holdings {
     return this.handlers.has(type);
   }
 
+  /** How many tasks this node holds. */
   get size(): number {
     return this.owned.size;
+  }
+
+  /** The weight of the tasks this node holds (taskWeight): what counts against its capacity. */
+  get load(): number {
+    let load = 0;
+    for (const held of this.owned.values()) load += taskWeight(held.task);
+    return load;
+  }
+
+  /** Room left for more weight, by capacity. */
+  spare(): number {
+    return this.node.config.capacity - this.load;
   }
 
   has(id: string): boolean {

@@ -1,9 +1,9 @@
 import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
-import { byPriority, newestVersion, rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { byPriority, newestVersion, rebalanceChoice, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
-import type { ClusterItem, NodeItem, TaskHead } from '../store/store.js';
+import { nodeLoad, taskWeight, type ClusterItem, type NodeItem, type TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import type { Monitor } from './monitor.js';
@@ -29,6 +29,26 @@ const drainQuietPasses = 3;
 const strayPage = 16;
 /** A node busy placing tasks of its own arc looks for strays every this many claim rounds. */
 const strayEvery = 4;
+
+/**
+ * The tasks, in the order given, that fit `room` by weight: each one that still fits what
+ * the ones before it left (with tasks of weight 1, the first `room`). A heavy task that does
+ * not fit leaves room for lighter ones after it.
+ */
+function fitting<T extends { weight?: number }>(tasks: readonly T[], room: number): T[] {
+  const out: T[] = [];
+  for (const task of tasks) {
+    if (room <= 0) break;
+    if (taskWeight(task) > room) continue;
+    out.push(task);
+    room -= taskWeight(task);
+  }
+  return out;
+}
+
+function weightOf(tasks: ReadonlyArray<{ weight?: number }>): number {
+  return tasks.reduce((sum, task) => sum + taskWeight(task), 0);
+}
 
 /** What the pool asks of the rest of the node. */
 export interface PoolHooks {
@@ -94,7 +114,8 @@ export class Pool {
    * the whole pool, which no node reads at once.
    */
   async claimUnowned(): Promise<number> {
-    let spare = this.node.config.capacity - this.holdings.size;
+    // Room, by weight: a task heavier than what is left stays for a node with room for it.
+    let spare = this.holdings.spare();
     this.freeBacklog = false;
     if (spare <= 0 || this.holdings.types().length === 0) return 0;
     // Until this round has read what it needs: if a read fails, look again next period
@@ -111,22 +132,23 @@ export class Pool {
       const slot = taskSlot(task.id);
       const arc = arcs.slice(0, reach).find((a) => inArc(slot, a));
       // A successor that runs this type and has room claims its own arc's tasks.
-      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task.type);
+      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task.type, taskWeight(task));
     });
     let placed: number;
     if (this.neighbourhood.wholeRing) {
       // More than it has room for: the higher priorities first (placeTasks does the same below).
-      placed = await this.claim(byPriority(mine).slice(0, spare));
-      spare -= placed;
+      const claimed = await this.claim(fitting(byPriority(mine), spare));
+      placed = claimed.length;
+      spare -= weightOf(claimed);
     } else {
       // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
       // node deals its arc's tasks out over itself and its successors, least loaded first, as
       // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
       // with the largest arcs and being moved again by rebalancing.
-      const before = this.holdings.size;
+      const before = this.holdings.load;
       // Claims are not urgent: this node's own share goes one write unit per task, not two.
       placed = await this.mover.distribute(mine, { reason: 'claim', unplaced: 'leave', selfSingly: true });
-      spare -= this.holdings.size - before;
+      spare -= this.holdings.load - before;
     }
     // More to read in our range, tasks left or refused (another node's view of the ring
     // differed, or nobody had room).
@@ -149,7 +171,7 @@ export class Pool {
         this.straysSeen = true;
         backlog = true;
       }
-      placed += await this.claim(byPriority(stray).slice(0, spare));
+      placed += (await this.claim(fitting(byPriority(stray), spare))).length;
     } else if (spare > 0) {
       // Not looked at this round: the next one will (it finds nothing of its own, or is due).
       backlog = true;
@@ -160,9 +182,9 @@ export class Pool {
     return placed;
   }
 
-  /** Moves free tasks to this node, adopting each that lands; returns how many did. */
-  private async claim(tasks: readonly TaskHead[]): Promise<number> {
-    let claimed = 0;
+  /** Moves free tasks to this node, adopting each that lands; returns those that did. */
+  private async claim(tasks: readonly TaskHead[]): Promise<TaskHead[]> {
+    const claimed: TaskHead[] = [];
     await forEachLimit(tasks, moveConcurrency, async (task) => {
       const after = await this.moves.move(task, { owner: this.node.id, ownerInc: this.node.inc() }).catch(() => {
         // The claim may have landed unseen: look at our own tasks next period rather than
@@ -171,7 +193,7 @@ export class Pool {
         return undefined;
       });
       if (after) {
-        claimed += 1;
+        claimed.push(task);
         this.freeSeen.delete(task.id);
         this.holdings.adopt(after);
       }
@@ -185,9 +207,9 @@ export class Pool {
    * declared dead: its tasks wait for that anyway, and the strays rule covers the rest. A
    * draining or leaving one claims nothing: its arc is read by the nearest predecessor that does.
    */
-  private canClaim(id: string, type: string): boolean {
+  private canClaim(id: string, type: string, weight = 1): boolean {
     const peer = this.monitor.peer(id);
-    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && peer.taskCount < peer.capacity && peer.types.includes(type));
+    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && nodeLoad(peer) + weight <= peer.capacity && peer.types.includes(type));
   }
 
   /**
@@ -244,16 +266,19 @@ export class Pool {
       // would wait for the tombstone sweep. Never to a draining or leaving one: it would hand
       // the task on again.
       if (!peer || peer.state !== 'alive' || peer.draining || peer.leaving || !this.monitor.advancing(id)) continue;
-      const count = rebalanceCount(this.holdings.size, peer.taskCount, peer.capacity - peer.taskCount, this.node.config.watchPeers, budget, index === 0);
-      if (count === 0) continue;
+      // Loads, gaps and room are weights (with tasks of weight 1, task counts).
+      const mine = this.holdings.load;
+      const theirs = nodeLoad(peer);
+      const weight = rebalanceCount(mine, theirs, peer.capacity - theirs, this.node.config.watchPeers, Number.POSITIVE_INFINITY, index === 0);
+      if (weight === 0) continue;
       // Never a task straight back to the node it came from; and tasks that hash towards
       // the peer first, so the same tasks would move again if anything.
-      const movable = this.holdings.held()
+      const candidates = this.holdings.held()
         .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses && !this.holdings.isOutgoing(o.task.id))
         .map((o) => o.task)
         .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
-        .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id))
-        .slice(0, count);
+        .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id));
+      const movable = rebalanceChoice(candidates, weight, budget, mine - theirs, peer.capacity - theirs, index === 0);
       if (movable.length === 0) continue;
       budget -= movable.length;
       // Each run stops before its task moves, and the pass waits for that at most
