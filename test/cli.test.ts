@@ -152,6 +152,30 @@ describe('keeper CLI against DynamoDB Local', () => {
     expect(keeper(['task', 'show', 'bad-1', '--table', t.table]).code).toBe(2); // never written
   });
 
+  it('adds a task with a weight, which task show, task ls and status show with the nodes\' capacity; one heavier than every live node is listed as unplaceable; a bad weight exits 2 with nothing written', async () => {
+    // A table of its own, with one live node of capacity 4 (its item written by hand).
+    const own = await freshTable('cli-weight');
+    const store = own.store();
+    await store.joinNode({ id: 'small', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 4, types: ['demo'], watch: {}, joinedAt: 'j' }, undefined);
+    expect(keeper(['task', 'add', 'heavy-1', '--table', own.table, '--weight', '5'])).toMatchObject({ code: 0, stdout: 'added task heavy-1 (demo, weight 5)\n' });
+    expect(keeper(['task', 'add', 'light-1', '--table', own.table, '--weight', '3'])).toMatchObject({ code: 0, stdout: 'added task light-1 (demo, weight 3)\n' });
+    expect(JSON.parse(keeper(['task', 'show', 'heavy-1', '--table', own.table]).stdout)).toMatchObject({ id: 'heavy-1', weight: 5 });
+    expect(keeper(['task', 'ls', '--table', own.table]).stdout).toMatch(/heavy-1\s+demo\s+0\s+5\s+-\s+0\s+ready/);
+    const shown = keeper(['status', '--table', own.table]).stdout;
+    expect(shown).toMatch(/small\s+1\s+0\s+alive\s+0\s+0\/4\s+-\n/);
+    expect(shown).toMatch(/UNPLACEABLE \(1\)[^\n]*\nID\s+WHY\nheavy-1\s+weight 5 exceeds every node's capacity\n/);
+    expect(JSON.parse(keeper(['status', '--table', own.table, '--json']).stdout).unplaceable).toEqual([{ id: 'heavy-1', reason: "weight 5 exceeds every node's capacity" }]);
+    const again = keeper(['task', 'add', 'heavy-1', '--table', own.table, '--weight', '2']);
+    expect({ code: again.code, stderr: again.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: task "heavy-1" already exists with weight 5; a task\'s weight is set when it is added' });
+    for (const bad of ['0', '-1', '1.5', 'two', '', '1000001']) {
+      const out = keeper(['task', 'add', 'bad-w', '--table', own.table, '--weight', bad]);
+      // One line that says what is wrong (commander adds its usage hint below it, as for every bad option).
+      expect({ bad, code: out.code, message: /^error: .*--weight: weight must be a whole number from 1 to 1000000, got/.test(out.stderr.split('\n')[0]!) }).toEqual({ bad, code: 2, message: true });
+    }
+    expect(keeper(['task', 'show', 'bad-w', '--table', own.table]).code).toBe(2); // never written
+    await own.drop();
+  });
+
   it('shows a task with its checkpoint (task show, and its start in task ls)', async () => {
     const store = t.store();
     await store.createTask({ id: 'poll-1', type: 'poll', payload: { feed: 'x' } }, 'now');
