@@ -2,6 +2,7 @@ import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { nodeIdSchema } from './config.js';
 import { limits, taskItemBytes } from './store/items.js';
+import { formatLabels, labelsSchema, type Labels } from './labels.js';
 import { unplaceableReason } from './protocol/placement.js';
 import { taskPriority, taskWeight, type NodeItem, type Page, type Store, type TaskItem } from './store/store.js';
 
@@ -80,6 +81,10 @@ export const newTaskSchema = z
     payload: z.unknown().optional(),
     priority: taskPrioritySchema.default(0),
     weight: taskWeightSchema.default(1),
+    /** Labels a node must have, every one, to run the task: `{ "zone": "eu-west-1a" }`. */
+    require: labelsSchema.optional(),
+    /** Labels the task would rather run where they are; never a reason to leave it unowned. */
+    prefer: labelsSchema.optional(),
   })
   .strict();
 
@@ -125,11 +130,11 @@ export interface Unplaceable {
 }
 
 /** Validates a new task; the payload must be JSON and fit the item-size budget. */
-export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number; weight: number } {
+export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number; weight: number; require: Labels; prefer: Labels } {
   const parsed = newTaskSchema.safeParse(input);
   if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
   const { id, type, priority, weight } = parsed.data;
-  return { id, type, payload: checkPayload(parsed.data.payload ?? null), priority, weight };
+  return { id, type, payload: checkPayload(parsed.data.payload ?? null), priority, weight, require: parsed.data.require ?? {}, prefer: parsed.data.prefer ?? {} };
 }
 
 /**
@@ -194,6 +199,11 @@ export class TaskAdmin {
       }
       if (taskWeight(stored) !== task.weight) {
         throw new TaskConflictError(`task "${task.id}" already exists with weight ${taskWeight(stored)}; a task's weight is set when it is added`);
+      }
+      for (const field of ['require', 'prefer'] as const) {
+        if (!isDeepStrictEqual(stored[field] ?? {}, task[field])) {
+          throw new TaskConflictError(`task "${task.id}" already exists with ${field} ${formatLabels(stored[field])}; a task's ${field} is set when it is added`);
+        }
       }
       return { created: false, task: described(stored) };
     }

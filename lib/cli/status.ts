@@ -1,4 +1,5 @@
 import type { Unplaceable } from '../admin.js';
+import { formatLabels } from '../labels.js';
 import { taskPriority, taskWeight, type NodeItem, type TaskItem } from '../store/store.js';
 
 function table(rows: string[][]): string {
@@ -24,6 +25,9 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[]; unp
   const out: string[] = [];
   // Weights are shown only where some task has one: a cluster without them reads as before.
   const weighted = status.tasks.some((t) => taskWeight(t) !== 1);
+  // So are labels and the tasks' selectors.
+  const labelled = status.nodes.some((n) => n.labels !== undefined);
+  const selective = status.tasks.some((t) => t.require !== undefined || t.prefer !== undefined);
   if (show.nodes !== false) {
     const owned = new Map<string, number>();
     const weight = new Map<string, number>();
@@ -36,7 +40,7 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[]; unp
     if (status.nodes.length > 0) {
       out.push(
         table([
-          ['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS', ...(weighted ? ['WEIGHT/CAPACITY'] : []), 'VERSION'],
+          ['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS', ...(weighted ? ['WEIGHT/CAPACITY'] : []), 'VERSION', ...(labelled ? ['LABELS'] : [])],
           ...status.nodes.map((n) => [
             n.id,
             String(n.inc),
@@ -45,6 +49,7 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[]; unp
             String(owned.get(n.id) ?? 0),
             ...(weighted ? [`${weight.get(n.id) ?? 0}/${n.capacity}`] : []),
             n.version ?? '-',
+            ...(labelled ? [formatLabels(n.labels)] : []),
           ]),
         ]),
       );
@@ -55,12 +60,13 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[]; unp
   if (status.tasks.length > 0) {
     out.push(
       table([
-        ['ID', 'TYPE', 'PRIORITY', ...(weighted ? ['WEIGHT'] : []), 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
+        ['ID', 'TYPE', 'PRIORITY', ...(weighted ? ['WEIGHT'] : []), ...(selective ? ['REQUIRE', 'PREFER'] : []), 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
         ...status.tasks.map((t) => [
           t.id,
           t.type,
           String(taskPriority(t)),
           ...(weighted ? [String(taskWeight(t))] : []),
+          ...(selective ? [formatLabels(t.require), formatLabels(t.prefer)] : []),
           t.owner ?? '-',
           String(t.token),
           t.releaseRequested ? `${t.state} (release requested)` : t.state,

@@ -1,4 +1,5 @@
 import { CheckpointError } from '../checkpoint.js';
+import { hasLabels } from '../protocol/placement.js';
 import { sleep, type Timer } from '../clock.js';
 import { errorText } from '../log.js';
 import { taskPriority, taskWeight, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
@@ -67,6 +68,11 @@ export class Holdings {
 
   handles(type: string): boolean {
     return this.handlers.has(type);
+  }
+
+  /** Whether this node may run the task at all: it has a handler for the type and every label the task requires. */
+  canRun(task: Pick<TaskHead, 'type' | 'require'>): boolean {
+    return this.handlers.has(task.type) && hasLabels(this.node.config.labels, task.require);
   }
 
   /** How many tasks this node holds. */
@@ -141,8 +147,10 @@ export class Holdings {
     this.outgoing.delete(task.id);
     const previous = existing?.run;
     this.owned.set(task.id, { task, since: this.node.passes(), ...(previous ? { run: previous } : {}) });
-    if (!this.handlers.has(task.type)) {
-      // Not ours to run (no handler): put it back for a node that has one.
+    if (!this.canRun(task)) {
+      // Not ours to run (no handler, or a label it requires that this node lacks): put it
+      // back for a node that can. Placement never sends such a task here; this is the one
+      // door every task comes in by, so a hard constraint holds whatever view sent it.
       void this.release(task.id, task);
       return;
     }

@@ -1,6 +1,6 @@
 import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
-import { byPriority, newestVersion, rebalanceChoice, rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { byPriority, canRun, newestVersion, preference, rebalanceChoice, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
 import { nodeLoad, taskWeight, type ClusterItem, type NodeItem, type TaskHead } from '../store/store.js';
@@ -128,18 +128,26 @@ export class Pool {
     const limit = Math.min(spare * 4, 1000);
     const inRange = await this.node.store.unownedTasks(limit, mineRange);
     const mine = inRange.filter((task) => {
-      if (!this.holdings.handles(task.type)) return false;
+      if (!this.holdings.canRun(task)) return false;
       const slot = taskSlot(task.id);
       const arc = arcs.slice(0, reach).find((a) => inArc(slot, a));
       // A successor that runs this type and has room claims its own arc's tasks.
-      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task.type, taskWeight(task));
+      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task);
     });
     let placed: number;
     if (this.neighbourhood.wholeRing) {
       // More than it has room for: the higher priorities first (placeTasks does the same below).
-      const claimed = await this.claim(fitting(byPriority(mine), spare));
+      // A task that prefers labels this node lacks is placed as a large cluster places its
+      // arc (below), so that a node with them gets it while one has room.
+      const elsewhere = mine.filter((task) => preference(this.node.config.labels, task.prefer) < Object.keys(task.prefer ?? {}).length);
+      const claimed = await this.claim(fitting(byPriority(elsewhere.length > 0 ? mine.filter((task) => !elsewhere.includes(task)) : mine), spare));
       placed = claimed.length;
       spare -= weightOf(claimed);
+      if (elsewhere.length > 0 && spare > 0) {
+        const before = this.holdings.load;
+        placed += await this.mover.distribute(elsewhere, { reason: 'claim', unplaced: 'leave', selfSingly: true });
+        spare -= this.holdings.load - before;
+      }
     } else {
       // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
       // node deals its arc's tasks out over itself and its successors, least loaded first, as
@@ -164,7 +172,7 @@ export class Pool {
       this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
       const stray: TaskHead[] = [];
       for (const task of page) {
-        if (!this.holdings.handles(task.type) || inArc(taskSlot(task.id), mineRange)) continue;
+        if (!this.holdings.canRun(task) || inArc(taskSlot(task.id), mineRange)) continue;
         const firstSeen = this.freeSeen.get(task.id) ?? this.node.passes();
         this.freeSeen.set(task.id, firstSeen);
         if (this.node.passes() - firstSeen >= 2) stray.push(task);
@@ -207,9 +215,9 @@ export class Pool {
    * declared dead: its tasks wait for that anyway, and the strays rule covers the rest. A
    * draining or leaving one claims nothing: its arc is read by the nearest predecessor that does.
    */
-  private canClaim(id: string, type: string, weight = 1): boolean {
+  private canClaim(id: string, task: Pick<TaskHead, 'type' | 'weight' | 'require'>): boolean {
     const peer = this.monitor.peer(id);
-    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && nodeLoad(peer) + weight <= peer.capacity && peer.types.includes(type));
+    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && nodeLoad(peer) + taskWeight(task) <= peer.capacity && canRun(peer, task));
   }
 
   /**
@@ -241,7 +249,7 @@ export class Pool {
 
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
   private canClaimAll(id: string): boolean {
-    return this.holdings.types().every((type) => this.canClaim(id, type));
+    return this.holdings.types().every((type) => this.canClaim(id, { type }));
   }
 
   /**
@@ -266,19 +274,35 @@ export class Pool {
       // would wait for the tombstone sweep. Never to a draining or leaving one: it would hand
       // the task on again.
       if (!peer || peer.state !== 'alive' || peer.draining || peer.leaving || !this.monitor.advancing(id)) continue;
+      const gain = (task: { prefer?: Record<string, string> }) => preference(peer.labels, task.prefer) - preference(this.node.config.labels, task.prefer);
       // Loads, gaps and room are weights (with tasks of weight 1, task counts).
       const mine = this.holdings.load;
       const theirs = nodeLoad(peer);
       const weight = rebalanceCount(mine, theirs, peer.capacity - theirs, this.node.config.watchPeers, Number.POSITIVE_INFINITY, index === 0);
-      if (weight === 0) continue;
+      // A task that prefers the peer's labels over this node's goes there whenever the peer
+      // has room for it, gap or no gap: placement may have had no such node to offer at the
+      // time (none had joined yet, or room). It never comes back: that would lose preference.
+      const drawn = this.holdings.held().some((o) => gain(o.task) > 0);
+      if (weight === 0 && !drawn) continue;
       // Never a task straight back to the node it came from; and tasks that hash towards
       // the peer first, so the same tasks would move again if anything.
       const candidates = this.holdings.held()
         .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses && !this.holdings.isOutgoing(o.task.id))
         .map((o) => o.task)
-        .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
-        .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id));
-      const movable = rebalanceChoice(candidates, weight, budget, mine - theirs, peer.capacity - theirs, index === 0);
+        .filter((t) => canRun(peer, t) && t.previousOwner !== id && gain(t) >= 0)
+        // Tasks that prefer the peer's labels over this node's first (none moves to a node it
+        // prefers less), then those that hash towards the peer.
+        .sort((a, b) => gain(b) - gain(a) || Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id));
+      const movable = weight === 0 ? [] : rebalanceChoice(candidates, weight, budget, mine - theirs, peer.capacity - theirs, index === 0);
+      if (drawn) {
+        let room = peer.capacity - theirs - weightOf(movable);
+        for (const task of candidates) {
+          if (movable.length >= budget) break;
+          if (gain(task) <= 0 || movable.includes(task) || taskWeight(task) > room) continue;
+          movable.push(task);
+          room -= taskWeight(task);
+        }
+      }
       if (movable.length === 0) continue;
       budget -= movable.length;
       // Each run stops before its task moves, and the pass waits for that at most

@@ -27,6 +27,8 @@ export interface Candidate {
   load: number;
   capacity: number;
   types: readonly string[];
+  /** The labels it publishes (absent: none), matched against tasks' require and prefer. */
+  labels?: Readonly<Record<string, string>>;
   /**
    * Runs an older application version than the newest present (see newestVersion): about to
    * be replaced, so it gets a task only if no up-to-date candidate can take it.
@@ -82,18 +84,42 @@ export interface Placement<T> {
   unplaced: T[];
 }
 
-/** What placement reads of a task: its id and type, and its priority and weight if set. */
+/** What placement reads of a task: its id and type, and its priority, weight and label selectors if set. */
 export interface Placeable {
   id: string;
   type: string;
   priority?: number;
   weight?: number;
+  require?: Readonly<Record<string, string>>;
+  prefer?: Readonly<Record<string, string>>;
+}
+
+/** Whether `labels` has every label of `selector` (an absent or empty selector: any labels do). */
+export function hasLabels(labels: Readonly<Record<string, string>> | undefined, selector: Readonly<Record<string, string>> | undefined): boolean {
+  if (selector === undefined) return true;
+  for (const [key, value] of Object.entries(selector)) if (labels?.[key] !== value) return false;
+  return true;
+}
+
+/** How many labels of a task's `prefer` a node has: placement and rebalancing favour more. */
+export function preference(labels: Readonly<Record<string, string>> | undefined, prefer: Readonly<Record<string, string>> | undefined): number {
+  if (prefer === undefined) return 0;
+  let matched = 0;
+  for (const [key, value] of Object.entries(prefer)) if (labels?.[key] === value) matched += 1;
+  return matched;
+}
+
+/** Whether a node may run a task at all, load aside: it handles the type and has every required label. */
+export function canRun(node: { types: readonly string[]; labels?: Readonly<Record<string, string>> }, task: Pick<Placeable, 'type' | 'require'>): boolean {
+  return node.types.includes(task.type) && hasLabels(node.labels, task.require);
 }
 
 /**
  * Spreads tasks over candidates, least loaded first (relative to capacity, after the task's
  * weight is added), never past a node's capacity and only to nodes that handle the task's
- * type. Loads and capacities are weights (a task weighs 1 unless given a weight), so with
+ * type and have every label it requires. Among those, a node with more of the labels the task
+ * prefers comes first (after the application version, below): a preference decides where a
+ * task goes while such a node has room, never whether it goes. Loads and capacities are weights (a task weighs 1 unless given a weight), so with
  * every task of weight 1 they are task counts and the placement is the one of counts. An outdated candidate (an
  * older application version, about to be replaced) gets a task only if no up-to-date one can
  * take it, so that a deploy moves each task once. Ties go to the rendezvous favourite, so
@@ -127,18 +153,23 @@ function placeInOrder<T extends Placeable>(tasks: readonly T[], candidates: read
     const weight = task.weight ?? 1;
     let best: Candidate | undefined;
     let bestOutdated = true;
+    let bestPreference = 0;
     let bestKey = Number.POSITIVE_INFINITY;
     let bestTie = -1;
     for (const c of candidates) {
       const current = load.get(c.id)!;
-      if (current + weight > c.capacity || !c.types.includes(task.type)) continue;
+      if (current + weight > c.capacity || !canRun(c, task)) continue;
       const outdated = c.outdated === true;
+      const preferred = preference(c.labels, task.prefer);
       const key = (current + weight) / c.capacity;
       const tie = hash53(`${task.id}|${c.id}`);
-      const better = best === undefined || (outdated !== bestOutdated ? !outdated : key < bestKey || (key === bestKey && tie > bestTie));
+      const better =
+        best === undefined ||
+        (outdated !== bestOutdated ? !outdated : preferred !== bestPreference ? preferred > bestPreference : key < bestKey || (key === bestKey && tie > bestTie));
       if (better) {
         best = c;
         bestOutdated = outdated;
+        bestPreference = preferred;
         bestKey = key;
         bestTie = tie;
       }
@@ -210,13 +241,23 @@ export function rebalanceChoice<T extends { weight?: number }>(
 }
 
 /**
- * Why no node among `nodes` could ever take a task, loads aside: none runs its type, or its
- * weight exceeds every capacity of those that do. Undefined if some node could (given
- * room). For operators (`keeper status`); placement itself just leaves such a task unplaced.
+ * Why no node among `nodes` could ever take a task, loads aside: none runs its type, none has
+ * the labels it requires, or its weight exceeds every capacity of those that do. Undefined if
+ * some node could (given room). For operators (`keeper status`); placement itself just leaves
+ * such a task unplaced.
  */
-export function unplaceableReason(task: Placeable, nodes: ReadonlyArray<Pick<Candidate, 'capacity' | 'types'>>): string | undefined {
-  const running = nodes.filter((n) => n.types.includes(task.type));
-  if (running.length === 0) return `no live node runs type ${task.type}`;
+export function unplaceableReason(task: Placeable, nodes: ReadonlyArray<Pick<Candidate, 'capacity' | 'types' | 'labels'>>): string | undefined {
+  const typed = nodes.filter((n) => n.types.includes(task.type));
+  if (typed.length === 0) return `no live node runs type ${task.type}`;
+  const running = typed.filter((n) => hasLabels(n.labels, task.require));
+  if (running.length === 0) {
+    const required = Object.entries(task.require ?? {});
+    const needs = required.map(([k, v]) => `${k}=${v}`);
+    const missing = required.filter(([k, v]) => !typed.some((n) => n.labels?.[k] === v)).map(([k, v]) => `${k}=${v}`);
+    return missing.length > 0
+      ? `needs ${missing.join(', ')}: no live node has it`
+      : `needs ${needs.join(', ')}: no live node has them all`;
+  }
   const weight = task.weight ?? 1;
   if (running.every((n) => weight > n.capacity)) return `weight ${weight} exceeds every node's capacity`;
   return undefined;

@@ -71,6 +71,11 @@ export interface NodeItem {
    * heartbeat, and stored only while true; a new incarnation starts without it.
    */
   leaving?: boolean;
+  /**
+   * The labels this incarnation publishes (KeeperConfig.labels), matched against tasks'
+   * `require` and `prefer`. Written by the join only, and stored only when there are some.
+   */
+  labels?: Record<string, string>;
 }
 
 /** A node's inbox after a notification, and where to ring it. */
@@ -116,6 +121,10 @@ export interface TaskItem {
   priority?: number;
   /** How much of a node's capacity the task takes (absent: 1); set at creation. See taskWeight. */
   weight?: number;
+  /** Labels a node must have, every one, to run the task (absent: any node); set at creation. */
+  require?: Record<string, string>;
+  /** Labels the task would rather run where they are (absent: none); never leaves it unowned. Set at creation. */
+  prefer?: Record<string, string>;
   createdAt: string;
   /**
    * The state the task's runs last stored with `ctx.checkpoint` (absent if none): written
@@ -144,6 +153,9 @@ export interface TaskHead {
   priority?: number;
   /** The task's weight (absent: 1); the owner index carries it, so placement needs no read. */
   weight?: number;
+  /** Labels a node must have to run it, and labels it prefers (absent: none); the owner index carries both. */
+  require?: Record<string, string>;
+  prefer?: Record<string, string>;
 }
 
 /** What a new task is stored from (TaskAdmin validates it first). */
@@ -155,6 +167,9 @@ export interface NewTaskRecord {
   priority?: number;
   /** Absent or 1: the default weight, which is not stored. */
   weight?: number;
+  /** Absent or empty: none, which is not stored. */
+  require?: Record<string, string>;
+  prefer?: Record<string, string>;
 }
 
 /** A task's priority: higher is placed first when capacity is short; 0 unless set. */
