@@ -265,6 +265,26 @@ describe('task API: create', () => {
     expect((await getOne(plain)).body).toMatchObject({ id: plain, weight: 1 });
   });
 
+  it.each([
+    ['a selector given as text', { require: 'zone=a' }, 'require: labels must be an object'],
+    ['a label value that is empty', { require: { zone: '' } }, 'a label value is 1-128 letters'],
+    ['a label key with a space', { prefer: { 'disk type': 'ssd' } }, 'a label key is 1-63 letters'],
+    ['a label value that is a number', { prefer: { zone: 1 } }, 'a label value is 1-128 letters'],
+  ])('answers 400 to %s, and writes nothing', async (_what, selector, message) => {
+    const id = uid('sel');
+    const answer = await post({ id, ...selector });
+    expect(answer.status).toBe(400);
+    expect(answer.body).toMatchObject({ error: 'InvalidInput', message: expect.stringContaining(message) });
+    expect((await getOne(id)).status).toBe(404);
+  });
+
+  it('creates a task that requires and prefers labels and shows them', async () => {
+    const id = uid('zoned');
+    const created = await post({ id, require: { zone: 'eu-west-1a' }, prefer: { disk: 'ssd' } });
+    expect(created.status).toBe(201);
+    expect((await getOne(id)).body).toMatchObject({ id, require: { zone: 'eu-west-1a' }, prefer: { disk: 'ssd' } });
+  });
+
   it('answers 413 to a payload over the budget, and writes nothing', async () => {
     const id = uid('big');
     const answer = await post({ id, payload: 'x'.repeat(limits.payloadBytes) });
