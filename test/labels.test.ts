@@ -5,6 +5,8 @@ import { InvalidInputError, TaskAdmin } from '../lib/admin.js';
 import type { KeeperOptions } from '../lib/config.js';
 import { InvalidLabelError, parseLabelList, parseLabels } from '../lib/labels.js';
 import { placeTasks, unplaceableReason, type Candidate } from '../lib/protocol/placement.js';
+import { silentLogger } from '../lib/log.js';
+import { runWorker } from '../lib/run-worker.js';
 import type { Worker } from '../lib/worker.js';
 import { ecsAvailabilityZone, EnvironmentError, readWorkerEnvironment } from '../lib/worker-environment.js';
 import { fastSettings, Ledger, makeWorker, waitFor } from './support/cluster.js';
@@ -88,6 +90,28 @@ describe('labels: syntax, environment and the ECS zone', () => {
     expect((await ecsAvailabilityZone({ ECS_CONTAINER_METADATA_URI_V4: await metadataEndpoint({}, 0, 500) })).warning).toMatch(/answered 500/);
     expect((await ecsAvailabilityZone({ ECS_CONTAINER_METADATA_URI_V4: await metadataEndpoint({ Cluster: 'c' }) })).warning).toMatch(/no usable AvailabilityZone/);
     expect((await ecsAvailabilityZone({ ECS_CONTAINER_METADATA_URI_V4: 'http://127.0.0.1:1/v4' })).warning).toMatch(/could not be read/);
+  });
+});
+
+describe('runWorker and the ECS zone', () => {
+  it('publishes the ECS availability zone as the zone label, keeps a zone given, and starts without one (with a warning) if the endpoint fails', async () => {
+    const t = await table();
+    const warnings: string[] = [];
+    const logger = { ...silentLogger, warn: (message: string) => void warnings.push(message) };
+    const base = { store: t.store(), doorbell: false, handlers: { demo: () => {} }, signals: false as const, healthPort: false as const, periodMs: 250 };
+    const onEcs = await metadataEndpoint({ AvailabilityZone: 'eu-west-1c' });
+    const zoned = await runWorker({ ...base, nodeId: 'ecs-1', logger, env: { ECS_CONTAINER_METADATA_URI_V4: onEcs, KEEPER_LABELS: 'tier=gold' } });
+    workers.push(zoned);
+    expect((await t.store().getNode('ecs-1'))?.labels).toEqual({ tier: 'gold', zone: 'eu-west-1c' });
+    const given = await runWorker({ ...base, nodeId: 'ecs-2', logger, labels: { zone: 'mine' }, env: { ECS_CONTAINER_METADATA_URI_V4: onEcs } });
+    workers.push(given);
+    expect((await t.store().getNode('ecs-2'))?.labels).toEqual({ zone: 'mine' });
+    const aboutZone = () => warnings.filter((w) => w.includes('zone'));
+    expect(aboutZone()).toEqual([]);
+    const broken = await runWorker({ ...base, nodeId: 'ecs-3', logger, env: { ECS_CONTAINER_METADATA_URI_V4: await metadataEndpoint({}, 0, 500) } });
+    workers.push(broken);
+    expect((await t.store().getNode('ecs-3'))?.labels).toBeUndefined();
+    expect(aboutZone()).toEqual([expect.stringMatching(/answered 500; starting without a zone label/)]);
   });
 });
 
