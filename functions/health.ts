@@ -27,6 +27,12 @@ export interface ClusterHealth {
   liveNodes: number;
   staleNodes: number;
   orphanedTasks: number;
+  /**
+   * Free ready tasks that no live node could take whatever its load (heavier than every
+   * capacity, or a type nobody runs), as the check's first read saw them: they count among
+   * the orphaned tasks too once they have waited the window; this says why.
+   */
+  unplaceableTasks: number;
   /** Age (since createdAt) of the oldest orphaned task, in seconds; 0 when there is none. */
   oldestOrphanedTaskAgeSeconds: number;
   readyTasks: number;
@@ -53,7 +59,7 @@ export async function checkHealth(options: HealthCheckOptions): Promise<ClusterH
   const startedAt = clock.now();
   const deadline = startedAt + healthWindowMs(config);
 
-  const { nodes, tasks } = await new TaskAdmin(store).status();
+  const { nodes, tasks, unplaceable } = await new TaskAdmin(store).status();
   const firstSeen = new Map(nodes.filter((n) => n.state === 'alive').map((n) => [n.id, n]));
   const live = new Map<string, number>(); // node id -> live incarnation
 
@@ -84,6 +90,7 @@ export async function checkHealth(options: HealthCheckOptions): Promise<ClusterH
     // Still alive in the table and never seen moving (nodes declared dead meanwhile dropped out).
     staleNodes: watching.length,
     orphanedTasks: orphaned.length,
+    unplaceableTasks: unplaceable.length,
     oldestOrphanedTaskAgeSeconds: ageMs.length > 0 ? Math.max(0, Math.round(Math.max(...ageMs) / 1000)) : 0,
     readyTasks: ready.length,
     failedTasks: tasks.filter((t) => t.state === 'failed').length,
@@ -110,6 +117,7 @@ export function recordHealth(metrics: Metrics, health: ClusterHealth): void {
   metrics.addMetric(metricNames.liveNodes, MetricUnit.Count, health.liveNodes);
   metrics.addMetric(metricNames.staleNodes, MetricUnit.Count, health.staleNodes);
   metrics.addMetric(metricNames.orphanedTasks, MetricUnit.Count, health.orphanedTasks);
+  metrics.addMetric(metricNames.unplaceableTasks, MetricUnit.Count, health.unplaceableTasks);
   metrics.addMetric(metricNames.oldestOrphanedTaskAge, MetricUnit.Seconds, health.oldestOrphanedTaskAgeSeconds);
   metrics.addMetric(metricNames.readyTasks, MetricUnit.Count, health.readyTasks);
   metrics.addMetric(metricNames.failedTasks, MetricUnit.Count, health.failedTasks);

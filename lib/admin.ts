@@ -2,7 +2,9 @@ import { isDeepStrictEqual } from 'node:util';
 import { z } from 'zod';
 import { nodeIdSchema } from './config.js';
 import { limits, taskItemBytes } from './store/items.js';
-import { taskPriority, type NodeItem, type Page, type Store, type TaskItem } from './store/store.js';
+import { formatLabels, labelsSchema, type Labels } from './labels.js';
+import { unplaceableReason } from './protocol/placement.js';
+import { taskPriority, taskWeight, type NodeItem, type Page, type Store, type TaskItem } from './store/store.js';
 
 /**
  * Operator-side task management, shared by the CLI (`keeper task ...`, `keeper status`) and
@@ -65,12 +67,24 @@ export const taskPrioritySchema = z
   .min(-priorityLimit, priorityMessage)
   .max(priorityLimit, priorityMessage);
 
+/** Heaviest weight a task may have; capacities are in the same units. */
+export const weightLimit = 1_000_000;
+const weightMessage = `weight must be a whole number from 1 to ${weightLimit}`;
+
+/** A task's weight: how much of a node's capacity it takes, a whole number >= 1 (default 1). */
+export const taskWeightSchema = z.number({ error: weightMessage }).int(weightMessage).min(1, weightMessage).max(weightLimit, weightMessage);
+
 export const newTaskSchema = z
   .object({
     id: taskIdSchema,
     type: taskTypeSchema.default('demo'),
     payload: z.unknown().optional(),
     priority: taskPrioritySchema.default(0),
+    weight: taskWeightSchema.default(1),
+    /** Labels a node must have, every one, to run the task: `{ "zone": "eu-west-1a" }`. */
+    require: labelsSchema.optional(),
+    /** Labels the task would rather run where they are; never a reason to leave it unowned. */
+    prefer: labelsSchema.optional(),
   })
   .strict();
 
@@ -104,16 +118,23 @@ function checkPayload(payload: unknown): unknown {
   return JSON.parse(json) as unknown;
 }
 
-/** A task as operators see it: its priority always shown, 0 when the item stores none. */
+/** A task as operators see it: its priority and weight always shown, 0 and 1 when the item stores none. */
 function described(task: TaskItem): TaskItem {
-  return { ...task, priority: taskPriority(task) };
+  return { ...task, priority: taskPriority(task), weight: taskWeight(task) };
+}
+
+/** A ready task that no live node could take, and why. */
+export interface Unplaceable {
+  id: string;
+  reason: string;
 }
 
 /** Validates a new task; the payload must be JSON and fit the item-size budget. */
-export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number } {
+export function parseNewTask(input: unknown): { id: string; type: string; payload: unknown; priority: number; weight: number; require: Labels; prefer: Labels } {
   const parsed = newTaskSchema.safeParse(input);
   if (!parsed.success) throw new InvalidInputError(firstIssue(parsed.error));
-  return { id: parsed.data.id, type: parsed.data.type, payload: checkPayload(parsed.data.payload ?? null), priority: parsed.data.priority };
+  const { id, type, priority, weight } = parsed.data;
+  return { id, type, payload: checkPayload(parsed.data.payload ?? null), priority, weight, require: parsed.data.require ?? {}, prefer: parsed.data.prefer ?? {} };
 }
 
 /**
@@ -175,6 +196,14 @@ export class TaskAdmin {
       }
       if (taskPriority(stored) !== task.priority) {
         throw new TaskConflictError(`task "${task.id}" already exists with priority ${taskPriority(stored)}; a task's priority is set when it is added`);
+      }
+      if (taskWeight(stored) !== task.weight) {
+        throw new TaskConflictError(`task "${task.id}" already exists with weight ${taskWeight(stored)}; a task's weight is set when it is added`);
+      }
+      for (const field of ['require', 'prefer'] as const) {
+        if (!isDeepStrictEqual(stored[field] ?? {}, task[field])) {
+          throw new TaskConflictError(`task "${task.id}" already exists with ${field} ${formatLabels(stored[field])}; a task's ${field} is set when it is added`);
+        }
       }
       return { created: false, task: described(stored) };
     }
@@ -307,8 +336,12 @@ export class TaskAdmin {
     throw new NodeConflictError(`node "${id}" ${state}; only a live node can be ${draining ? 'drained' : 'undrained'}`);
   }
 
-  /** Every node item and every task, for `keeper status`. */
-  async status(): Promise<{ nodes: NodeItem[]; tasks: TaskItem[] }> {
+  /**
+   * Every node item and every task, for `keeper status`, and the free ready tasks that no
+   * live node could take as the nodes stand (`unplaceable`, each with the reason): they stay
+   * in the pool, and the health function counts them among the orphaned tasks.
+   */
+  async status(): Promise<{ nodes: NodeItem[]; tasks: TaskItem[]; unplaceable: Unplaceable[] }> {
     const members = await this.store.listMembers();
     const { nodes } = await this.store.readNodes(members.map((m) => m.id));
     const tasks: TaskItem[] = [];
@@ -318,6 +351,24 @@ export class TaskAdmin {
       tasks.push(...page.items.map(described));
       cursor = page.cursor;
     } while (cursor);
-    return { nodes: [...nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1)), tasks };
+    const sorted = [...nodes.values()].sort((a, b) => (a.id < b.id ? -1 : 1));
+    return { nodes: sorted, tasks, unplaceable: unplaceableTasks(sorted, tasks) };
   }
+}
+
+/**
+ * The free ready tasks no live node (alive, not leaving) could take, whatever its load, with
+ * the reason (placement.ts, unplaceableReason). None while no node is live.
+ */
+export function unplaceableTasks(nodes: readonly NodeItem[], tasks: readonly TaskItem[]): Unplaceable[] {
+  const live = nodes.filter((n) => n.state === 'alive' && !n.leaving);
+  // With no live node at all, every task waits for one: the live-nodes alarm says that.
+  if (live.length === 0) return [];
+  const out: Unplaceable[] = [];
+  for (const task of tasks) {
+    if (task.state !== 'ready' || task.owner !== null) continue;
+    const reason = unplaceableReason(task, live);
+    if (reason !== undefined) out.push({ id: task.id, reason });
+  }
+  return out;
 }

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { labelsSchema, type Labels } from './labels.js';
 import { ticksToDeclare, type PeerSettings } from './protocol/peer-settings.js';
 
 /**
@@ -36,6 +37,7 @@ export const optionsSchema = z
       .string({ error: 'appVersion must be text' })
       .regex(/^[\x21-\x7e]{1,256}$/, 'appVersion must be 1-256 visible ASCII characters (no spaces), such as "1.4.2" or an image reference')
       .optional(),
+    labels: labelsSchema.optional(),
     periodMs: positiveMs('periodMs').default(1000),
     staleTicks: z.number().int('staleTicks must be a whole number').min(2, 'staleTicks must be at least 2').default(4),
     driftBound: z.number().finite().min(1, 'driftBound must be >= 1 (1.05 means clocks may run 5% fast or slow)').default(1.05),
@@ -72,6 +74,12 @@ export interface KeeperConfig {
    * (protocol/placement.ts, newestVersion). KEEPER_APP_VERSION; KeeperCluster sets it.
    */
   appVersion?: string;
+  /**
+   * Labels this node publishes in its item (`--label`, KEEPER_LABELS, on ECS the availability
+   * zone as `zone`): a task that requires labels runs only on a node that has them all, one that
+   * prefers them goes to such a node when it has room (protocol/placement.ts).
+   */
+  labels?: Labels;
   periodMs: number;
   staleTicks: number;
   driftBound: number;

@@ -21,7 +21,7 @@ export {
 } from './config.js';
 export { systemClock, skewedClock, sleep, type Clock, type Timer } from './clock.js';
 export { jsonLogger, silentLogger, type Logger } from './log.js';
-export { TaskAdmin, InvalidInputError, PayloadTooLargeError, TaskConflictError, TaskNotFoundError, NodeNotFoundError, NodeConflictError, parseNewTask, parsePayloadUpdate, type PayloadUpdate, type PayloadUpdateOutcome } from './admin.js';
+export { TaskAdmin, InvalidInputError, PayloadTooLargeError, TaskConflictError, TaskNotFoundError, NodeNotFoundError, NodeConflictError, parseNewTask, unplaceableTasks, type Unplaceable, parsePayloadUpdate, type PayloadUpdate, type PayloadUpdateOutcome } from './admin.js';
 export { DynamoStore, TableMissingError, InvalidCursorError, type DynamoStoreOptions, type RetryPolicy } from './store/dynamo-store.js';
 export { MemoryStore } from './store/memory-store.js';
 export { createDynamoClient, createNodeClients, documentClient, type ClientOptions, type NodeClients } from './store/client.js';
@@ -29,7 +29,8 @@ export { CredentialCache, CredentialsUnavailableError, type CredentialCacheOptio
 export { ensureTable, createTableInput, tableSchema } from './store/table.js';
 export { keys, limits } from './store/items.js';
 export type { Store, NodeItem, TaskItem, ClusterItem, WatchRecord, NodeState, TaskState, DrainResult, PayloadUpdateResult } from './store/store.js';
-export { AmbiguousWriteError, StoreUnavailableError, taskPriority } from './store/store.js';
+export { AmbiguousWriteError, StoreUnavailableError, taskPriority, taskWeight } from './store/store.js';
+export { InvalidLabelError, parseLabel, parseLabels, parseLabelList, type Labels } from './labels.js';
 export { attachMetrics, metricNames, metricsNamespace, type MetricsOptions, type DetachMetrics } from './metrics.js';
 export { checkHandlers, registerHandlers, InvalidHandlersError, type TaskHandlers, type TaskHandlerEntry } from './task-handlers.js';
 export { runWorker, runWorkerDefaults, type RunWorkerOptions } from './run-worker.js';

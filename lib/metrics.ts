@@ -39,6 +39,7 @@ export const metricNames = {
   staleNodes: 'StaleNodes',
   orphanedTasks: 'OrphanedTasks',
   oldestOrphanedTaskAge: 'OldestOrphanedTaskAge',
+  unplaceableTasks: 'UnplaceableTasks',
   readyTasks: 'ReadyTasks',
   failedTasks: 'FailedTasks',
 } as const;

@@ -8,7 +8,7 @@ import type { Store } from './store/store.js';
 import { checkTable, TableSchemaMismatchError } from './store/table.js';
 import { checkHandlers, registerHandlers, type TaskHandlers } from './task-handlers.js';
 import { Worker, type WorkerOptions } from './worker.js';
-import { EnvironmentError, readWorkerEnvironment } from './worker-environment.js';
+import { ecsAvailabilityZone, EnvironmentError, readWorkerEnvironment, withZone } from './worker-environment.js';
 import { serveHealth, type HealthEndpoint } from './worker-health.js';
 
 /** Options of {@link runWorker}. Every one is optional but `handlers`; each given one wins over the environment. */
@@ -83,6 +83,13 @@ export async function runWorker(options: RunWorkerOptions): Promise<Worker> {
     throw new EnvironmentError(`healthPort must be a port number from 0 (any free port) to 65535, got ${healthPort}`);
   }
   const logger = loggerOption ?? runWorkerDefaults.logger();
+  // On ECS the task's availability zone becomes the `zone` label, unless one was given.
+  if (settings.labels?.['zone'] === undefined) {
+    const { zone, warning } = await ecsAvailabilityZone(env);
+    if (warning) logger.warn(warning);
+    const labels = withZone(settings.labels, zone);
+    if (labels) settings.labels = labels;
+  }
 
   let clients: NodeClients | undefined;
   let table: string | undefined;

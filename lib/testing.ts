@@ -44,8 +44,8 @@ export interface TestCluster {
   readonly workers: readonly Worker[];
   /** Adds, reads, releases and removes tasks, as `keeper task` does. */
   readonly admin: TaskAdmin;
-  /** Adds a task (idempotent on id; priority default 0) and returns it as stored. */
-  addTask(task: { id: string; type: string; payload?: unknown; priority?: number }): Promise<TaskItem>;
+  /** Adds a task (idempotent on id; priority default 0, weight default 1, no labels required or preferred) and returns it as stored. */
+  addTask(task: { id: string; type: string; payload?: unknown; priority?: number; weight?: number; require?: Record<string, string>; prefer?: Record<string, string> }): Promise<TaskItem>;
   /**
    * Waits until the task satisfies `until` (default: done or failed) and returns it; throws
    * after `timeoutMs` (default 10 s) with the task's last state.

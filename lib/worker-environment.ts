@@ -1,4 +1,5 @@
 import type { KeeperOptions } from './config.js';
+import { InvalidLabelError, parseLabelList, type Labels } from './labels.js';
 
 /**
  * The environment a worker reads: the names `KeeperCluster` sets on every worker container,
@@ -15,6 +16,7 @@ import type { KeeperOptions } from './config.js';
  * | `KEEPER_MAX_STARTS_PER_SECOND` | task runs this node starts per second at most, highest priority first (0: no limit) |
  * | `KEEPER_DOORBELL_PORT`, `KEEPER_DOORBELL_HOST`, `KEEPER_DOORBELL` (`on`/`off`) | the doorbell |
  * | `KEEPER_NODE_ID` | the node id (default: host, pid and a random suffix) |
+ * | `KEEPER_LABELS` | labels this node publishes, `key=value,key=value`, which tasks may require or prefer; on ECS the task's availability zone is added as `zone` unless given (ecsAvailabilityZone) |
  * | `KEEPER_APP_VERSION` | the application version this worker runs: placement prefers the newest present, so a deploy moves each task once (KeeperCluster sets it) |
  * | `KEEPER_METRICS` (`emf`/`off`) | publish metrics in Embedded Metric Format |
  * | `KEEPER_HEALTH_PORT` | serve the worker's health on 127.0.0.1 at this port, for `keeper health` and the container health check (KeeperCluster sets 7071); unset: no endpoint |
@@ -39,6 +41,7 @@ export const workerEnvironment = {
   doorbell: 'KEEPER_DOORBELL',
   nodeId: 'KEEPER_NODE_ID',
   appVersion: 'KEEPER_APP_VERSION',
+  labels: 'KEEPER_LABELS',
   metrics: 'KEEPER_METRICS',
   healthPort: 'KEEPER_HEALTH_PORT',
   handlers: 'KEEPER_HANDLERS',
@@ -86,6 +89,16 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
   if (nodeId !== undefined) settings.nodeId = nodeId;
   const appVersion = given(workerEnvironment.appVersion);
   if (appVersion !== undefined) settings.appVersion = appVersion;
+  const labels = given(workerEnvironment.labels);
+  if (labels !== undefined) {
+    try {
+      const parsed = parseLabelList(labels, workerEnvironment.labels);
+      if (Object.keys(parsed).length > 0) settings.labels = parsed;
+    } catch (error) {
+      if (error instanceof InvalidLabelError) throw new EnvironmentError(error.message);
+      throw error;
+    }
+  }
   const metrics = given(workerEnvironment.metrics)?.toLowerCase();
   if (metrics !== undefined && metrics !== 'emf' && metrics !== 'off') throw new EnvironmentError(`KEEPER_METRICS must be emf or off, got "${env[workerEnvironment.metrics]}"`);
   const table = given(workerEnvironment.table);
@@ -101,4 +114,36 @@ export function readWorkerEnvironment(env: NodeJS.ProcessEnv = process.env): Wor
     ...(handlers !== undefined ? { handlers } : {}),
     ...(healthPort !== undefined ? { healthPort: Number(healthPort) } : {}),
   };
+}
+
+/** How long a worker waits for the ECS task metadata endpoint before it starts without a zone label. */
+export const ecsMetadataTimeoutMs = 1000;
+
+/**
+ * The availability zone an ECS task runs in, from the task metadata endpoint v4
+ * (`$ECS_CONTAINER_METADATA_URI_V4/task`, field AvailabilityZone), for the `zone` label: so
+ * that tasks can require or prefer a zone with no setting on KeeperCluster. Off ECS (no
+ * endpoint in the environment): nothing. The endpoint is local to the task, so a short
+ * timeout; a failure costs the label, never the start: it comes back as a `warning` to log.
+ */
+export async function ecsAvailabilityZone(env: NodeJS.ProcessEnv = process.env, timeoutMs = ecsMetadataTimeoutMs): Promise<{ zone?: string; warning?: string }> {
+  const uri = env['ECS_CONTAINER_METADATA_URI_V4'];
+  if (!uri) return {};
+  const without = 'starting without a zone label (give one with --label zone=... or KEEPER_LABELS)';
+  try {
+    const reply = await fetch(`${uri}/task`, { signal: AbortSignal.timeout(timeoutMs) });
+    if (!reply.ok) return { warning: `the ECS task metadata endpoint answered ${reply.status}; ${without}` };
+    const zone = ((await reply.json()) as { AvailabilityZone?: unknown }).AvailabilityZone;
+    if (typeof zone !== 'string' || !/^[A-Za-z0-9._:/@+-]{1,128}$/.test(zone)) return { warning: `the ECS task metadata has no usable AvailabilityZone; ${without}` };
+    return { zone };
+  } catch (error) {
+    const why = (error as { name?: string }).name === 'TimeoutError' ? `did not answer within ${timeoutMs} ms` : `could not be read (${(error as Error).message})`;
+    return { warning: `the ECS task metadata endpoint ${why}; ${without}` };
+  }
+}
+
+/** Labels with the ECS zone added as `zone`, unless the labels name a zone already. */
+export function withZone(labels: Labels | undefined, zone: string | undefined): Labels | undefined {
+  if (zone === undefined || labels?.['zone'] !== undefined) return labels;
+  return { ...labels, zone };
 }

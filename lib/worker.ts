@@ -127,6 +127,7 @@ export class Worker extends EventEmitter<WorkerEvents> {
     this.holdings = new Holdings(node, this.moves, { leaseValid });
     this.heartbeat = new Heartbeat(node, {
       taskCount: () => this.holdings.size,
+      load: () => this.holdings.load,
       types: () => this.holdings.types(),
       watch: () => this.monitor.records(),
       news: (item) => {

@@ -45,6 +45,10 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
     ['a priority that is not whole', ['task', 'add', 'a', '--table', 'x-table', '--priority', '1.5'], /priority must be a whole number from -1000000 to 1000000, got "1.5"/],
     ['a priority that is not a number', ['task', 'add', 'a', '--table', 'x-table', '--priority', 'high'], /priority must be a whole number from -1000000 to 1000000, got "high"/],
     ['a priority out of range', ['task', 'add', 'a', '--table', 'x-table', '--priority', '2000000'], /priority must be a whole number from -1000000 to 1000000, got "2000000"/],
+    ['a label that is not key=value', ['worker', '--table', 'x-table', '--label', 'zone'], /^keeper: --label: "zone" is not key=value \(such as zone=eu-west-1a\)\n$/],
+    ['a label with a bad value', ['worker', '--table', 'x-table', '--label', 'zone=a b'], /^keeper: --label: "zone=a b": a label value is 1-128 letters/],
+    ['a required label that is not key=value', ['task', 'add', 'a', '--table', 'x-table', '--require', 'zone'], /^keeper: --require: "zone" is not key=value/],
+    ['a preferred label with a bad key', ['task', 'add', 'a', '--table', 'x-table', '--prefer', '-x=1'], /^keeper: --prefer: "-x=1": a label key is/],
   ];
   it.each(cases)('%s', (_name, args, message) => {
     const { code, stderr } = keeper(args, { KEEPER_TABLE: '' });
@@ -58,6 +62,11 @@ describe('keeper CLI: bad use exits 2 with one readable line', () => {
     expect({ code: word.code, stderr: word.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: KEEPER_MAX_STARTS_PER_SECOND must be a number, got "lots"' });
     const negative = keeper(['worker', '--table', 'x-table'], { KEEPER_MAX_STARTS_PER_SECOND: '-3' });
     expect({ code: negative.code, stderr: negative.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: maxStartsPerSecond must be >= 0 (0: no limit)' });
+  });
+
+  it('labels in the environment that are not key=value', () => {
+    const { code, stderr } = keeper(['worker', '--table', 'x-table'], { KEEPER_LABELS: 'zone=a,ssd' });
+    expect({ code, stderr: stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: KEEPER_LABELS: "ssd" is not key=value (such as zone=eu-west-1a)' });
   });
 
   it('a doorbell switch in the environment that is neither on nor off', () => {
@@ -150,6 +159,46 @@ describe('keeper CLI against DynamoDB Local', () => {
       expect({ bad, code: out.code, message: /priority must be a whole number from -1000000 to 1000000/.test(out.stderr) }).toEqual({ bad, code: 2, message: true });
     }
     expect(keeper(['task', 'show', 'bad-1', '--table', t.table]).code).toBe(2); // never written
+  });
+
+  it('adds a task with a weight, which task show, task ls and status show with the nodes\' capacity; one heavier than every live node is listed as unplaceable; a bad weight exits 2 with nothing written', async () => {
+    // A table of its own, with one live node of capacity 4 (its item written by hand).
+    const own = await freshTable('cli-weight');
+    const store = own.store();
+    await store.joinNode({ id: 'small', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 4, types: ['demo'], watch: {}, joinedAt: 'j' }, undefined);
+    expect(keeper(['task', 'add', 'heavy-1', '--table', own.table, '--weight', '5'])).toMatchObject({ code: 0, stdout: 'added task heavy-1 (demo, weight 5)\n' });
+    expect(keeper(['task', 'add', 'light-1', '--table', own.table, '--weight', '3'])).toMatchObject({ code: 0, stdout: 'added task light-1 (demo, weight 3)\n' });
+    expect(JSON.parse(keeper(['task', 'show', 'heavy-1', '--table', own.table]).stdout)).toMatchObject({ id: 'heavy-1', weight: 5 });
+    expect(keeper(['task', 'ls', '--table', own.table]).stdout).toMatch(/heavy-1\s+demo\s+0\s+5\s+-\s+0\s+ready/);
+    const shown = keeper(['status', '--table', own.table]).stdout;
+    expect(shown).toMatch(/small\s+1\s+0\s+alive\s+0\s+0\/4\s+-\n/);
+    expect(shown).toMatch(/UNPLACEABLE \(1\)[^\n]*\nID\s+WHY\nheavy-1\s+weight 5 exceeds every node's capacity\n/);
+    expect(JSON.parse(keeper(['status', '--table', own.table, '--json']).stdout).unplaceable).toEqual([{ id: 'heavy-1', reason: "weight 5 exceeds every node's capacity" }]);
+    const again = keeper(['task', 'add', 'heavy-1', '--table', own.table, '--weight', '2']);
+    expect({ code: again.code, stderr: again.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: task "heavy-1" already exists with weight 5; a task\'s weight is set when it is added' });
+    for (const bad of ['0', '-1', '1.5', 'two', '', '1000001']) {
+      const out = keeper(['task', 'add', 'bad-w', '--table', own.table, '--weight', bad]);
+      // One line that says what is wrong (commander adds its usage hint below it, as for every bad option).
+      expect({ bad, code: out.code, message: /^error: .*--weight: weight must be a whole number from 1 to 1000000, got/.test(out.stderr.split('\n')[0]!) }).toEqual({ bad, code: 2, message: true });
+    }
+    expect(keeper(['task', 'show', 'bad-w', '--table', own.table]).code).toBe(2); // never written
+    await own.drop();
+  });
+
+  it('adds a task that requires and prefers labels, which task show and status show with the nodes\' labels; one no live node may run is listed as unplaceable with the label it needs; nothing is written for a bad selector', async () => {
+    const own = await freshTable('cli-labels');
+    const store = own.store();
+    await store.joinNode({ id: 'in-b', inc: 1, counter: 0, state: 'alive', inbox: 0, neighbours: 0, taskCount: 0, capacity: 4, types: ['demo'], watch: {}, joinedAt: 'j', labels: { zone: 'b', disk: 'ssd' } }, undefined);
+    expect(keeper(['task', 'add', 'zoned', '--table', own.table, '--require', 'zone=a', '--prefer', 'disk=ssd'])).toMatchObject({ code: 0, stdout: 'added task zoned (demo, requires zone=a, prefers disk=ssd)\n' });
+    expect(JSON.parse(keeper(['task', 'show', 'zoned', '--table', own.table]).stdout)).toMatchObject({ id: 'zoned', require: { zone: 'a' }, prefer: { disk: 'ssd' } });
+    const shown = keeper(['status', '--table', own.table]).stdout;
+    expect(shown).toMatch(/in-b\s+1\s+0\s+alive\s+0\s+-\s+disk=ssd,zone=b\n/);
+    expect(shown).toMatch(/zoned\s+demo\s+0\s+zone=a\s+disk=ssd\s+-\s+0\s+ready/);
+    expect(shown).toMatch(/UNPLACEABLE \(1\)[^\n]*\nID\s+WHY\nzoned\s+needs zone=a: no live node has it\n/);
+    const bad = keeper(['task', 'add', 'bad-sel', '--table', own.table, '--require', 'zone=a', '--require', 'zone=b']);
+    expect({ code: bad.code, stderr: bad.stderr.trim() }).toEqual({ code: 2, stderr: 'keeper: --require: zone is given twice (a and b)' });
+    expect(keeper(['task', 'show', 'bad-sel', '--table', own.table]).code).toBe(2); // never written
+    await own.drop();
   });
 
   it('shows a task with its checkpoint (task show, and its start in task ls)', async () => {

@@ -240,6 +240,51 @@ describe('task API: create', () => {
     expect((await getOne(plain)).body).toMatchObject({ id: plain, priority: 0 });
   });
 
+  it.each([
+    ['a weight of 0', 0],
+    ['a negative weight', -2],
+    ['a weight that is not whole', 2.5],
+    ['a weight given as text', '3'],
+    ['a weight that is null', null],
+    ['a weight over the limit', 1_000_001],
+  ])('answers 400 to %s, and writes nothing', async (_what, weight) => {
+    const id = uid('heavy');
+    expectProblem(await post({ id, weight }), 400, 'InvalidInput', 'weight must be a whole number from 1 to 1000000');
+    expect((await getOne(id)).status).toBe(404);
+  });
+
+  it('creates a task with a weight and shows it; a task without one shows weight 1; another weight under the same id is a conflict', async () => {
+    const id = uid('weighty');
+    const created = await post({ id, weight: 4 });
+    expect(created.status).toBe(201);
+    expect(created.body).toMatchObject({ created: true, task: { id, weight: 4 } });
+    expect((await getOne(id)).body).toMatchObject({ id, weight: 4 });
+    expectProblem(await post({ id, weight: 2 }), 409, 'TaskConflict', `task "${id}" already exists with weight 4`);
+    const plain = uid('plain');
+    await post({ id: plain });
+    expect((await getOne(plain)).body).toMatchObject({ id: plain, weight: 1 });
+  });
+
+  it.each([
+    ['a selector given as text', { require: 'zone=a' }, 'require: labels must be an object'],
+    ['a label value that is empty', { require: { zone: '' } }, 'a label value is 1-128 letters'],
+    ['a label key with a space', { prefer: { 'disk type': 'ssd' } }, 'a label key is 1-63 letters'],
+    ['a label value that is a number', { prefer: { zone: 1 } }, 'a label value is 1-128 letters'],
+  ])('answers 400 to %s, and writes nothing', async (_what, selector, message) => {
+    const id = uid('sel');
+    const answer = await post({ id, ...selector });
+    expect(answer.status).toBe(400);
+    expect(answer.body).toMatchObject({ error: 'InvalidInput', message: expect.stringContaining(message) });
+    expect((await getOne(id)).status).toBe(404);
+  });
+
+  it('creates a task that requires and prefers labels and shows them', async () => {
+    const id = uid('zoned');
+    const created = await post({ id, require: { zone: 'eu-west-1a' }, prefer: { disk: 'ssd' } });
+    expect(created.status).toBe(201);
+    expect((await getOne(id)).body).toMatchObject({ id, require: { zone: 'eu-west-1a' }, prefer: { disk: 'ssd' } });
+  });
+
   it('answers 413 to a payload over the budget, and writes nothing', async () => {
     const id = uid('big');
     const answer = await post({ id, payload: 'x'.repeat(limits.payloadBytes) });
@@ -597,6 +642,14 @@ describe('health function', () => {
     await new TaskAdmin(local.store()).add({ id: 'unknown-type', type: 'nobody-runs-this' });
     const figures = await runHealth();
     expect(figures).toMatchObject({ liveNodes: 1, orphanedTasks: 1 });
+  });
+
+  it('counts a task heavier than every live node\'s capacity as unplaceable, and as orphaned once it has waited the window', async () => {
+    const { local } = await cluster(1); // capacity 1000
+    await new TaskAdmin(local.store()).add({ id: 'too-heavy', weight: 1001 });
+    const figures = await runHealth();
+    expect(figures).toMatchObject({ liveNodes: 1, orphanedTasks: 1, unplaceableTasks: 1 });
+    expect(published('UnplaceableTasks')).toBe(1);
   });
 
   it('checks the settings it is given the way workers do, and fails loudly on a bad one', async () => {

@@ -88,6 +88,18 @@ describe.each([
       expect(first.ok && first.node?.watch).toEqual(watch);
     });
 
+    it('heartbeat stores the load only while it differs from the task count, and removes it when they agree again', async () => {
+      const id = uid('n');
+      await h.store.joinNode(node(id), undefined);
+      const beat = { id, inc: 1, joinedAt: 'j', taskCount: 2, capacity: 10, types: ['demo'], watch: {} };
+      const weighted = await h.store.heartbeat({ ...beat, counter: 1, load: 7 });
+      expect(weighted.ok && weighted.node).toMatchObject({ taskCount: 2, load: 7 });
+      expect(await h.store.getNode(id)).toMatchObject({ taskCount: 2, load: 7 });
+      const plain = await h.store.heartbeat({ ...beat, counter: 2 });
+      expect(plain.ok && plain.node).not.toHaveProperty('load');
+      expect(await h.store.getNode(id)).not.toHaveProperty('load');
+    });
+
     it('refuses the heartbeat of a superseded or declared-dead incarnation and shows the current item', async () => {
       const id = uid('n');
       await h.store.joinNode(node(id), undefined);
@@ -312,6 +324,22 @@ describe.each([
       const heads = await h.store.tasksOwnedBy(owner);
       expect(heads.map((t) => [t.id, t.priority]).sort()).toEqual([[urgent, -7], [plain, undefined]].sort());
       expect((await h.store.getTasks([urgent])).get(urgent)?.priority).toBe(-7);
+    });
+
+    it('keeps a task\'s weight on its item and in the owner index, through moves; the default 1 is not stored', async () => {
+      const heavy = uid('t');
+      const plain = uid('t');
+      const owner = uid('owner');
+      await h.store.createTask({ id: heavy, type: 'demo', payload: null, weight: 6 }, 'now');
+      await h.store.createTask({ id: plain, type: 'demo', payload: null, weight: 1 }, 'now');
+      expect((await h.store.getTask(heavy))?.weight).toBe(6);
+      expect(await h.store.getTask(plain)).not.toHaveProperty('weight');
+      const free = (await h.store.unownedTasks(10_000)).filter((t) => t.id === heavy || t.id === plain);
+      expect(Object.fromEntries(free.map((t) => [t.id, t.weight]))).toEqual({ [heavy]: 6, [plain]: undefined });
+      await h.store.moveTask(heavy, free.find((t) => t.id === heavy)!, { owner, ownerInc: 1 });
+      expect(await h.store.moveTasks([{ id: plain, from: free.find((t) => t.id === plain)! }], { owner, ownerInc: 1 })).toBe(true);
+      const heads = await h.store.tasksOwnedBy(owner);
+      expect(heads.map((t) => [t.id, t.weight]).sort()).toEqual([[heavy, 6], [plain, undefined]].sort());
     });
 
     it('reads free tasks of a stretch of the ring in ring order, wrapping past the end', async () => {
@@ -572,6 +600,18 @@ describe('the DynamoDB table', () => {
     );
     const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
     expect(entry?.['priority']).toBe(5);
+    expect(entry).not.toHaveProperty('payload');
+  });
+
+  it('projects a task\'s weight into the owner index, so that placing by it needs no read of the item', async () => {
+    const t = table!;
+    const id = `weight-${Date.now()}`;
+    await t.store().createTask({ id, type: 'demo', payload: { blob: 'x'.repeat(100) }, weight: 3 }, 'now');
+    const out = await t.doc.send(
+      new QueryCommand({ TableName: t.table, IndexName: keys.ownerIndex, KeyConditionExpression: '#owner = :free', ExpressionAttributeNames: { '#owner': 'owner' }, ExpressionAttributeValues: { ':free': keys.freeOwner } }),
+    );
+    const entry = (out.Items ?? []).find((item) => item['pk'] === keys.task(id).pk);
+    expect(entry?.['weight']).toBe(3);
     expect(entry).not.toHaveProperty('payload');
   });
 });

@@ -55,6 +55,7 @@ export class KeeperMonitoring extends Construct {
     const staleNodes = metric(metricNames.staleNodes, 'Maximum');
     const orphaned = metric(metricNames.orphanedTasks, 'Minimum');
     const oldestOrphan = metric(metricNames.oldestOrphanedTaskAge, 'Maximum');
+    const unplaceable = metric(metricNames.unplaceableTasks, 'Maximum');
     const ownedTasks = metric(metricNames.ownedTasks, 'Sum');
     const ownedPerWorkerMax = metric(metricNames.ownedTasks, 'Maximum');
     const readyTasks = metric(metricNames.readyTasks, 'Maximum');
@@ -145,7 +146,7 @@ export class KeeperMonitoring extends Construct {
           new cloudwatch.GraphWidget({ title: 'Takeover latency (ms)', left: [takeoverP50, takeoverMax], width: 8 }),
         ],
         [
-          new cloudwatch.GraphWidget({ title: 'Orphaned tasks', left: [orphaned], right: [oldestOrphan], rightYAxis: { label: 'oldest (s)', showUnits: false }, width: 8 }),
+          new cloudwatch.GraphWidget({ title: 'Orphaned tasks', left: [orphaned, unplaceable], right: [oldestOrphan], rightYAxis: { label: 'oldest (s)', showUnits: false }, width: 8 }),
           new cloudwatch.GraphWidget({ title: 'Heartbeat failure rate (%)', left: [heartbeatFailureRate], leftYAxis: { min: 0, max: 100 }, width: 8 }),
           new cloudwatch.GraphWidget({ title: 'Self-fencing events', left: [fencingEvents], width: 8 }),
         ],

@@ -1,9 +1,10 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { TaskAdmin, taskPrioritySchema } from '../admin.js';
+import { TaskAdmin, taskPrioritySchema, taskWeightSchema } from '../admin.js';
 import { skewedClock, systemClock } from '../clock.js';
 import { ConfigError, resolveConfig, takeoverModes, type KeeperOptions } from '../config.js';
 import { AuditLog, demoHandler, demoJobHandler } from '../demo.js';
+import { formatLabels, parseLabels } from '../labels.js';
 import { JavaMissingError, startLocalDb } from '../local-db.js';
 import { errorText } from '../log.js';
 import { createDynamoClient, documentClient, isValidEndpoint, resolveEndpoint } from '../store/client.js';
@@ -43,6 +44,16 @@ const priorityArg = (value: string) => {
   if (!parsed.success) throw new InvalidArgumentError(`--priority: ${parsed.error.issues[0]!.message}, got "${value}"`);
   return parsed.data;
 };
+
+/** A weight as TaskAdmin checks it (a whole number from 1), so the flag says what the API would. */
+const weightArg = (value: string) => {
+  const parsed = taskWeightSchema.safeParse(/^\s*\+?\d+\s*$/.test(value) ? Number(value) : Number.NaN);
+  if (!parsed.success) throw new InvalidArgumentError(`--weight: ${parsed.error.issues[0]!.message}, got "${value}"`);
+  return parsed.data;
+};
+
+/** Collects a repeatable option's values. */
+const collect = (value: string, previous: string[]) => [...previous, value];
 
 interface TableOptions {
   table?: string;
@@ -135,13 +146,14 @@ export function buildProgram(): Command {
   withTable(program.command('worker').description('run a worker: your handlers (--handlers) or the built-in demo handler'))
     .option('--handlers <module>', 'ES module whose default export (or export "handlers", or <module>#<export>) maps task types to handlers (default: $KEEPER_HANDLERS; none: the demo handler)')
     .option('--node-id <id>', 'node id (default: <host>-<pid>-<random>)')
+    .option('--label <key=value>', 'a label this node publishes, which tasks may require or prefer (repeatable; adds to $KEEPER_LABELS, and wins over it per key)', collect, [])
     .option('--app-version <version>', 'application version this worker runs; placement prefers the newest present, so a deploy moves each task once (default: $KEEPER_APP_VERSION, else none)')
     .option('--period-ms <n>', 'heartbeat period', numArg('--period-ms'))
     .option('--stale-ticks <n>', 'benchmark ticks after which a peer is stale', numArg('--stale-ticks'))
     .option('--drift-bound <f>', 'clocks may run up to f times fast or slow', numArg('--drift-bound'))
     .option('--fence-ms <n>', 'self-fencing window (default: derived from the other settings)', numArg('--fence-ms'))
     .option('--request-timeout-ms <n>', 'per-request timeout', numArg('--request-timeout-ms'))
-    .option('--capacity <n>', 'most tasks this node runs at once', numArg('--capacity'))
+    .option('--capacity <n>', 'most task weight this node runs at once (a task weighs 1 unless added with --weight)', numArg('--capacity'))
     .option('--watch-peers <n>', 'peers each node watches on the ring', numArg('--watch-peers'))
     .option('--inbox-poll-ms <n>', 'also poll for handed-over tasks this often between heartbeats', numArg('--inbox-poll-ms'))
     .option('--leave-timeout-ms <n>', 'on SIGTERM, how long to wait for handlers that ignore their signal (default 20000)', numArg('--leave-timeout-ms'))
@@ -182,6 +194,8 @@ export function buildProgram(): Command {
       // Commander sets doorbell to true unless --no-doorbell: only the flag itself overrides the environment.
       if (o['doorbell'] === false) settings.doorbell = false;
       const fromEnv = readWorkerEnvironment();
+      const labels = { ...fromEnv.settings.labels, ...parseLabels(o['label'] as string[], '--label') };
+      if (Object.keys(labels).length > 0) settings.labels = labels;
       resolveConfig({ ...fromEnv.settings, ...settings }); // refuses unsafe settings before anything starts
       // Loaded before anything starts or is written: a bad module is a usage error.
       const handlerModule = (o['handlers'] as string | undefined) ?? fromEnv.handlers;
@@ -219,12 +233,28 @@ export function buildProgram(): Command {
     .option('--type <type>', 'task type (a handler registered under this name runs it)', 'demo')
     .option('--payload <json>', 'task payload as JSON')
     .option('--priority <n>', 'whole number; higher priorities are placed first when capacity is short (default 0)', priorityArg)
-    .action(async (id: string, o: TableOptions & { type: string; payload?: string; priority?: number }) => {
+    .option('--weight <n>', "whole number >= 1: how much of a node's capacity the task takes (default 1)", weightArg)
+    .option('--require <key=value>', 'run only on a node with this label (repeatable: every one)', collect, [])
+    .option('--prefer <key=value>', 'rather run on a node with this label, when one has room (repeatable)', collect, [])
+    .action(async (id: string, o: TableOptions & { type: string; payload?: string; priority?: number; weight?: number; require: string[]; prefer: string[] }) => {
       const payload = parsePayload(o.payload);
+      const require = parseLabels(o.require, '--require');
+      const prefer = parseLabels(o.prefer, '--prefer');
       const { store, client } = storeFor(o);
-      const { created, task: added } = await new TaskAdmin(store).add({ id, type: o.type, payload, ...(o.priority !== undefined ? { priority: o.priority } : {}) });
+      const { created, task: added } = await new TaskAdmin(store).add({
+        id,
+        type: o.type,
+        payload,
+        ...(o.priority !== undefined ? { priority: o.priority } : {}),
+        ...(o.weight !== undefined ? { weight: o.weight } : {}),
+        ...(Object.keys(require).length > 0 ? { require } : {}),
+        ...(Object.keys(prefer).length > 0 ? { prefer } : {}),
+      });
       const priority = added.priority ? `, priority ${added.priority}` : '';
-      process.stdout.write(created ? `added task ${added.id} (${added.type}${priority})\n` : `task ${added.id} already exists\n`);
+      const weight = added.weight !== undefined && added.weight !== 1 ? `, weight ${added.weight}` : '';
+      const selectors = [...(added.require ? [`requires ${formatLabels(added.require)}`] : []), ...(added.prefer ? [`prefers ${formatLabels(added.prefer)}`] : [])];
+      const labels = selectors.map((s) => `, ${s}`).join('');
+      process.stdout.write(created ? `added task ${added.id} (${added.type}${priority}${weight}${labels})\n` : `task ${added.id} already exists\n`);
       client.destroy();
     });
   withTable(task.command('rm').argument('<id>', 'task id').description('remove a task (its owner stops it)')).action(async (id: string, o: TableOptions) => {

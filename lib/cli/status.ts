@@ -1,4 +1,6 @@
-import { taskPriority, type NodeItem, type TaskItem } from '../store/store.js';
+import type { Unplaceable } from '../admin.js';
+import { formatLabels } from '../labels.js';
+import { taskPriority, taskWeight, type NodeItem, type TaskItem } from '../store/store.js';
 
 function table(rows: string[][]): string {
   const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
@@ -19,17 +21,36 @@ function nodeState(n: NodeItem): string {
 }
 
 /** The human form of `keeper status` and `keeper task ls`. */
-export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, show: { nodes?: boolean } = {}): string {
+export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[]; unplaceable?: Unplaceable[] }, show: { nodes?: boolean } = {}): string {
   const out: string[] = [];
+  // Weights are shown only where some task has one: a cluster without them reads as before.
+  const weighted = status.tasks.some((t) => taskWeight(t) !== 1);
+  // So are labels and the tasks' selectors.
+  const labelled = status.nodes.some((n) => n.labels !== undefined);
+  const selective = status.tasks.some((t) => t.require !== undefined || t.prefer !== undefined);
   if (show.nodes !== false) {
     const owned = new Map<string, number>();
-    for (const t of status.tasks) if (t.owner) owned.set(t.owner, (owned.get(t.owner) ?? 0) + 1);
+    const weight = new Map<string, number>();
+    for (const t of status.tasks) {
+      if (!t.owner) continue;
+      owned.set(t.owner, (owned.get(t.owner) ?? 0) + 1);
+      weight.set(t.owner, (weight.get(t.owner) ?? 0) + taskWeight(t));
+    }
     out.push(`NODES (${status.nodes.length})`);
     if (status.nodes.length > 0) {
       out.push(
         table([
-          ['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS', 'VERSION'],
-          ...status.nodes.map((n) => [n.id, String(n.inc), String(n.counter), nodeState(n), String(owned.get(n.id) ?? 0), n.version ?? '-']),
+          ['ID', 'INCARNATION', 'COUNTER', 'STATE', 'TASKS', ...(weighted ? ['WEIGHT/CAPACITY'] : []), 'VERSION', ...(labelled ? ['LABELS'] : [])],
+          ...status.nodes.map((n) => [
+            n.id,
+            String(n.inc),
+            String(n.counter),
+            nodeState(n),
+            String(owned.get(n.id) ?? 0),
+            ...(weighted ? [`${weight.get(n.id) ?? 0}/${n.capacity}`] : []),
+            n.version ?? '-',
+            ...(labelled ? [formatLabels(n.labels)] : []),
+          ]),
         ]),
       );
     }
@@ -39,11 +60,13 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
   if (status.tasks.length > 0) {
     out.push(
       table([
-        ['ID', 'TYPE', 'PRIORITY', 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
+        ['ID', 'TYPE', 'PRIORITY', ...(weighted ? ['WEIGHT'] : []), ...(selective ? ['REQUIRE', 'PREFER'] : []), 'OWNER', 'TOKEN', 'STATE', 'PAYLOAD', 'CHECKPOINT'],
         ...status.tasks.map((t) => [
           t.id,
           t.type,
           String(taskPriority(t)),
+          ...(weighted ? [String(taskWeight(t))] : []),
+          ...(selective ? [formatLabels(t.require), formatLabels(t.prefer)] : []),
           t.owner ?? '-',
           String(t.token),
           t.releaseRequested ? `${t.state} (release requested)` : t.state,
@@ -52,6 +75,10 @@ export function formatStatus(status: { nodes: NodeItem[]; tasks: TaskItem[] }, s
         ]),
       ]),
     );
+  }
+  if (status.unplaceable && status.unplaceable.length > 0) {
+    out.push('', `UNPLACEABLE (${status.unplaceable.length}): free tasks no live node can take; they wait in the pool`);
+    out.push(table([['ID', 'WHY'], ...status.unplaceable.map((u) => [u.id, u.reason])]));
   }
   return `${out.join('\n')}\n`;
 }

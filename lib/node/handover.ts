@@ -1,6 +1,6 @@
 import type { Timer } from '../clock.js';
 import type { Doorbell, Ring } from '../doorbell.js';
-import type { TaskItem } from '../store/store.js';
+import { taskWeight, type TaskItem } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import type { Moves } from './moves.js';
@@ -257,7 +257,7 @@ export class Handover {
     }
     // Handed over on load figures that were a period old: never run past capacity,
     // give the excess back to the pool instead.
-    else if (holdings.size >= this.node.config.capacity) await holdings.release(task.id, task);
+    else if (taskWeight(task) > holdings.spare()) await holdings.release(task.id, task);
     else holdings.adopt(task);
   }
 }

@@ -6,8 +6,9 @@ import type { NodeContext } from './context.js';
 
 /** What the heartbeat reports to, and asks of, the rest of the node. */
 export interface HeartbeatHooks {
-  /** Tasks this node holds and types it runs: published with every beat. */
+  /** Tasks this node holds, their weight and the types it runs: published with every beat. */
   taskCount(): number;
+  load(): number;
   types(): string[];
   /** The detector's sightings, published so that fresh observers need not wait a full window. */
   watch(): Record<string, WatchRecord>;
@@ -150,6 +151,13 @@ export class Heartbeat {
     });
   }
 
+  /** The task count, with the load only when it differs (NodeItem.load): all tasks of weight 1 beat as before weights. */
+  private loadFigures(): { taskCount: number; load?: number } {
+    const taskCount = this.hooks.taskCount();
+    const load = this.hooks.load();
+    return load === taskCount ? { taskCount } : { taskCount, load };
+  }
+
   private async beat(retry = false): Promise<void> {
     const { node, hooks } = this;
     if (node.phase() !== 'running' && node.phase() !== 'leaving') return;
@@ -174,7 +182,7 @@ export class Heartbeat {
         inc: this.incarnation,
         joinedAt: this.joinedAt,
         counter: next,
-        taskCount: hooks.taskCount(),
+        ...this.loadFigures(),
         capacity: node.config.capacity,
         types: hooks.types(),
         watch: hooks.watch(),

@@ -1,7 +1,8 @@
 import { CheckpointError } from '../checkpoint.js';
+import { hasLabels } from '../protocol/placement.js';
 import { sleep, type Timer } from '../clock.js';
 import { errorText } from '../log.js';
-import { taskPriority, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
+import { taskPriority, taskWeight, type TaskHead, type TaskItem, type TaskPatch } from '../store/store.js';
 import { TaskRun, type Registration, type RunHost } from '../tasks.js';
 import type { NodeContext } from './context.js';
 import type { Moves } from './moves.js';
@@ -69,8 +70,26 @@ export class Holdings {
     return this.handlers.has(type);
   }
 
+  /** Whether this node may run the task at all: it has a handler for the type and every label the task requires. */
+  canRun(task: Pick<TaskHead, 'type' | 'require'>): boolean {
+    return this.handlers.has(task.type) && hasLabels(this.node.config.labels, task.require);
+  }
+
+  /** How many tasks this node holds. */
   get size(): number {
     return this.owned.size;
+  }
+
+  /** The weight of the tasks this node holds (taskWeight): what counts against its capacity. */
+  get load(): number {
+    let load = 0;
+    for (const held of this.owned.values()) load += taskWeight(held.task);
+    return load;
+  }
+
+  /** Room left for more weight, by capacity. */
+  spare(): number {
+    return this.node.config.capacity - this.load;
   }
 
   has(id: string): boolean {
@@ -128,8 +147,10 @@ export class Holdings {
     this.outgoing.delete(task.id);
     const previous = existing?.run;
     this.owned.set(task.id, { task, since: this.node.passes(), ...(previous ? { run: previous } : {}) });
-    if (!this.handlers.has(task.type)) {
-      // Not ours to run (no handler): put it back for a node that has one.
+    if (!this.canRun(task)) {
+      // Not ours to run (no handler, or a label it requires that this node lacks): put it
+      // back for a node that can. Placement never sends such a task here; this is the one
+      // door every task comes in by, so a hard constraint holds whatever view sent it.
       void this.release(task.id, task);
       return;
     }

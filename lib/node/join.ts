@@ -87,6 +87,7 @@ export class Join {
           joinedAt: new Date().toISOString(),
           ...(bell ? { bell } : {}),
           ...(node.config.appVersion !== undefined ? { version: node.config.appVersion } : {}),
+          ...(node.config.labels && Object.keys(node.config.labels).length > 0 ? { labels: node.config.labels } : {}),
           // An operator's drain outlives a rejoin of this process (declared dead after a long
           // pause, say), which must not quietly put it back to work; a new process starts
           // undrained, whatever a tombstone of its id still says.

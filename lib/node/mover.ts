@@ -2,7 +2,7 @@ import { batchMoveLanes, moveConcurrency } from '../config.js';
 import type { Doorbell } from '../doorbell.js';
 import { errorText } from '../log.js';
 import { isOutdated, newestVersion, placeTasks, type Candidate } from '../protocol/placement.js';
-import { AmbiguousWriteError, type Notified, type TaskHead } from '../store/store.js';
+import { AmbiguousWriteError, nodeLoad, type Notified, type TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import { forEachLimit, movedTo, transactionChunks, type Moves } from './moves.js';
@@ -130,7 +130,14 @@ export class Mover {
   async candidates(exclude?: string): Promise<Candidate[]> {
     const { node } = this;
     const mine = { version: node.config.appVersion, joinedAt: node.joinedAt() };
-    const self: Candidate = { id: node.id, inc: node.inc(), load: this.holdings.size, capacity: node.config.capacity, types: this.holdings.types() };
+    const self: Candidate = {
+      id: node.id,
+      inc: node.inc(),
+      load: this.holdings.load,
+      capacity: node.config.capacity,
+      types: this.holdings.types(),
+      ...(node.config.labels ? { labels: node.config.labels } : {}),
+    };
     const out: Candidate[] = exclude === node.id || node.phase() !== 'running' || this.hooks.draining() ? [] : [self];
     if (node.config.takeover === 'detector' && out.length > 0) return out;
     const others = this.neighbourhood.successors.filter((id) => id !== exclude);
@@ -141,7 +148,15 @@ export class Mover {
     if (isOutdated(mine, newest)) self.outdated = true;
     for (const peer of live) {
       if (peer.draining || peer.leaving) continue;
-      out.push({ id: peer.id, inc: peer.inc, load: peer.taskCount, capacity: peer.capacity, types: peer.types, ...(isOutdated(peer, newest) ? { outdated: true } : {}) });
+      out.push({
+        id: peer.id,
+        inc: peer.inc,
+        load: nodeLoad(peer),
+        capacity: peer.capacity,
+        types: peer.types,
+        ...(peer.labels ? { labels: peer.labels } : {}),
+        ...(isOutdated(peer, newest) ? { outdated: true } : {}),
+      });
     }
     return out;
   }

@@ -1,9 +1,9 @@
 import { settledWithin } from '../clock.js';
 import { moveConcurrency } from '../config.js';
-import { byPriority, newestVersion, rebalanceCount, rendezvous } from '../protocol/placement.js';
+import { byPriority, canRun, newestVersion, preference, rebalanceChoice, rebalanceCount, rendezvous } from '../protocol/placement.js';
 import { claimArcs, inArc } from '../protocol/ring.js';
 import { taskSlot } from '../store/items.js';
-import type { ClusterItem, NodeItem, TaskHead } from '../store/store.js';
+import { nodeLoad, taskWeight, type ClusterItem, type NodeItem, type TaskHead } from '../store/store.js';
 import type { NodeContext } from './context.js';
 import type { Holdings } from './holdings.js';
 import type { Monitor } from './monitor.js';
@@ -29,6 +29,26 @@ const drainQuietPasses = 3;
 const strayPage = 16;
 /** A node busy placing tasks of its own arc looks for strays every this many claim rounds. */
 const strayEvery = 4;
+
+/**
+ * The tasks, in the order given, that fit `room` by weight: each one that still fits what
+ * the ones before it left (with tasks of weight 1, the first `room`). A heavy task that does
+ * not fit leaves room for lighter ones after it.
+ */
+function fitting<T extends { weight?: number }>(tasks: readonly T[], room: number): T[] {
+  const out: T[] = [];
+  for (const task of tasks) {
+    if (room <= 0) break;
+    if (taskWeight(task) > room) continue;
+    out.push(task);
+    room -= taskWeight(task);
+  }
+  return out;
+}
+
+function weightOf(tasks: ReadonlyArray<{ weight?: number }>): number {
+  return tasks.reduce((sum, task) => sum + taskWeight(task), 0);
+}
 
 /** What the pool asks of the rest of the node. */
 export interface PoolHooks {
@@ -94,7 +114,8 @@ export class Pool {
    * the whole pool, which no node reads at once.
    */
   async claimUnowned(): Promise<number> {
-    let spare = this.node.config.capacity - this.holdings.size;
+    // Room, by weight: a task heavier than what is left stays for a node with room for it.
+    let spare = this.holdings.spare();
     this.freeBacklog = false;
     if (spare <= 0 || this.holdings.types().length === 0) return 0;
     // Until this round has read what it needs: if a read fails, look again next period
@@ -107,26 +128,35 @@ export class Pool {
     const limit = Math.min(spare * 4, 1000);
     const inRange = await this.node.store.unownedTasks(limit, mineRange);
     const mine = inRange.filter((task) => {
-      if (!this.holdings.handles(task.type)) return false;
+      if (!this.holdings.canRun(task)) return false;
       const slot = taskSlot(task.id);
       const arc = arcs.slice(0, reach).find((a) => inArc(slot, a));
       // A successor that runs this type and has room claims its own arc's tasks.
-      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task.type);
+      return arc === undefined || arc.owner === this.node.id || !this.canClaim(arc.owner, task);
     });
     let placed: number;
     if (this.neighbourhood.wholeRing) {
       // More than it has room for: the higher priorities first (placeTasks does the same below).
-      placed = await this.claim(byPriority(mine).slice(0, spare));
-      spare -= placed;
+      // A task that prefers labels this node lacks is placed as a large cluster places its
+      // arc (below), so that a node with them gets it while one has room.
+      const elsewhere = mine.filter((task) => preference(this.node.config.labels, task.prefer) < Object.keys(task.prefer ?? {}).length);
+      const claimed = await this.claim(fitting(byPriority(elsewhere.length > 0 ? mine.filter((task) => !elsewhere.includes(task)) : mine), spare));
+      placed = claimed.length;
+      spare -= weightOf(claimed);
+      if (elsewhere.length > 0 && spare > 0) {
+        const before = this.holdings.load;
+        placed += await this.mover.distribute(elsewhere, { reason: 'claim', unplaced: 'leave', selfSingly: true });
+        spare -= this.holdings.load - before;
+      }
     } else {
       // Arcs are uneven in a large cluster (the largest about ln n times the mean), so the
       // node deals its arc's tasks out over itself and its successors, least loaded first, as
       // a takeover does: a backlog spreads evenly at once instead of landing on the nodes
       // with the largest arcs and being moved again by rebalancing.
-      const before = this.holdings.size;
+      const before = this.holdings.load;
       // Claims are not urgent: this node's own share goes one write unit per task, not two.
       placed = await this.mover.distribute(mine, { reason: 'claim', unplaced: 'leave', selfSingly: true });
-      spare -= this.holdings.size - before;
+      spare -= this.holdings.load - before;
     }
     // More to read in our range, tasks left or refused (another node's view of the ring
     // differed, or nobody had room).
@@ -142,14 +172,14 @@ export class Pool {
       this.strayCursor = page.length > 0 ? taskSlot(page[page.length - 1]!.id) : undefined;
       const stray: TaskHead[] = [];
       for (const task of page) {
-        if (!this.holdings.handles(task.type) || inArc(taskSlot(task.id), mineRange)) continue;
+        if (!this.holdings.canRun(task) || inArc(taskSlot(task.id), mineRange)) continue;
         const firstSeen = this.freeSeen.get(task.id) ?? this.node.passes();
         this.freeSeen.set(task.id, firstSeen);
         if (this.node.passes() - firstSeen >= 2) stray.push(task);
         this.straysSeen = true;
         backlog = true;
       }
-      placed += await this.claim(byPriority(stray).slice(0, spare));
+      placed += (await this.claim(fitting(byPriority(stray), spare))).length;
     } else if (spare > 0) {
       // Not looked at this round: the next one will (it finds nothing of its own, or is due).
       backlog = true;
@@ -160,9 +190,9 @@ export class Pool {
     return placed;
   }
 
-  /** Moves free tasks to this node, adopting each that lands; returns how many did. */
-  private async claim(tasks: readonly TaskHead[]): Promise<number> {
-    let claimed = 0;
+  /** Moves free tasks to this node, adopting each that lands; returns those that did. */
+  private async claim(tasks: readonly TaskHead[]): Promise<TaskHead[]> {
+    const claimed: TaskHead[] = [];
     await forEachLimit(tasks, moveConcurrency, async (task) => {
       const after = await this.moves.move(task, { owner: this.node.id, ownerInc: this.node.inc() }).catch(() => {
         // The claim may have landed unseen: look at our own tasks next period rather than
@@ -171,7 +201,7 @@ export class Pool {
         return undefined;
       });
       if (after) {
-        claimed += 1;
+        claimed.push(task);
         this.freeSeen.delete(task.id);
         this.holdings.adopt(after);
       }
@@ -185,9 +215,9 @@ export class Pool {
    * declared dead: its tasks wait for that anyway, and the strays rule covers the rest. A
    * draining or leaving one claims nothing: its arc is read by the nearest predecessor that does.
    */
-  private canClaim(id: string, type: string): boolean {
+  private canClaim(id: string, task: Pick<TaskHead, 'type' | 'weight' | 'require'>): boolean {
     const peer = this.monitor.peer(id);
-    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && peer.taskCount < peer.capacity && peer.types.includes(type));
+    return peer === undefined || (peer.state === 'alive' && !peer.draining && !peer.leaving && nodeLoad(peer) + taskWeight(task) <= peer.capacity && canRun(peer, task));
   }
 
   /**
@@ -219,7 +249,7 @@ export class Pool {
 
   /** Whether a watched successor would claim every type this node runs (so its arc is not ours to read). */
   private canClaimAll(id: string): boolean {
-    return this.holdings.types().every((type) => this.canClaim(id, type));
+    return this.holdings.types().every((type) => this.canClaim(id, { type }));
   }
 
   /**
@@ -244,16 +274,35 @@ export class Pool {
       // would wait for the tombstone sweep. Never to a draining or leaving one: it would hand
       // the task on again.
       if (!peer || peer.state !== 'alive' || peer.draining || peer.leaving || !this.monitor.advancing(id)) continue;
-      const count = rebalanceCount(this.holdings.size, peer.taskCount, peer.capacity - peer.taskCount, this.node.config.watchPeers, budget, index === 0);
-      if (count === 0) continue;
+      const gain = (task: { prefer?: Record<string, string> }) => preference(peer.labels, task.prefer) - preference(this.node.config.labels, task.prefer);
+      // Loads, gaps and room are weights (with tasks of weight 1, task counts).
+      const mine = this.holdings.load;
+      const theirs = nodeLoad(peer);
+      const weight = rebalanceCount(mine, theirs, peer.capacity - theirs, this.node.config.watchPeers, Number.POSITIVE_INFINITY, index === 0);
+      // A task that prefers the peer's labels over this node's goes there whenever the peer
+      // has room for it, gap or no gap: placement may have had no such node to offer at the
+      // time (none had joined yet, or room). It never comes back: that would lose preference.
+      const drawn = this.holdings.held().some((o) => gain(o.task) > 0);
+      if (weight === 0 && !drawn) continue;
       // Never a task straight back to the node it came from; and tasks that hash towards
       // the peer first, so the same tasks would move again if anything.
-      const movable = this.holdings.held()
+      const candidates = this.holdings.held()
         .filter((o) => this.node.passes() - o.since >= rebalanceHoldPasses && !this.holdings.isOutgoing(o.task.id))
         .map((o) => o.task)
-        .filter((t) => peer.types.includes(t.type) && t.previousOwner !== id)
-        .sort((a, b) => Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id))
-        .slice(0, count);
+        .filter((t) => canRun(peer, t) && t.previousOwner !== id && gain(t) >= 0)
+        // Tasks that prefer the peer's labels over this node's first (none moves to a node it
+        // prefers less), then those that hash towards the peer.
+        .sort((a, b) => gain(b) - gain(a) || Number(rendezvous(b.id, [this.node.id, id]) === id) - Number(rendezvous(a.id, [this.node.id, id]) === id));
+      const movable = weight === 0 ? [] : rebalanceChoice(candidates, weight, budget, mine - theirs, peer.capacity - theirs, index === 0);
+      if (drawn) {
+        let room = peer.capacity - theirs - weightOf(movable);
+        for (const task of candidates) {
+          if (movable.length >= budget) break;
+          if (gain(task) <= 0 || movable.includes(task) || taskWeight(task) > room) continue;
+          movable.push(task);
+          room -= taskWeight(task);
+        }
+      }
       if (movable.length === 0) continue;
       budget -= movable.length;
       // Each run stops before its task moves, and the pass waits for that at most

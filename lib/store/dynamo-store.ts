@@ -306,13 +306,16 @@ export class DynamoStore implements Store {
             UpdateExpression:
               'SET #counter = :counter, #taskCount = :taskCount, #capacity = :capacity, #types = :types, #watch = :watch, ' +
               '#id = :id, #member = :member, #ring = :ring, #joinedAt = :joinedAt, ' +
-              '#inbox = if_not_exists(#inbox, :zero), #neighbours = if_not_exists(#neighbours, :zero)',
+              '#inbox = if_not_exists(#inbox, :zero), #neighbours = if_not_exists(#neighbours, :zero)' +
+              // The load is stored only while it differs from the task count (NodeItem.load).
+              (input.load === undefined ? ' REMOVE #load' : ', #load = :load'),
             // Never backwards: a heartbeat that lands after a later one (held up on the way)
             // is refused; an unreadable counter is overwritten, so that it heals.
             ConditionExpression: '#inc = :inc AND #state = :alive AND (NOT attribute_type(#counter, :N) OR #counter <= :counter)',
             ExpressionAttributeNames: {
               '#counter': 'counter',
               '#taskCount': 'taskCount',
+              '#load': 'load',
               '#capacity': 'capacity',
               '#inc': 'inc',
               '#state': 'state',
@@ -328,6 +331,7 @@ export class DynamoStore implements Store {
             ExpressionAttributeValues: {
               ':counter': input.counter,
               ':taskCount': input.taskCount,
+              ...(input.load === undefined ? {} : { ':load': input.load }),
               ':capacity': input.capacity,
               ':types': input.types,
               ':watch': input.watch,

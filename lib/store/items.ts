@@ -54,6 +54,7 @@ export const nodeItemSchema = z.object({
   state: z.enum(['alive', 'dead', 'left']),
   inbox: count,
   taskCount: count,
+  load: count.optional(),
   capacity: count,
   types: z.array(z.string()),
   watch: z.record(z.string(), watchRecordSchema),
@@ -67,6 +68,7 @@ export const nodeItemSchema = z.object({
   draining: z.boolean().optional(),
   version: z.string().min(1).max(256).optional(),
   leaving: z.boolean().optional(),
+  labels: z.record(z.string(), z.string()).optional(),
 });
 
 /**
@@ -103,12 +105,15 @@ export const taskItemSchema = z.object({
   previousOwner: z.string().optional(),
   itemBytes: count.optional(),
   priority: z.number().int().optional(),
+  weight: z.number().int().positive().optional(),
+  require: z.record(z.string(), z.string()).optional(),
+  prefer: z.record(z.string(), z.string()).optional(),
   createdAt: z.string(),
   checkpoint: checkpointText.optional(),
 });
 
 /** Non-key attributes the owner index carries (its keys and the table's, pk holding the id, come anyway). */
-export const taskHeadAttributes = ['type', 'ownerInc', 'token', 'releaseRequested', 'itemBytes', 'priority'] as const;
+export const taskHeadAttributes = ['type', 'ownerInc', 'token', 'releaseRequested', 'itemBytes', 'priority', 'weight', 'require', 'prefer'] as const;
 
 const taskHeadSchema = z.object({
   pk: z.string().startsWith('task#'),
@@ -119,15 +124,37 @@ const taskHeadSchema = z.object({
   releaseRequested: z.boolean().optional(),
   itemBytes: count.optional(),
   priority: z.number().int().optional(),
+  weight: z.number().int().positive().optional(),
+  require: z.record(z.string(), z.string()).optional(),
+  prefer: z.record(z.string(), z.string()).optional(),
 });
 
 /**
  * A new task's stored record (without its keys). A priority is stored only when it is not the
- * default 0, so that tasks without one are stored exactly as before priorities existed.
+ * default 0, a weight only when it is not the default 1, require and prefer only when they
+ * name labels, so that tasks without them are stored exactly as before these existed.
  */
 export function newTaskRecord(task: NewTaskRecord, createdAt: string): Record<string, unknown> {
   const priority = task.priority ? { priority: task.priority } : {};
-  const record = { id: task.id, type: task.type, payload: task.payload, slot: taskSlot(task.id), owner: keys.freeOwner, ownerInc: 0, token: 0, state: 'ready', attempts: 0, ...priority, createdAt };
+  const weight = task.weight !== undefined && task.weight !== 1 ? { weight: task.weight } : {};
+  const require = task.require && Object.keys(task.require).length > 0 ? { require: task.require } : {};
+  const prefer = task.prefer && Object.keys(task.prefer).length > 0 ? { prefer: task.prefer } : {};
+  const record = {
+    id: task.id,
+    type: task.type,
+    payload: task.payload,
+    slot: taskSlot(task.id),
+    owner: keys.freeOwner,
+    ownerInc: 0,
+    token: 0,
+    state: 'ready',
+    attempts: 0,
+    ...priority,
+    ...weight,
+    ...require,
+    ...prefer,
+    createdAt,
+  };
   // As JSON plus room for the keys and names: close enough to DynamoDB's item size to budget a transaction.
   return { ...record, itemBytes: Buffer.byteLength(JSON.stringify(record)) + 100 };
 }
@@ -166,7 +193,7 @@ export function parseTaskHead(raw: Record<string, unknown>, warn: Warn): TaskHea
     warn(`skipping corrupt task entry ${String(raw['pk'] ?? raw['id'])}: ${describe(parsed.error)}`);
     return undefined;
   }
-  const { pk, owner, releaseRequested, itemBytes, priority, ...rest } = parsed.data;
+  const { pk, owner, releaseRequested, itemBytes, priority, weight, require, prefer, ...rest } = parsed.data;
   return {
     id: pk.slice(keys.task('').pk.length),
     ...rest,
@@ -174,6 +201,9 @@ export function parseTaskHead(raw: Record<string, unknown>, warn: Warn): TaskHea
     ...(releaseRequested === undefined ? {} : { releaseRequested }),
     ...(itemBytes === undefined ? {} : { itemBytes }),
     ...(priority ? { priority } : {}),
+    ...(weight !== undefined && weight !== 1 ? { weight } : {}),
+    ...(require && Object.keys(require).length > 0 ? { require } : {}),
+    ...(prefer && Object.keys(prefer).length > 0 ? { prefer } : {}),
   };
 }
 

@@ -153,6 +153,9 @@ export class MemoryStore implements Store {
       ring: ringKey(input.id),
       joinedAt: input.joinedAt,
     }));
+    // The load is stored only while it differs from the task count (NodeItem.load).
+    if (input.load === undefined) delete current['load'];
+    else current['load'] = input.load;
     if (current['inbox'] === undefined) current['inbox'] = 0;
     if (current['neighbours'] === undefined) current['neighbours'] = 0;
     return { ok: true, node: parseNode(structuredClone(current), this.warn) };

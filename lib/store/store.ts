@@ -34,6 +34,13 @@ export interface NodeItem {
   /** Bumped when a node joins or leaves next to this one on the ring: time to re-read the neighbourhood. */
   neighbours: number;
   taskCount: number;
+  /**
+   * The weight of the tasks it holds (see taskWeight), stored only when it differs from
+   * taskCount (some task weighs more than 1), so that nodes whose tasks all weigh 1 write
+   * what they wrote before weights existed. Read it through nodeLoad.
+   */
+  load?: number;
+  /** Most weight this node runs at once (every task weighs 1 unless given a weight). */
   capacity: number;
   /** Task types this node has handlers for; takeover only hands a node tasks it can run. */
   types: string[];
@@ -64,6 +71,11 @@ export interface NodeItem {
    * heartbeat, and stored only while true; a new incarnation starts without it.
    */
   leaving?: boolean;
+  /**
+   * The labels this incarnation publishes (KeeperConfig.labels), matched against tasks'
+   * `require` and `prefer`. Written by the join only, and stored only when there are some.
+   */
+  labels?: Record<string, string>;
 }
 
 /** A node's inbox after a notification, and where to ring it. */
@@ -113,6 +125,12 @@ export interface TaskItem {
    * taskPriority.
    */
   priority?: number;
+  /** How much of a node's capacity the task takes (absent: 1); set at creation. See taskWeight. */
+  weight?: number;
+  /** Labels a node must have, every one, to run the task (absent: any node); set at creation. */
+  require?: Record<string, string>;
+  /** Labels the task would rather run where they are (absent: none); never leaves it unowned. Set at creation. */
+  prefer?: Record<string, string>;
   createdAt: string;
   /**
    * The state the task's runs last stored with `ctx.checkpoint` (absent if none): written
@@ -139,6 +157,11 @@ export interface TaskHead {
   itemBytes?: number;
   /** The task's priority (absent: 0); the owner index carries it, so placement needs no read. */
   priority?: number;
+  /** The task's weight (absent: 1); the owner index carries it, so placement needs no read. */
+  weight?: number;
+  /** Labels a node must have to run it, and labels it prefers (absent: none); the owner index carries both. */
+  require?: Record<string, string>;
+  prefer?: Record<string, string>;
 }
 
 /** What a new task is stored from (TaskAdmin validates it first). */
@@ -148,11 +171,29 @@ export interface NewTaskRecord {
   payload: unknown;
   /** Absent or 0: the default priority, which is not stored. */
   priority?: number;
+  /** Absent or 1: the default weight, which is not stored. */
+  weight?: number;
+  /** Absent or empty: none, which is not stored. */
+  require?: Record<string, string>;
+  prefer?: Record<string, string>;
 }
 
 /** A task's priority: higher is placed first when capacity is short; 0 unless set. */
 export function taskPriority(task: { priority?: number }): number {
   return task.priority ?? 0;
+}
+
+/**
+ * How much of a node's capacity a task takes: a positive whole number, 1 unless set. Nodes
+ * balance the sum of their tasks' weights, and never hold more than their capacity of it.
+ */
+export function taskWeight(task: { weight?: number }): number {
+  return task.weight ?? 1;
+}
+
+/** The weight of the tasks a node holds, as it last published it (its task count when it stores no load). */
+export function nodeLoad(node: Pick<NodeItem, 'taskCount' | 'load'>): number {
+  return node.load ?? node.taskCount;
 }
 
 /** The cluster item: a counter bumped whenever tasks become claimable. */
@@ -198,6 +239,8 @@ export interface HeartbeatInput {
   joinedAt: string;
   counter: number;
   taskCount: number;
+  /** The weight of the tasks held; absent when it equals taskCount (NodeItem.load). */
+  load?: number;
   capacity: number;
   types: string[];
   watch: Record<string, WatchRecord>;
