@@ -29,6 +29,27 @@ describe('deterministic simulation (in-memory store, virtual time)', () => {
     for (const key of ['laggedReads', 'unprocessedKeys', 'unreadKeys', 'throttledWrites'] as const) expect(cloud[key], key).toBeGreaterThan(0);
   }, 600_000);
 
+  it('200 schedules whose nodes run different settings (periods of 500 to 1,500 ms, stale thresholds of 3 to 6, drift bounds of 1.05 and 1.2, handler stop times): no task runs twice, takeovers stay within the larger peer\'s bound', async () => {
+    const failures: string[] = [];
+    let takeovers = 0;
+    for (let seed = 1; seed <= 200; seed++) {
+      const result = await runSchedule(seed, { mixed: true, drift: 'tight' });
+      takeovers += result.takeoversMs.length;
+      if (result.violations.length > 0) failures.push(`seed ${seed} (${result.nodes} nodes, ${result.faults.join(', ')}): ${result.violations.slice(0, 3).join('; ')}`);
+    }
+    expect(failures).toEqual([]);
+    expect(takeovers).toBeGreaterThan(100);
+  }, 300_000);
+
+  it('catches nodes that judge every peer by their own settings in a mixed cluster (the checker can fail)', async () => {
+    const found: string[] = [];
+    for (let seed = 1; seed <= 200 && found.length === 0; seed++) {
+      const result = await runSchedule(seed, { mixed: true, drift: 'tight', kinds: ['partition'], judgeByOwnSettings: true });
+      found.push(...result.violations.filter((v) => v.includes('at once')));
+    }
+    expect(found.length).toBeGreaterThan(0);
+  }, 120_000);
+
   it('replays a seed identically', async () => {
     const a = await runSchedule(4242);
     const b = await runSchedule(4242);

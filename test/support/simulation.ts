@@ -1,6 +1,7 @@
 import { sleep } from '../../lib/clock.js';
-import { failoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/config.js';
+import { failoverBoundMs, mixedFailoverBoundMs, resolveConfig, type KeeperOptions } from '../../lib/config.js';
 import { MemoryStore } from '../../lib/store/memory-store.js';
+import type { NodeItem, Store } from '../../lib/store/store.js';
 import type { TaskContext } from '../../lib/tasks.js';
 import { Worker } from '../../lib/worker.js';
 import { canonical, networkStore, prng, recorded, recordedBell, SimClock, SimDoorbells, VirtualTime } from './sim.js';
@@ -80,6 +81,15 @@ export interface ScheduleOverrides {
   maxStartsPerSecond?: number;
   /** Bypasses config validation with a fence window that is too long: the checker must catch it. */
   unsafeFenceMs?: number;
+  /**
+   * Every node (and every replacement) runs settings drawn from `mixedSettings`: periods,
+   * stale thresholds, drift bounds and handler stop times of a rolling change of them, each
+   * node's clock within its own drift bound. The takeover bound is the larger peer's
+   * (mixedFailoverBoundMs).
+   */
+  mixed?: boolean;
+  /** Hides the settings nodes publish from the detectors, which then judge every peer by their own (a keeper from before): the checker must catch it. */
+  judgeByOwnSettings?: boolean;
   trace?: (line: string) => void;
   /**
    * Every store call each node makes with its outcome, every event it emits, every ring it
@@ -87,6 +97,30 @@ export interface ScheduleOverrides {
    * must not change under a refactor (tools/sim-digests.ts).
    */
   record?: (line: string) => void;
+}
+
+/** What the nodes of a `mixed` schedule run, over the schedule's own settings: a rolling change of period, stale threshold, drift bound or handler stop time. */
+const mixedSettings: KeeperOptions[] = [
+  {},
+  { periodMs: 500 },
+  { periodMs: 1500, staleTicks: 3 },
+  { periodMs: 750, staleTicks: 6 },
+  { handlerStopMs: 300, staleTicks: 5 },
+  { driftBound: 1.2, staleTicks: 5 },
+];
+
+/** A store whose node reads carry no published settings: detectors then judge every peer by their own. */
+function withoutPublishedSettings(store: Store): Store {
+  const strip = (node: NodeItem): NodeItem => {
+    const { settings: _hidden, ...rest } = node;
+    return rest;
+  };
+  return Object.assign(Object.create(store) as Store, {
+    readNodes: async (ids: string[], options?: { cluster?: boolean }) => {
+      const read = await store.readNodes(ids, options);
+      return { ...read, nodes: new Map([...read.nodes].map(([id, node]) => [id, strip(node)])) };
+    },
+  });
 }
 
 export async function runSchedule(seed: number, overrides: ScheduleOverrides = {}): Promise<ScheduleResult> {
@@ -107,18 +141,24 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     ? { periodMs: 1000, driftBound: 2, staleTicks: 9, takeover, ...inbox, ...startRate }
     : { periodMs: 1000, driftBound: 1.05, staleTicks: 4, takeover, ...inbox, ...startRate };
   const config = resolveConfig(settings);
+  // The mixed settings fit tight clocks (their stale thresholds are too small for f = 2).
+  if (overrides.mixed && wide) throw new Error('mixed schedules run with tight drift: pass drift: "tight"');
+  const mixed = overrides.mixed ? mixedSettings.map((m) => ({ options: { ...settings, ...m }, config: resolveConfig({ ...settings, ...m }) })) : undefined;
   // Two schedules in five run in the cloud (sim-cloud.ts), drawn from a stream of their own,
   // so that a schedule without it unfolds exactly as it did before the cloud existed.
   const cloudRnd = prng(seed ^ 0x5f3759df);
   const inCloud = overrides.cloud ?? cloudRnd() < 0.4;
   // Up to three seconds: within the declarer's last follow-up even on the slowest clocks here.
-  const indexLagMs = 100 + cloudRnd() * 2900;
+  // (Mixed schedules' shortest period, 500 ms, reaches its last follow-up 2.5 s in on the
+  // fastest clock of theirs: their lag stays below.)
+  const indexLagMs = Math.min(100 + cloudRnd() * 2900, overrides.mixed ? 2400 : Number.POSITIVE_INFINITY);
   const cloud = inCloud
     ? new SimCloud(time, { indexLagMs, unprocessedShare: cloudRnd() * 0.2, partitionWritesPerSecond: 2 + cloudRnd() * 10, random: cloudRnd })
     : undefined;
   // With a start rate, a receiver may queue every task of the schedule (at most 30, and 8 finite ones) behind one another.
   const startWaitMs = config.maxStartsPerSecond > 0 ? ((38 * 1000) / config.maxStartsPerSecond) * config.driftBound : 0;
-  const bound = failoverBoundMs(config, 0, cloud ? indexLagMs : 0) + startWaitMs + 500;
+  const bound = (mixed ? mixedFailoverBoundMs(mixed.map((m) => m.config), cloud ? indexLagMs : 0) : failoverBoundMs(config, 0, cloud ? indexLagMs : 0)) + startWaitMs + 500;
+  if (!Number.isFinite(bound)) throw new Error(`seed ${seed}: no failover bound for an index lag of ${Math.round(indexLagMs)} ms`);
   const nodeCount = 3 + Math.floor(rnd() * 7);
   const taskCount = 5 + Math.floor(rnd() * 26);
   const shared = new MemoryStore();
@@ -127,22 +167,24 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
   const active = new Set<Run>();
   const lastToken = new Map<string, number>();
   const procs: Proc[] = [];
-  const rate = () => (wide ? Math.exp((rnd() * 2 - 1) * Math.log(config.driftBound)) : 1 + (rnd() * 2 - 1) * (config.driftBound - 1));
+  const rate = (f = config.driftBound) => (wide ? Math.exp((rnd() * 2 - 1) * Math.log(f)) : 1 + (rnd() * 2 - 1) * (f - 1));
 
   const spawn = (id: string): Proc => {
-    const clock = new SimClock(time, rate(), (rnd() * 2 - 1) * 36_000_000);
+    const own = mixed ? pick(mixed) : { options: settings, config };
+    const clock = new SimClock(time, rate(own.config.driftBound), (rnd() * 2 - 1) * 36_000_000);
     const proc: Proc = { id, clock, worker: undefined as unknown as Worker, partitionedUntil: -1, dead: false, troubles: [] };
     const store = networkStore(shared, time, clock, {
       // Mostly a few ms; in the fault window one message in a hundred is slow, some past the
       // request timeout (DynamoDB's latency tail).
-      latency: () => (time.now < faultWindowEnd && rnd() < 0.01 ? rnd() * 2 * config.requestTimeoutMs : 1 + rnd() * 20),
+      latency: () => (time.now < faultWindowEnd && rnd() < 0.01 ? rnd() * 2 * own.config.requestTimeoutMs : 1 + rnd() * 20),
       partitioned: () => time.now < proc.partitionedUntil,
       // Network faults end with the fault window: after it the cluster must settle.
       lostReply: () => (time.now < faultWindowEnd ? 0.01 : 0),
       random: rnd,
-      timeoutMs: config.requestTimeoutMs,
+      timeoutMs: own.config.requestTimeoutMs,
       ...(cloud ? { cloud } : {}),
     });
+    const judged = overrides.judgeByOwnSettings ? withoutPublishedSettings(store) : store;
     const record = overrides.record;
     const trace = overrides.trace ?? record;
     const logger = trace && {
@@ -152,8 +194,8 @@ export async function runSchedule(seed: number, overrides: ScheduleOverrides = {
     };
     const bell = bells?.for(id, clock, () => time.now < proc.partitionedUntil);
     const worker = new Worker({
-      ...settings,
-      store: record ? recorded(store, (line) => record(`${time.now} ${id} ${line}`)) : store,
+      ...own.options,
+      store: record ? recorded(judged, (line) => record(`${time.now} ${id} ${line}`)) : judged,
       clock,
       random: rnd,
       nodeId: id,
